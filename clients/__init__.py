@@ -1,0 +1,5 @@
+"""Flower ClientApp logic for MLL-SGD workers."""
+
+from .worker import WorkerTask, local_sgd, make_worker_train, step_schedule
+
+__all__ = ["WorkerTask", "local_sgd", "make_worker_train", "step_schedule"]

@@ -1,0 +1,189 @@
+"""The MLL-SGD worker: tau time steps, one Bernoulli(p_i) draw and at most one SGD step each.
+
+Every random draw of a round comes from generators seeded by
+``(seed, server_round, worker_id)``, so results never depend on which process
+or in which order Flower's simulation engine runs the workers.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+COIN_STREAM, BATCH_STREAM = 0, 1
+
+
+class WorkerTask(NamedTuple):
+    """What a worker trains: its model object and its fixed local data.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        Kept resident between rounds; its weights are overwritten by the hub's.
+    features : torch.Tensor
+        Local training inputs, first dimension = local examples.
+    labels : torch.Tensor
+        Local class labels (int64).
+    """
+
+    model: nn.Module
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
+class Schedule(NamedTuple):
+    """The draws of one worker for one round."""
+
+    coins: np.ndarray  # bool, one per time step: take a step?
+    batches: np.ndarray  # int, (time steps, batch size) local example indices
+
+
+# pylint: disable=too-many-arguments
+def step_schedule(
+    seed: int,
+    server_round: int,
+    worker_id: int,
+    time_steps: int,
+    rate: float,
+    num_examples: int,
+    batch_size: int,
+) -> Schedule:
+    """Return the coin flips and mini-batches of one worker for one round.
+
+    Coins and mini-batches come from two independent generators, so a worker
+    sees the same mini-batch at a given time step whatever its rate.
+
+    Parameters
+    ----------
+    seed : int
+        Experiment seed.
+    server_round : int
+        Round (1-based); one round is ``time_steps`` time steps.
+    worker_id : int
+        Global worker index.
+    time_steps : int
+        tau.
+    rate : float
+        Operating rate p_i in (0, 1].
+    num_examples : int
+        Size of the worker's local data set.
+    batch_size : int
+        Mini-batch size; capped at ``num_examples``.
+
+    Returns
+    -------
+    Schedule
+        ``coins[t]`` says whether a step is taken at time step t,
+        ``batches[t]`` which local examples it uses (drawn without
+        replacement within the batch).
+    """
+    coin_rng = np.random.default_rng([seed, server_round, worker_id, COIN_STREAM])
+    batch_rng = np.random.default_rng([seed, server_round, worker_id, BATCH_STREAM])
+    coins = coin_rng.random(time_steps) < rate
+    size = min(batch_size, num_examples)
+    batches = np.stack(
+        [batch_rng.choice(num_examples, size=size, replace=False) for _ in range(time_steps)]
+    )
+    return Schedule(coins, batches)
+
+
+def local_sgd(
+    task: WorkerTask, schedule: Schedule, lr: float, proximal_mu: float = 0.0
+) -> tuple[int, float]:
+    """Run the time steps of one round in place on ``task.model``.
+
+    At each time step whose coin came up, take ONE plain SGD step
+    ``x <- x - lr * grad`` on that step's mini-batch (cross-entropy loss, plus
+    ``proximal_mu / 2 * ||x - x_received||^2`` when FedProx asks for it).
+
+    Returns
+    -------
+    tuple[int, float]
+        Number of steps taken and the mean mini-batch loss over them. With no
+        step taken, the loss of the received model on the first mini-batch.
+    """
+    model, x, y = task
+    params = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+    model.train()
+    losses: list[float] = []
+    for take, batch in zip(schedule.coins, schedule.batches, strict=True):
+        if not take:
+            continue
+        idx = torch.from_numpy(batch)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        objective = loss
+        if anchor:
+            objective = loss + proximal_mu / 2 * sum(
+                ((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True)
+            )
+        grads = torch.autograd.grad(objective, params)
+        with torch.no_grad():
+            for param, grad in zip(params, grads, strict=True):
+                param.sub_(lr * grad)
+        losses.append(float(loss))
+    if not losses:
+        with torch.no_grad():
+            idx = torch.from_numpy(schedule.batches[0])
+            return 0, float(F.cross_entropy(model(x[idx]), y[idx]))
+    return len(losses), float(np.mean(losses))
+
+
+def _config_of(msg: Message) -> ConfigRecord:
+    records = list(msg.content.config_records.values())
+    if len(records) != 1:
+        raise ValueError(f"expected one ConfigRecord in the train message, got {len(records)}")
+    return records[0]
+
+
+def make_worker_train(
+    load_task: Callable[[ConfigRecord, Context], WorkerTask],
+) -> Callable[[Message, Context], Message]:
+    """Make a ClientApp ``train`` function that runs MLL-SGD's time steps.
+
+    ``load_task`` gives the worker's model and local data; cache them there
+    so that they stay resident between rounds. The message's config must hold
+    ``time-steps`` (tau), ``lr``, ``batch-size`` and ``seed``; the hub adds
+    ``worker-id`` and ``operating-rate``. Without them (a stock strategy
+    driving the app) the worker id is the node's ``partition-id`` and the rate
+    is 1.
+
+    Examples
+    --------
+    >>> from flwr.clientapp import ClientApp
+    >>> app = ClientApp()
+    >>> def load(config, context):  # your model and data, cached
+    ...     return WorkerTask(torch.nn.Linear(4, 2), torch.zeros(8, 4), torch.zeros(8, dtype=torch.long))
+    >>> _ = app.train()(make_worker_train(load))
+    """
+
+    def train(msg: Message, context: Context) -> Message:
+        config = _config_of(msg)
+        arrays = next(iter(msg.content.array_records.values()))
+        task = load_task(config, context)
+        worker_id = int(config.get("worker-id", context.node_config.get("partition-id", 0)))
+        schedule = step_schedule(
+            seed=int(config["seed"]),
+            server_round=int(config["server-round"]),
+            worker_id=worker_id,
+            time_steps=int(config["time-steps"]),
+            rate=float(config.get("operating-rate", 1.0)),
+            num_examples=len(task.labels),
+            batch_size=int(config["batch-size"]),
+        )
+        task.model.load_state_dict(arrays.to_torch_state_dict())
+        steps, loss = local_sgd(
+            task, schedule, float(config["lr"]), float(config.get("proximal-mu", 0.0))
+        )
+        metrics = MetricRecord(
+            {"num-examples": len(task.labels), "steps": steps, "train-loss": loss}
+        )
+        content = RecordDict({"arrays": ArrayRecord(task.model.state_dict()), "metrics": metrics})
+        return Message(content, reply_to=msg)
+
+    return train

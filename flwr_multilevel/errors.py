@@ -1,0 +1,21 @@
+"""The one error type for invalid user input."""
+
+
+class ConfigError(ValueError):
+    """Invalid user input, named by the key it came from.
+
+    ``str(error)`` is a single line, ``"<key>: <what was expected>, got <what came>"``,
+    which the command line prints as it is (exit status 2, no traceback).
+
+    Parameters
+    ----------
+    key : str
+        Dotted config key (``hubs.count``) or the name of the argument at fault.
+    message : str
+        What was expected and what was found.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message

@@ -1,0 +1,261 @@
+"""An MLL-SGD experiment from a config: validated up front, then run on a Grid."""
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from logging import INFO
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from flwr.app import ArrayRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp import strategy as flwr_strategies
+from flwr.serverapp.strategy import Strategy
+from omegaconf import DictConfig, OmegaConf
+
+from .arrays import stack, unstack
+from .config import int_list
+from .data import Dataset, load_dataset, partition, train_size
+from .engine import MLLSGD, RoundReport
+from .errors import ConfigError
+from .hierarchy import Hierarchy, build_hierarchy, hub_sizes
+from .mixing import Spectrum, consensus_distance, mixing_matrix, spectrum, weighted_average
+from .models import build_model
+from .rates import operating_rates
+from .results import RunRecorder
+from .topology import hub_graph
+
+
+@dataclass
+class Experiment:
+    """Everything a run needs, built and checked before any training."""
+
+    cfg: DictConfig
+    hierarchy: Hierarchy
+    graph: nx.Graph
+    mixing: np.ndarray
+    spectrum: Spectrum
+    partitions: list[np.ndarray]
+    dataset: Dataset
+    strategy: Strategy
+    output_dir: Path
+
+    @property
+    def eval_every(self) -> int:
+        """Evaluate every this many rounds."""
+        return int(self.cfg.eval.every) or int(self.cfg.q)
+
+
+def build_strategy(name: str, options: dict[str, Any]) -> Strategy:
+    """Return ``flwr.serverapp.strategy.<name>(**options)``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown strategy or keyword arguments it does not take.
+    """
+    cls = getattr(flwr_strategies, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)) or cls is Strategy:
+        known = sorted(
+            n for n in flwr_strategies.__all__
+            if isinstance(getattr(flwr_strategies, n), type) and n not in ("Strategy", "Result")
+        )
+        raise ConfigError("strategy.name", f"expected a strategy of flwr.serverapp.strategy ({', '.join(known)}), got {name!r}")
+    try:
+        return cls(**options)  # type: ignore[no-any-return]
+    except TypeError as err:
+        raise ConfigError("strategy.options", f"{name} rejected {options}: {err}") from None
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    if cfg.output_dir in (None, ""):
+        return Path("runs", datetime.now().strftime("%Y%m%d-%H%M%S")).absolute()
+    return Path(str(cfg.output_dir)).expanduser().absolute()
+
+
+def prepare(cfg: DictConfig) -> Experiment:
+    """Build and check the network, data, strategy and output folder of a config.
+
+    Raises
+    ------
+    ConfigError
+        On any invalid setting; nothing has been trained or written yet.
+    """
+    sizes = hub_sizes(cfg.hubs.count, int_list("hubs.workers", cfg.hubs.workers))
+    num_workers = sum(sizes)
+    root = str(Path(str(cfg.data.root)).expanduser().absolute())
+    parts = partition(train_size(cfg.data.name), num_workers, cfg.data.partition, cfg.seed)
+    weights = (
+        np.ones(num_workers) if cfg.weighting == "equal"
+        else np.array([len(p) for p in parts], dtype=np.float64)
+    )
+    rate_options = OmegaConf.to_container(cfg.rates)
+    assert isinstance(rate_options, dict)
+    distribution = rate_options.pop("distribution")
+    rates = operating_rates(num_workers, distribution, seed=cfg.seed, **rate_options)
+    hierarchy = build_hierarchy(sizes, weights, rates)
+    graph = hub_graph(cfg.hubs.graph, len(sizes), p=cfg.hubs.edge_probability, seed=cfg.seed)
+    mix = mixing_matrix(graph, hierarchy.b, cfg.hubs.mixing)
+    options = OmegaConf.to_container(cfg.strategy.options)
+    assert isinstance(options, dict)
+    strategy = build_strategy(cfg.strategy.name, options)
+    dataset = load_dataset(cfg.data.name, root)
+    build_model(cfg.model.name, dataset.input_shape, dataset.num_classes)  # checks model.name
+    output = _output_dir(cfg)
+    OmegaConf.set_readonly(cfg, False)
+    cfg.output_dir, cfg.data.root = str(output), root
+    return Experiment(cfg, hierarchy, graph, mix, spectrum(mix), parts, dataset, strategy, output)
+
+
+def train_config(exp: Experiment) -> dict[str, int | float | str | bool]:
+    """Return what every worker receives each round besides its own instructions."""
+    cfg = exp.cfg
+    return {
+        "lr": float(cfg.lr),
+        "batch-size": int(cfg.batch_size),
+        "seed": int(cfg.seed),
+        "dataset": str(cfg.data.name),
+        "data-root": str(cfg.data.root),
+        "partition": str(cfg.data.partition),
+        "num-workers": exp.hierarchy.num_workers,
+        "model": str(cfg.model.name),
+        "torch-threads": int(cfg.simulation.cpus_per_worker) if cfg.simulation.backend == "ray" else 0,
+    }
+
+
+def initial_model(exp: Experiment) -> ArrayRecord:
+    """Return ``x_1``: the model initialised with ``torch.manual_seed(seed)``."""
+    torch.manual_seed(int(exp.cfg.seed))
+    model = build_model(exp.cfg.model.name, exp.dataset.input_shape, exp.dataset.num_classes)
+    return ArrayRecord(model.state_dict())
+
+
+class Evaluator:
+    """Loss and accuracy of ``u = sum_d b_d y_d`` and of every hub model."""
+
+    def __init__(self, exp: Experiment) -> None:
+        self.exp = exp
+        data = exp.dataset
+        self.model = build_model(exp.cfg.model.name, data.input_shape, data.num_classes)
+
+    @torch.no_grad()
+    def _score(self, arrays: ArrayRecord, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        self.model.load_state_dict(arrays.to_torch_state_dict())
+        self.model.eval()
+        loss, correct = 0.0, 0
+        for start in range(0, len(y), 2048):
+            logits = self.model(x[start : start + 2048])
+            loss += float(F.cross_entropy(logits, y[start : start + 2048], reduction="sum"))
+            correct += int((logits.argmax(1) == y[start : start + 2048]).sum())
+        return loss / len(y), correct / len(y)
+
+    def __call__(self, hub_models: list[ArrayRecord]) -> dict[str, float]:
+        """Return ``loss`` (train, of u), ``test_loss``, ``accuracy``, ``consensus`` and per-hub accuracies."""
+        data, b = self.exp.dataset, self.exp.hierarchy.b
+        stacked, layout = stack(hub_models)
+        u = unstack(weighted_average(b, stacked)[None, :], layout)[0]
+        test_loss, accuracy = self._score(u, data.x_test, data.y_test)
+        train_loss = (
+            self._score(u, data.x_train, data.y_train)[0] if self.exp.cfg.eval.train_loss else float("nan")
+        )
+        row = {
+            "loss": train_loss,
+            "test_loss": test_loss,
+            "accuracy": accuracy,
+            "consensus": consensus_distance(b, stacked),
+        }
+        for hub, arrays in enumerate(hub_models):
+            row[f"hub{hub}_accuracy"] = self._score(arrays, data.x_test, data.y_test)[1]
+        return row
+
+
+def log_network(exp: Experiment) -> None:
+    """Log the network quantities of the theory at the start of a run."""
+    h, s = exp.hierarchy, exp.spectrum
+    log(INFO, "MLL-SGD network: %s hubs %s, graph '%s' (%s edges)",
+        h.num_hubs, list(h.sizes), exp.cfg.hubs.graph, exp.graph.number_of_edges())
+    log(INFO, "Mixing H: zeta=%.4f, lambda_2=%.4f, lambda_D=%.4f, spectral gap=%.4f",
+        s.zeta, s.lambda_2, s.lambda_d, s.gap)
+    log(INFO, "Hub weights b=%s, mean rate P=%.4f, sum a_i^2 p_i=%.3g",
+        np.round(h.b, 4).tolist(), h.mean_rate, h.rate_variance_term)
+
+
+def network_record(exp: Experiment) -> dict[str, Any]:
+    """Return the contents of ``network.json``."""
+    h, s = exp.hierarchy, exp.spectrum
+    return {
+        "hub_sizes": list(h.sizes), "hub_of_worker": h.hub_of, "weights": h.weights,
+        "rates": h.rates, "v": h.v, "a": h.a, "b": h.b,
+        "mean_rate_P": h.mean_rate, "sum_a2_p": h.rate_variance_term,
+        "graph_edges": sorted(exp.graph.edges), "mixing": exp.mixing,
+        "zeta": s.zeta, "lambda_2": s.lambda_2, "lambda_D": s.lambda_d, "spectral_gap": s.gap,
+    }
+
+
+def run(exp: Experiment, grid: Grid, worker_nodes: list[int] | None = None) -> dict[str, Any]:
+    """Run an experiment on ``grid``, writing its results folder as it goes.
+
+    Returns
+    -------
+    dict[str, Any]
+        The summary (also written to ``summary.json``): the final history row,
+        the folder, wall time and network quantities.
+    """
+    cfg, h = exp.cfg, exp.hierarchy
+    recorder = RunRecorder(exp.output_dir, overwrite=bool(cfg.overwrite))
+    recorder.write_config(cfg)
+    recorder.write_json("network.json", network_record(exp))
+    recorder.write_partition(exp.partitions)
+    init = initial_model(exp)
+    recorder.save_model("initial_model.pt", init)
+    log_network(exp)
+
+    evaluate = Evaluator(exp)
+    start = time.perf_counter()
+    steps_taken = np.zeros(h.num_workers, dtype=np.int64)
+    last_row: dict[str, float] = {}
+
+    def record(server_round: int, models: list[ArrayRecord]) -> None:
+        nonlocal last_row
+        last_row = {
+            "round": server_round, "time_step": server_round * int(cfg.tau),
+            **evaluate(models), "steps_taken": int(steps_taken.sum()),
+            "elapsed_s": round(time.perf_counter() - start, 3),
+        }
+        recorder.append_row("history.csv", last_row)
+        recorder.save_hub_models(server_round, models)
+        log(INFO, "round %s: accuracy %.4f, loss %.4f, consensus %.3g",
+            server_round, last_row["accuracy"], last_row["loss"], last_row["consensus"])
+
+    def on_round(report: RoundReport, models: list[ArrayRecord]) -> None:
+        for worker, steps in report.steps.items():
+            steps_taken[worker] += steps
+        losses = [m.get("train-loss") if m else None for m in report.hub_metrics]
+        recorder.append_row("rounds.csv", {
+            "round": report.server_round, "time_step": report.server_round * int(cfg.tau),
+            "gossip": int(report.gossip), "steps": sum(report.steps.values()),
+            "dropped": len(report.dropped), "seconds": round(report.seconds, 4),
+            **{f"hub{d}_train_loss": loss for d, loss in enumerate(losses)},
+            "dropped_reasons": " | ".join(report.dropped),
+        })
+        if report.server_round % exp.eval_every == 0 or report.server_round == cfg.rounds:
+            record(report.server_round, models)
+
+    record(0, [init] * h.num_hubs)
+    engine = MLLSGD(
+        h, tau=int(cfg.tau), q=int(cfg.q), mixing=exp.mixing, strategy=exp.strategy,
+        train_config=train_config(exp), timeout=float(cfg.simulation.timeout),
+    )
+    engine.start(grid, init, int(cfg.rounds), worker_nodes=worker_nodes, on_round=on_round)
+    summary = {
+        **last_row, "output_dir": str(exp.output_dir), "wall_s": round(time.perf_counter() - start, 3),
+        "zeta": exp.spectrum.zeta, "steps_per_worker": steps_taken,
+    }
+    recorder.write_json("summary.json", summary)
+    return summary

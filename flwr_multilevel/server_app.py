@@ -1,0 +1,37 @@
+"""The MLL-SGD ServerApp: all D hubs in one ServerApp, on one Grid."""
+
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from . import experiment
+from .config import from_run_config, validate
+
+app = ServerApp()
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the experiment that ``run_config`` (``[tool.flwr.app.config]``) describes."""
+    exp = experiment.prepare(validate(from_run_config(context.run_config)))
+    experiment.run(exp, grid)
+
+def make_server_app(exp: experiment.Experiment, outcome: dict[str, Any]) -> ServerApp:
+    """Return a ServerApp that runs a prepared experiment.
+
+    ``outcome["summary"]`` receives the summary, or ``outcome["error"]`` the
+    exception, since the simulation engine runs the ServerApp in a thread.
+    """
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid: Grid, context: Context) -> None:
+        del context
+        try:
+            outcome["summary"] = experiment.run(exp, grid)
+        except BaseException as err:  # pylint: disable=broad-except
+            outcome["error"] = err
+            raise
+
+    return server
+

@@ -1,0 +1,31 @@
+"""The one place that starts Flower's simulation engine from Python.
+
+``flwr.simulation.run_simulation`` is deprecated in Flower 1.42 in favour of
+``flwr run``; when it goes, only this module changes.
+"""
+
+import os
+import warnings
+
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+
+def run_in_simulation(
+    server_app: ServerApp, client_app: ClientApp, num_supernodes: int, cpus_per_worker: float
+) -> None:
+    """Run ``server_app`` with ``num_supernodes`` virtual nodes of ``client_app`` on Ray."""
+    from flwr.simulation import run_simulation  # pylint: disable=import-outside-toplevel
+
+    backend_config = {
+        "client_resources": {"num_cpus": cpus_per_worker, "num_gpus": 0.0},
+        "init_args": {"num_cpus": os.cpu_count() or 1, "num_gpus": 0},
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=num_supernodes,
+            backend_config=backend_config,  # type: ignore[arg-type]
+        )
