@@ -126,7 +126,7 @@ def local_sgd(
         with torch.no_grad():
             for param, grad in zip(params, grads, strict=True):
                 param.sub_(lr * grad)
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
     if not losses:
         with torch.no_grad():
             idx = torch.from_numpy(schedule.batches[0])
