@@ -10,10 +10,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 from torch.nn import functional as F
-
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 COIN_STREAM, BATCH_STREAM = 0, 1
 
@@ -158,7 +157,8 @@ def make_worker_train(
     >>> from flwr.clientapp import ClientApp
     >>> app = ClientApp()
     >>> def load(config, context):  # your model and data, cached
-    ...     return WorkerTask(torch.nn.Linear(4, 2), torch.zeros(8, 4), torch.zeros(8, dtype=torch.long))
+    ...     x, y = torch.zeros(8, 4), torch.zeros(8, dtype=torch.long)
+    ...     return WorkerTask(torch.nn.Linear(4, 2), x, y)
     >>> _ = app.train()(make_worker_train(load))
     """
 

@@ -46,7 +46,8 @@ def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
 def _print_summary(summary: dict[str, Any], exp: Any) -> None:
     cfg, h = exp.cfg, exp.hierarchy
     print(
-        f"MLL-SGD on {cfg.data.name} ({cfg.model.name}): {h.num_hubs} hubs x {list(h.sizes)} workers, "
+        f"MLL-SGD on {cfg.data.name} ({cfg.model.name}): "
+        f"{h.num_hubs} hubs x {list(h.sizes)} workers, "
         f"{cfg.hubs.graph} graph (zeta {exp.spectrum.zeta:.3f}), tau={cfg.tau}, q={cfg.q}, "
         f"{cfg.rounds} rounds, mean rate P={h.mean_rate:.3f}, hub strategy {cfg.strategy.name}"
     )
@@ -81,7 +82,9 @@ def run(args: Sequence[str]) -> int:
     else:
         outcome: dict[str, Any] = {}
         run_in_simulation(
-            make_server_app(exp, outcome), client_app, num_workers,
+            make_server_app(exp, outcome),
+            client_app,
+            num_workers,
             float(cfg.simulation.cpus_per_worker),
         )
         if "error" in outcome:
@@ -109,7 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("flwr-multilevel: interrupted; the results folder holds every finished round", file=sys.stderr)
+        print(
+            "flwr-multilevel: interrupted; the results folder holds every finished round",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -3,10 +3,10 @@
 from functools import lru_cache
 
 import torch
-
-from clients import WorkerTask, make_worker_train
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+
+from clients import WorkerTask, make_worker_train
 
 from .data import load_dataset, partition
 from .models import build_model
@@ -42,8 +42,12 @@ def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
     worker_id = int(config.get("worker-id", context.node_config.get("partition-id", 0)))
     dataset, root = str(config["dataset"]), str(config["data-root"])
     x, y = _local_data(
-        dataset, root, str(config["partition"]), int(config["num-workers"]),
-        int(config["seed"]), worker_id,
+        dataset,
+        root,
+        str(config["partition"]),
+        int(config["num-workers"]),
+        int(config["seed"]),
+        worker_id,
     )
     return WorkerTask(_model(str(config["model"]), dataset, root), x, y)
 
@@ -55,4 +59,6 @@ app.train()(make_worker_train(load_task))
 def query_worker(msg: Message, context: Context) -> Message:
     """Tell the ServerApp which worker (partition) this node is."""
     partition_id = int(context.node_config["partition-id"])
-    return Message(RecordDict({"worker": MetricRecord({"partition-id": partition_id})}), reply_to=msg)
+    return Message(
+        RecordDict({"worker": MetricRecord({"partition-id": partition_id})}), reply_to=msg
+    )

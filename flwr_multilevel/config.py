@@ -69,7 +69,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             loaded = OmegaConf.load(file)
         except Exception as err:  # pylint: disable=broad-except
-            raise ConfigError("config", f"{file} is not valid YAML ({type(err).__name__})") from None
+            raise ConfigError(
+                "config", f"{file} is not valid YAML ({type(err).__name__})"
+            ) from None
         cfg = _merge(cfg, loaded, str(file))
     for item in overrides:
         if "=" not in item:
@@ -155,7 +157,9 @@ def validate(cfg: DictConfig) -> DictConfig:
         if not isinstance(_get(cfg, key), bool):
             raise ConfigError(key, f"expected true or false, got {_get(cfg, key)!r}")
     if not isinstance(cfg.strategy.name, str):
-        raise ConfigError("strategy.name", f"expected a strategy class name, got {cfg.strategy.name!r}")
+        raise ConfigError(
+            "strategy.name", f"expected a strategy class name, got {cfg.strategy.name!r}"
+        )
     if not OmegaConf.is_dict(cfg.strategy.options):
         raise ConfigError("strategy.options", "expected a mapping of keyword arguments")
     try:

@@ -95,7 +95,7 @@ def load_dataset(name: str, root: str = "data") -> Dataset:
 
 
 def train_size(name: str) -> int:
-    """Number of training examples of a data set, without loading image files."""
+    """Return the number of training examples of a data set, without loading image files."""
     if name == "digits":
         return len(load_dataset("digits").y_train)
     if name in TRAIN_SIZES:
@@ -132,7 +132,9 @@ def partition_sizes(num_examples: int, num_workers: int, scheme: str, seed: int)
         groups = np.arange(num_workers) * len(UNEQUAL_SHARES) // num_workers
         shares = np.array(UNEQUAL_SHARES)[np.random.default_rng([seed, 5]).permutation(groups)]
     else:
-        raise ConfigError("data.partition", f"expected one of {', '.join(PARTITIONS)}, got {scheme!r}")
+        raise ConfigError(
+            "data.partition", f"expected one of {', '.join(PARTITIONS)}, got {scheme!r}"
+        )
     exact = shares / shares.sum() * num_examples
     sizes = np.floor(exact).astype(int)
     remainder = num_examples - sizes.sum()

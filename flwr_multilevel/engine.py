@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from logging import INFO, WARNING
 
 import numpy as np
-
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
+
 from strategies import HubStrategy, WorkerSpec
 
 from .gossip import InProcessPeerLayer, PeerLayer
@@ -72,7 +72,7 @@ def discover_workers(grid: Grid, num_workers: int, timeout: float = 120.0) -> li
             raise WorkerDiscoveryError(
                 f"expected {num_workers} nodes (one per worker), found {len(nodes)} after "
                 f"{timeout:.0f} s; with `flwr run`, pass --federation-config "
-                f"\"num-supernodes={num_workers}\""
+                f'"num-supernodes={num_workers}"'
             )
         time.sleep(0.1)
     queries = [Message(RecordDict(), dst_node_id=n, message_type=DISCOVERY) for n in nodes]
@@ -207,9 +207,7 @@ class MLLSGD:
             report.hub_metrics.append(metrics)
 
         # Every q rounds the hubs gossip: y_d = sum_j H[j, d] z_j (all at once)
-        new_models = (
-            self.peer_layer.exchange(server_round, averaged) if report.gossip else averaged
-        )
+        new_models = self.peer_layer.exchange(server_round, averaged) if report.gossip else averaged
         report.seconds = time.perf_counter() - start
         return new_models, report
 
@@ -245,8 +243,15 @@ class MLLSGD:
         if worker_nodes is None:
             worker_nodes = discover_workers(grid, self.hierarchy.num_workers, self.timeout)
         self.build_hubs(worker_nodes)
-        log(INFO, "MLL-SGD: %s hubs, %s workers, tau=%s, q=%s, %s rounds",
-            self.hierarchy.num_hubs, self.hierarchy.num_workers, self.tau, self.q, num_rounds)
+        log(
+            INFO,
+            "MLL-SGD: %s hubs, %s workers, tau=%s, q=%s, %s rounds",
+            self.hierarchy.num_hubs,
+            self.hierarchy.num_workers,
+            self.tau,
+            self.q,
+            num_rounds,
+        )
         models = [initial_arrays] * self.hierarchy.num_hubs
         for server_round in range(first_round, first_round + num_rounds):
             models, report = self.run_round(grid, server_round, models)

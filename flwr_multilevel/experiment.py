@@ -10,14 +10,13 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import torch
-from torch.nn import functional as F
-
 from flwr.app import ArrayRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategies
 from flwr.serverapp.strategy import Strategy
 from omegaconf import DictConfig, OmegaConf
+from torch.nn import functional as F
 
 from .arrays import stack, unstack
 from .config import int_list
@@ -63,10 +62,14 @@ def build_strategy(name: str, options: dict[str, Any]) -> Strategy:
     cls = getattr(flwr_strategies, name, None)
     if not (isinstance(cls, type) and issubclass(cls, Strategy)) or cls is Strategy:
         known = sorted(
-            n for n in flwr_strategies.__all__
+            n
+            for n in flwr_strategies.__all__
             if isinstance(getattr(flwr_strategies, n), type) and n not in ("Strategy", "Result")
         )
-        raise ConfigError("strategy.name", f"expected a strategy of flwr.serverapp.strategy ({', '.join(known)}), got {name!r}")
+        raise ConfigError(
+            "strategy.name",
+            f"expected a strategy of flwr.serverapp.strategy ({', '.join(known)}), got {name!r}",
+        )
     try:
         return cls(**options)  # type: ignore[no-any-return]
     except TypeError as err:
@@ -92,7 +95,8 @@ def prepare(cfg: DictConfig) -> Experiment:
     root = str(Path(str(cfg.data.root)).expanduser().absolute())
     parts = partition(train_size(cfg.data.name), num_workers, cfg.data.partition, cfg.seed)
     weights = (
-        np.ones(num_workers) if cfg.weighting == "equal"
+        np.ones(num_workers)
+        if cfg.weighting == "equal"
         else np.array([len(p) for p in parts], dtype=np.float64)
     )
     rate_options = OmegaConf.to_container(cfg.rates)
@@ -125,7 +129,9 @@ def train_config(exp: Experiment) -> dict[str, int | float | str | bool]:
         "partition": str(cfg.data.partition),
         "num-workers": exp.hierarchy.num_workers,
         "model": str(cfg.model.name),
-        "torch-threads": int(cfg.simulation.cpus_per_worker) if cfg.simulation.backend == "ray" else 0,
+        "torch-threads": int(cfg.simulation.cpus_per_worker)
+        if cfg.simulation.backend == "ray"
+        else 0,
     }
 
 
@@ -156,13 +162,19 @@ class Evaluator:
         return loss / len(y), correct / len(y)
 
     def __call__(self, hub_models: list[ArrayRecord]) -> dict[str, float]:
-        """Return ``loss`` (train, of u), ``test_loss``, ``accuracy``, ``consensus`` and per-hub accuracies."""
+        """Return the metrics of one evaluation.
+
+        ``loss`` (training loss of u), ``test_loss``, ``accuracy`` (of u),
+        ``consensus`` and ``hub<d>_accuracy`` for every hub.
+        """
         data, b = self.exp.dataset, self.exp.hierarchy.b
         stacked, layout = stack(hub_models)
         u = unstack(weighted_average(b, stacked)[None, :], layout)[0]
         test_loss, accuracy = self._score(u, data.x_test, data.y_test)
         train_loss = (
-            self._score(u, data.x_train, data.y_train)[0] if self.exp.cfg.eval.train_loss else float("nan")
+            self._score(u, data.x_train, data.y_train)[0]
+            if self.exp.cfg.eval.train_loss
+            else float("nan")
         )
         row = {
             "loss": train_loss,
@@ -178,23 +190,50 @@ class Evaluator:
 def log_network(exp: Experiment) -> None:
     """Log the network quantities of the theory at the start of a run."""
     h, s = exp.hierarchy, exp.spectrum
-    log(INFO, "MLL-SGD network: %s hubs %s, graph '%s' (%s edges)",
-        h.num_hubs, list(h.sizes), exp.cfg.hubs.graph, exp.graph.number_of_edges())
-    log(INFO, "Mixing H: zeta=%.4f, lambda_2=%.4f, lambda_D=%.4f, spectral gap=%.4f",
-        s.zeta, s.lambda_2, s.lambda_d, s.gap)
-    log(INFO, "Hub weights b=%s, mean rate P=%.4f, sum a_i^2 p_i=%.3g",
-        np.round(h.b, 4).tolist(), h.mean_rate, h.rate_variance_term)
+    log(
+        INFO,
+        "MLL-SGD network: %s hubs %s, graph '%s' (%s edges)",
+        h.num_hubs,
+        list(h.sizes),
+        exp.cfg.hubs.graph,
+        exp.graph.number_of_edges(),
+    )
+    log(
+        INFO,
+        "Mixing H: zeta=%.4f, lambda_2=%.4f, lambda_D=%.4f, spectral gap=%.4f",
+        s.zeta,
+        s.lambda_2,
+        s.lambda_d,
+        s.gap,
+    )
+    log(
+        INFO,
+        "Hub weights b=%s, mean rate P=%.4f, sum a_i^2 p_i=%.3g",
+        np.round(h.b, 4).tolist(),
+        h.mean_rate,
+        h.rate_variance_term,
+    )
 
 
 def network_record(exp: Experiment) -> dict[str, Any]:
     """Return the contents of ``network.json``."""
     h, s = exp.hierarchy, exp.spectrum
     return {
-        "hub_sizes": list(h.sizes), "hub_of_worker": h.hub_of, "weights": h.weights,
-        "rates": h.rates, "v": h.v, "a": h.a, "b": h.b,
-        "mean_rate_P": h.mean_rate, "sum_a2_p": h.rate_variance_term,
-        "graph_edges": sorted(exp.graph.edges), "mixing": exp.mixing,
-        "zeta": s.zeta, "lambda_2": s.lambda_2, "lambda_D": s.lambda_d, "spectral_gap": s.gap,
+        "hub_sizes": list(h.sizes),
+        "hub_of_worker": h.hub_of,
+        "weights": h.weights,
+        "rates": h.rates,
+        "v": h.v,
+        "a": h.a,
+        "b": h.b,
+        "mean_rate_P": h.mean_rate,
+        "sum_a2_p": h.rate_variance_term,
+        "graph_edges": sorted(exp.graph.edges),
+        "mixing": exp.mixing,
+        "zeta": s.zeta,
+        "lambda_2": s.lambda_2,
+        "lambda_D": s.lambda_d,
+        "spectral_gap": s.gap,
     }
 
 
@@ -224,38 +263,60 @@ def run(exp: Experiment, grid: Grid, worker_nodes: list[int] | None = None) -> d
     def record(server_round: int, models: list[ArrayRecord]) -> None:
         nonlocal last_row
         last_row = {
-            "round": server_round, "time_step": server_round * int(cfg.tau),
-            **evaluate(models), "steps_taken": int(steps_taken.sum()),
+            "round": server_round,
+            "time_step": server_round * int(cfg.tau),
+            **evaluate(models),
+            "steps_taken": int(steps_taken.sum()),
             "elapsed_s": round(time.perf_counter() - start, 3),
         }
         recorder.append_row("history.csv", last_row)
         recorder.save_hub_models(server_round, models)
-        log(INFO, "round %s: accuracy %.4f, loss %.4f, consensus %.3g",
-            server_round, last_row["accuracy"], last_row["loss"], last_row["consensus"])
+        log(
+            INFO,
+            "round %s: accuracy %.4f, loss %.4f, consensus %.3g",
+            server_round,
+            last_row["accuracy"],
+            last_row["loss"],
+            last_row["consensus"],
+        )
 
     def on_round(report: RoundReport, models: list[ArrayRecord]) -> None:
         for worker, steps in report.steps.items():
             steps_taken[worker] += steps
         losses = [m.get("train-loss") if m else None for m in report.hub_metrics]
-        recorder.append_row("rounds.csv", {
-            "round": report.server_round, "time_step": report.server_round * int(cfg.tau),
-            "gossip": int(report.gossip), "steps": sum(report.steps.values()),
-            "dropped": len(report.dropped), "seconds": round(report.seconds, 4),
-            **{f"hub{d}_train_loss": loss for d, loss in enumerate(losses)},
-            "dropped_reasons": " | ".join(report.dropped),
-        })
+        recorder.append_row(
+            "rounds.csv",
+            {
+                "round": report.server_round,
+                "time_step": report.server_round * int(cfg.tau),
+                "gossip": int(report.gossip),
+                "steps": sum(report.steps.values()),
+                "dropped": len(report.dropped),
+                "seconds": round(report.seconds, 4),
+                **{f"hub{d}_train_loss": loss for d, loss in enumerate(losses)},
+                "dropped_reasons": " | ".join(report.dropped),
+            },
+        )
         if report.server_round % exp.eval_every == 0 or report.server_round == cfg.rounds:
             record(report.server_round, models)
 
     record(0, [init] * h.num_hubs)
     engine = MLLSGD(
-        h, tau=int(cfg.tau), q=int(cfg.q), mixing=exp.mixing, strategy=exp.strategy,
-        train_config=train_config(exp), timeout=float(cfg.simulation.timeout),
+        h,
+        tau=int(cfg.tau),
+        q=int(cfg.q),
+        mixing=exp.mixing,
+        strategy=exp.strategy,
+        train_config=train_config(exp),
+        timeout=float(cfg.simulation.timeout),
     )
     engine.start(grid, init, int(cfg.rounds), worker_nodes=worker_nodes, on_round=on_round)
     summary = {
-        **last_row, "output_dir": str(exp.output_dir), "wall_s": round(time.perf_counter() - start, 3),
-        "zeta": exp.spectrum.zeta, "steps_per_worker": steps_taken,
+        **last_row,
+        "output_dir": str(exp.output_dir),
+        "wall_s": round(time.perf_counter() - start, 3),
+        "zeta": exp.spectrum.zeta,
+        "steps_per_worker": steps_taken,
     }
     recorder.write_json("summary.json", summary)
     return summary

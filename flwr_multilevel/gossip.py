@@ -4,7 +4,6 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
-
 from flwr.app import ArrayRecord
 
 from .arrays import stack, unstack
@@ -20,9 +19,7 @@ class PeerLayer(Protocol):
     network (one ServerApp per hub).
     """
 
-    def exchange(
-        self, server_round: int, hub_models: Sequence[ArrayRecord]
-    ) -> list[ArrayRecord]:
+    def exchange(self, server_round: int, hub_models: Sequence[ArrayRecord]) -> list[ArrayRecord]:
         """Return the mixed hub models."""
 
 
@@ -38,9 +35,7 @@ class InProcessPeerLayer:
     def __init__(self, mixing: np.ndarray) -> None:
         self.mixing = np.asarray(mixing, dtype=np.float64)
 
-    def exchange(
-        self, server_round: int, hub_models: Sequence[ArrayRecord]
-    ) -> list[ArrayRecord]:
+    def exchange(self, server_round: int, hub_models: Sequence[ArrayRecord]) -> list[ArrayRecord]:
         """Return ``y_d = sum_j H[j, d] z_j`` for every hub d."""
         del server_round  # the in-process layer mixes the same way every time
         models, layout = stack(hub_models)

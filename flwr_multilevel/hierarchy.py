@@ -130,14 +130,11 @@ def hub_sizes(num_hubs: int, workers: int | Sequence[int]) -> tuple[int, ...]:
         )
     for hub, size in enumerate(sizes):
         if isinstance(size, bool) or not isinstance(size, int):
-            raise ConfigError(
-                "hubs.workers", f"expected integers, got {size!r} for hub {hub}"
-            )
+            raise ConfigError("hubs.workers", f"expected integers, got {size!r} for hub {hub}")
         if size < 1:
             raise ConfigError(
                 "hubs.workers",
-                f"expected at least 1 worker per hub, got {size} for hub {hub} "
-                "(an empty hub)",
+                f"expected at least 1 worker per hub, got {size} for hub {hub} (an empty hub)",
             )
     return tuple(sizes)
 
@@ -181,14 +178,11 @@ def build_hierarchy(
     if not np.all(np.isfinite(w)) or np.any(w <= 0):
         raise ConfigError("weighting", "expected every worker weight > 0 and finite")
     if p.shape != (n,):
-        raise ConfigError(
-            "rates", f"expected {n} operating rates (one per worker), got {p.size}"
-        )
+        raise ConfigError("rates", f"expected {n} operating rates (one per worker), got {p.size}")
     bad = np.flatnonzero(~((p > 0) & (p <= 1)))
     if bad.size:
         raise ConfigError(
             "rates",
-            f"expected every operating rate p in (0, 1], got {p[bad[0]]!r} "
-            f"for worker {bad[0]}",
+            f"expected every operating rate p in (0, 1], got {p[bad[0]]!r} for worker {bad[0]}",
         )
     return Hierarchy(tuple(int(s) for s in sizes), w, p)

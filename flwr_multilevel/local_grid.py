@@ -31,7 +31,9 @@ class LocalGrid(Grid):
         ``context.run_config`` of every node.
     """
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict | None = None) -> None:
+    def __init__(
+        self, client_app: ClientApp, num_nodes: int, run_config: dict | None = None
+    ) -> None:
         self._app = client_app
         self._replies: dict[str, Message] = {}
         self.contexts = {
@@ -74,7 +76,9 @@ class LocalGrid(Grid):
                 reply = self._app(message, context)
             except Exception as err:  # pylint: disable=broad-except
                 reason = f"{type(err).__name__}: {err}"
-                reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
+                reply = Message(
+                    Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message
+                )
             self._replies[message_id] = reply
             ids.append(message_id)
         return ids

@@ -35,8 +35,12 @@ class CNN(nn.Module):
         super().__init__()
         channels, height, width = input_shape
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 10, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(10, 20, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 10, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(10, 20, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         flat = 20 * (height // 4) * (width // 4)
         self.classifier = nn.Sequential(
@@ -60,6 +64,8 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
         return LogisticRegression(input_shape, num_classes)
     if name == "cnn":
         if len(input_shape) != 3 or min(input_shape[1:]) < 4:
-            raise ConfigError("model.name", f"cnn needs image inputs of at least 4x4, got {input_shape}")
+            raise ConfigError(
+                "model.name", f"cnn needs image inputs of at least 4x4, got {input_shape}"
+            )
         return CNN(input_shape, num_classes)
     raise ConfigError("model.name", f"expected one of {', '.join(MODELS)}, got {name!r}")

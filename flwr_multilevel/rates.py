@@ -98,9 +98,7 @@ def operating_rates(
             raise ConfigError("rates.low", f"expected low <= high ({hi}), got {lo}")
         return rng.uniform(lo, hi, size=num_workers)
     if distribution == "two_level":
-        slow, fast = _check_rate("rates.p_slow", p_slow), _check_rate(
-            "rates.p_fast", p_fast
-        )
+        slow, fast = _check_rate("rates.p_slow", p_slow), _check_rate("rates.p_fast", p_fast)
         if isinstance(slow_fraction, bool) or not 0.0 <= slow_fraction <= 1.0:
             raise ConfigError(
                 "rates.slow_fraction", f"expected a number in [0, 1], got {slow_fraction!r}"

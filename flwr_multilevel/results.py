@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from flwr.app import ArrayRecord
 from omegaconf import DictConfig, OmegaConf
 

@@ -10,11 +10,13 @@ from .config import from_run_config, validate
 
 app = ServerApp()
 
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the experiment that ``run_config`` (``[tool.flwr.app.config]``) describes."""
     exp = experiment.prepare(validate(from_run_config(context.run_config)))
     experiment.run(exp, grid)
+
 
 def make_server_app(exp: experiment.Experiment, outcome: dict[str, Any]) -> ServerApp:
     """Return a ServerApp that runs a prepared experiment.
@@ -34,4 +36,3 @@ def make_server_app(exp: experiment.Experiment, outcome: dict[str, Any]) -> Serv
             raise
 
     return server
-

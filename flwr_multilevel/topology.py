@@ -57,7 +57,7 @@ def check_hub_graph(graph: nx.Graph, num_hubs: int, key: str = "hubs.graph") -> 
 
 
 def load_graph_file(path: str | Path, num_hubs: int) -> nx.Graph:
-    """Read a hub graph from an adjacency matrix or an edge-list file.
+    r"""Read a hub graph from an adjacency matrix or an edge-list file.
 
     A file whose rows all hold ``num_hubs`` numbers is read as a 0/1 (or
     weighted: non-zero means an edge) adjacency matrix; otherwise each
@@ -85,7 +85,9 @@ def load_graph_file(path: str | Path, num_hubs: int) -> nx.Graph:
     """
     file = Path(path)
     if not file.is_file():
-        raise ConfigError("hubs.graph", f"expected a graph name or an existing file, got {str(path)!r}")
+        raise ConfigError(
+            "hubs.graph", f"expected a graph name or an existing file, got {str(path)!r}"
+        )
     rows = []
     for line in file.read_text().splitlines():
         line = line.split("#", 1)[0].replace(",", " ").strip()
@@ -115,9 +117,7 @@ def load_graph_file(path: str | Path, num_hubs: int) -> nx.Graph:
     return check_hub_graph(graph, num_hubs)
 
 
-def hub_graph(
-    kind: str | nx.Graph, num_hubs: int, *, p: float = 0.5, seed: int = 0
-) -> nx.Graph:
+def hub_graph(kind: str | nx.Graph, num_hubs: int, *, p: float = 0.5, seed: int = 0) -> nx.Graph:
     """Build the hub graph.
 
     Parameters

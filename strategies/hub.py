@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from logging import INFO, WARNING
 
 import numpy as np
-
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
@@ -45,7 +44,7 @@ class SubGrid(Grid):
         return self._grid.run
 
     def create_message(self, *args, **kwargs) -> Message:  # type: ignore[no-untyped-def]
-        """Deprecated in Flower; delegated."""
+        """Delegate (deprecated in Flower)."""
         return self._grid.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
@@ -195,8 +194,13 @@ class HubStrategy(Strategy):
 
     def summary(self) -> None:
         """Log summary configuration of the strategy."""
-        log(INFO, "\t├──> Hub %s: %s over %s workers", self.hub_id,
-            type(self.strategy).__name__, len(self.workers))
+        log(
+            INFO,
+            "\t├──> Hub %s: %s over %s workers",
+            self.hub_id,
+            type(self.strategy).__name__,
+            len(self.workers),
+        )
         self.strategy.summary()
 
     def configure_train(
@@ -238,13 +242,20 @@ class HubStrategy(Strategy):
             node = reply.metadata.src_node_id
             worker = self.workers.get(node)
             reason = (
-                f"node {node} is not a worker of this hub" if worker is None
+                f"node {node} is not a worker of this hub"
+                if worker is None
                 else check_reply(reply, self._expected, self.time_steps)
             )
             if reason is not None:
                 who = f"worker {worker.worker_id}" if worker else f"node {node}"
-                log(WARNING, "hub %s round %s: dropped the reply of %s: %s",
-                    self.hub_id, server_round, who, reason)
+                log(
+                    WARNING,
+                    "hub %s round %s: dropped the reply of %s: %s",
+                    self.hub_id,
+                    server_round,
+                    who,
+                    reason,
+                )
                 self.report.dropped.append(f"{who}: {reason}")
                 continue
             assert worker is not None
@@ -252,8 +263,12 @@ class HubStrategy(Strategy):
             self.report.steps[worker.worker_id] = int(metrics["steps"])
             accepted.append(self._weighted(reply, worker.weight))
         if not accepted:
-            log(WARNING, "hub %s round %s: no valid reply, the hub keeps its model",
-                self.hub_id, server_round)
+            log(
+                WARNING,
+                "hub %s round %s: no valid reply, the hub keeps its model",
+                self.hub_id,
+                server_round,
+            )
             return None, None
         arrays, self.report.metrics = self.strategy.aggregate_train(server_round, accepted)
         return arrays, self.report.metrics

@@ -11,8 +11,14 @@ from flwr_multilevel.local_grid import LocalGrid
 def run_engine(cfg, strategy=None, on_round=None):
     """Return (experiment, hub models as lists of numpy arrays) after cfg.rounds rounds."""
     exp = prepare(cfg)
-    engine = MLLSGD(exp.hierarchy, tau=cfg.tau, q=cfg.q, mixing=exp.mixing,
-                    strategy=strategy or exp.strategy, train_config=train_config(exp))
+    engine = MLLSGD(
+        exp.hierarchy,
+        tau=cfg.tau,
+        q=cfg.q,
+        mixing=exp.mixing,
+        strategy=strategy or exp.strategy,
+        train_config=train_config(exp),
+    )
     grid = LocalGrid(client_app, exp.hierarchy.num_workers)
     models = engine.start(grid, initial_model(exp), cfg.rounds, on_round=on_round)
     return exp, [[a.numpy() for a in m.values()] for m in models]

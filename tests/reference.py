@@ -21,8 +21,24 @@ def logreg_gradient(w, bias, x, y, num_classes):
     return prob.T @ x, prob.sum(axis=0)
 
 
-def algorithm_1(*, x_parts, y_parts, hub_of, weights, rates, mixing, w0, b0, tau, q, rounds, lr,
-                batch_size, seed, num_classes=10):
+def algorithm_1(
+    *,
+    x_parts,
+    y_parts,
+    hub_of,
+    weights,
+    rates,
+    mixing,
+    w0,
+    b0,
+    tau,
+    q,
+    rounds,
+    lr,
+    batch_size,
+    seed,
+    num_classes=10,
+):
     """Return the hub models (w, bias) after ``rounds`` rounds of Algorithm 1."""
     num_hubs = mixing.shape[0]
     hub_of = np.asarray(hub_of)
@@ -32,17 +48,24 @@ def algorithm_1(*, x_parts, y_parts, hub_of, weights, rates, mixing, w0, b0, tau
     for r in range(1, rounds + 1):
         z = [(np.zeros_like(w0), np.zeros_like(b0)) for _ in range(num_hubs)]
         for i in range(len(weights)):
-            w, b = (a.copy() for a in hubs[hub_of[i]])      # x_i <- y_d(i)
+            w, b = (a.copy() for a in hubs[hub_of[i]])  # x_i <- y_d(i)
             sched = step_schedule(seed, r, i, tau, rates[i], len(y_parts[i]), batch_size)
-            for take, batch in zip(sched.coins, sched.batches):
-                if take:                                     # with probability p_i
-                    gw, gb = logreg_gradient(w, b, x_parts[i][batch], y_parts[i][batch], num_classes)
+            for take, batch in zip(sched.coins, sched.batches, strict=False):
+                if take:  # with probability p_i
+                    gw, gb = logreg_gradient(
+                        w, b, x_parts[i][batch], y_parts[i][batch], num_classes
+                    )
                     w, b = w - lr * gw, b - lr * gb
-            z[hub_of[i]][0][...] += v[i] * w                 # z_d = sum v_i x_i
+            z[hub_of[i]][0][...] += v[i] * w  # z_d = sum v_i x_i
             z[hub_of[i]][1][...] += v[i] * b
-        if r % q == 0:                                       # y_d = sum_j H[j, d] z_j
-            hubs = [(sum(mixing[j, d] * z[j][0] for j in range(num_hubs)),
-                     sum(mixing[j, d] * z[j][1] for j in range(num_hubs))) for d in range(num_hubs)]
+        if r % q == 0:  # y_d = sum_j H[j, d] z_j
+            hubs = [
+                (
+                    sum(mixing[j, d] * z[j][0] for j in range(num_hubs)),
+                    sum(mixing[j, d] * z[j][1] for j in range(num_hubs)),
+                )
+                for d in range(num_hubs)
+            ]
         else:
             hubs = z
     return hubs

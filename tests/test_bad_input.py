@@ -20,8 +20,10 @@ from flwr_multilevel.cli import main
         (["rates.distribution=fixed", "rates.p=1.5"], "rates.p"),
         (["rates.distribution=fixed", "rates.p=0"], "rates.p"),
         (["rates.distribution=explicit", "rates.values=[1,1]"], "rates.values"),
-        (["rates.distribution=explicit", "hubs.count=1", "hubs.workers=2", "rates.values=[1,0]"],
-         "rates.values"),
+        (
+            ["rates.distribution=explicit", "hubs.count=1", "hubs.workers=2", "rates.values=[1,0]"],
+            "rates.values",
+        ),
         (["hubs.workers=[2,0,3]"], "hubs.workers"),
         (["hubs.count=0"], "hubs.count"),
         (["hubs.workers=2000"], "hubs.workers"),
@@ -74,7 +76,10 @@ def test_missing_config_file(capsys):
 def test_real_process_prints_no_traceback():
     proc = subprocess.run(
         [sys.executable, "-m", "flwr_multilevel.cli", "run", "q=0"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "flwr-multilevel: error: q: expected an integer >= 1, got 0"

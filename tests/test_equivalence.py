@@ -6,7 +6,7 @@ from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import FedAvg
 
 from flwr_multilevel.client_app import app as client_app
-from flwr_multilevel.experiment import initial_model, prepare, train_config
+from flwr_multilevel.experiment import initial_model, train_config
 from flwr_multilevel.local_grid import LocalGrid
 
 from .helpers import flat, run_engine
@@ -33,26 +33,47 @@ def reference_models(exp):
     y = data.y_train.numpy()
     init = initial_model(exp)
     b = np.array([h.weights[h.hub_of == d].sum() for d in range(h.num_hubs)]) / h.weights.sum()
-    mixing = metropolis_by_hand(nx.path_graph(h.num_hubs), b) if cfg.hubs.graph == "path" else exp.mixing
+    mixing = (
+        metropolis_by_hand(nx.path_graph(h.num_hubs), b) if cfg.hubs.graph == "path" else exp.mixing
+    )
     return algorithm_1(
-        x_parts=[x[p] for p in exp.partitions], y_parts=[y[p] for p in exp.partitions],
-        hub_of=h.hub_of, weights=h.weights, rates=h.rates, mixing=mixing,
+        x_parts=[x[p] for p in exp.partitions],
+        y_parts=[y[p] for p in exp.partitions],
+        hub_of=h.hub_of,
+        weights=h.weights,
+        rates=h.rates,
+        mixing=mixing,
         w0=init["linear.weight"].numpy().astype(np.float64),
         b0=init["linear.bias"].numpy().astype(np.float64),
-        tau=cfg.tau, q=cfg.q, rounds=cfg.rounds, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+        tau=cfg.tau,
+        q=cfg.q,
+        rounds=cfg.rounds,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
     )
 
 
 def test_engine_matches_independent_algorithm_1(config):
-    cfg = config("hubs.workers=[2,3,4]", "hubs.graph=path", "data.partition=unequal",
-                 "weighting=data_size", "rates.distribution=explicit",
-                 "rates.values=[1.0,0.3,0.7,0.5,1.0,0.2,0.9,0.6,0.4]",
-                 "tau=3", "q=2", "rounds=6", "lr=0.5", "batch_size=8", "seed=3")
+    cfg = config(
+        "hubs.workers=[2,3,4]",
+        "hubs.graph=path",
+        "data.partition=unequal",
+        "weighting=data_size",
+        "rates.distribution=explicit",
+        "rates.values=[1.0,0.3,0.7,0.5,1.0,0.2,0.9,0.6,0.4]",
+        "tau=3",
+        "q=2",
+        "rounds=6",
+        "lr=0.5",
+        "batch_size=8",
+        "seed=3",
+    )
     exp, hubs = run_engine(cfg)
     assert len(set(exp.hierarchy.weights)) > 1  # unequal weights really in play
     expected = reference_models(exp)
     assert len(hubs) == 3
-    for (w, b), model in zip(expected, hubs):
+    for (w, b), model in zip(expected, hubs, strict=False):
         np.testing.assert_allclose(model[0], w, atol=1e-6, rtol=0)
         np.testing.assert_allclose(model[1], b, atol=1e-6, rtol=0)
     # and the hubs really differ (gossip on a path does not reach consensus)
@@ -60,21 +81,40 @@ def test_engine_matches_independent_algorithm_1(config):
 
 
 def test_one_hub_equals_stock_flower_fedavg(config):
-    cfg = config("hubs.count=1", "hubs.workers=4", "rates.distribution=fixed", "rates.p=1.0",
-                 "data.partition=unequal", "weighting=data_size", "tau=3", "q=1", "rounds=4")
+    cfg = config(
+        "hubs.count=1",
+        "hubs.workers=4",
+        "rates.distribution=fixed",
+        "rates.p=1.0",
+        "data.partition=unequal",
+        "weighting=data_size",
+        "tau=3",
+        "q=1",
+        "rounds=4",
+    )
     exp, hubs = run_engine(cfg)
     stock = FedAvg(fraction_evaluate=0.0, min_available_nodes=4, min_train_nodes=4)
     result = stock.start(
-        grid=LocalGrid(client_app, 4), initial_arrays=initial_model(exp), num_rounds=cfg.rounds,
+        grid=LocalGrid(client_app, 4),
+        initial_arrays=initial_model(exp),
+        num_rounds=cfg.rounds,
         train_config=ConfigRecord({**train_config(exp), "time-steps": cfg.tau}),
     )
-    np.testing.assert_allclose(flat(hubs[0]), flat([a.numpy() for a in result.arrays.values()]),
-                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        flat(hubs[0]), flat([a.numpy() for a in result.arrays.values()]), atol=1e-6, rtol=0
+    )
 
 
 def test_complete_graph_makes_hubs_equal_after_each_gossip(config):
-    cfg = config("hubs.count=4", "hubs.workers=[1,2,3,2]", "hubs.graph=complete", "tau=2", "q=2",
-                 "rounds=6", "data.partition=unequal")
+    cfg = config(
+        "hubs.count=4",
+        "hubs.workers=[1,2,3,2]",
+        "hubs.graph=complete",
+        "tau=2",
+        "q=2",
+        "rounds=6",
+        "data.partition=unequal",
+    )
     spreads = {}
 
     def on_round(report, models):
@@ -87,9 +127,19 @@ def test_complete_graph_makes_hubs_equal_after_each_gossip(config):
 
 
 def test_tau_q_one_with_full_rates_is_synchronous_sgd(config):
-    cfg = config("hubs.count=2", "hubs.workers=3", "hubs.graph=complete", "tau=1", "q=1",
-                 "rounds=5", "rates.distribution=fixed", "rates.p=1.0", "data.partition=unequal",
-                 "weighting=data_size", "batch_size=16")
+    cfg = config(
+        "hubs.count=2",
+        "hubs.workers=3",
+        "hubs.graph=complete",
+        "tau=1",
+        "q=1",
+        "rounds=5",
+        "rates.distribution=fixed",
+        "rates.p=1.0",
+        "data.partition=unequal",
+        "weighting=data_size",
+        "batch_size=16",
+    )
     exp, hubs = run_engine(cfg)
     h, data = exp.hierarchy, exp.dataset
     x = data.x_train.flatten(1).double().numpy()

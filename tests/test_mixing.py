@@ -4,7 +4,14 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from flwr_multilevel import ConfigError, check_mixing, hub_graph, metropolis_hastings, mixing_matrix, spectrum
+from flwr_multilevel import (
+    ConfigError,
+    check_mixing,
+    hub_graph,
+    metropolis_hastings,
+    mixing_matrix,
+    spectrum,
+)
 from flwr_multilevel.hierarchy import build_hierarchy
 
 
@@ -55,7 +62,9 @@ def test_complete_graph_gives_b_one_transpose_and_zero_zeta():
 
 def test_known_path_value():
     # uniform b on a 5-path: zeta 0.873 in paper.md 2.5
-    assert spectrum(mixing_matrix(nx.path_graph(5), np.ones(5) / 5)).zeta == pytest.approx(0.873, abs=1e-3)
+    assert spectrum(mixing_matrix(nx.path_graph(5), np.ones(5) / 5)).zeta == pytest.approx(
+        0.873, abs=1e-3
+    )
 
 
 def test_weights_v_a_b_by_hand():

@@ -1,0 +1,106 @@
+"""Whole runs: the results folder, the CLI, the simulation engine (Ray), the Flower app config."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from flwr_multilevel.cli import main
+from flwr_multilevel.config import default_config, from_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_csv(path):
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
+def test_results_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(["run", "simulation.backend=inprocess", "rounds=6", "q=2", f"output_dir={out}"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "final: accuracy" in printed and str(out) in printed
+    history = read_csv(out / "history.csv")
+    assert [int(r["round"]) for r in history] == [0, 2, 4, 6]
+    assert [int(r["time_step"]) for r in history] == [0, 8, 16, 24]
+    for column in (
+        "loss",
+        "accuracy",
+        "consensus",
+        "steps_taken",
+        "hub0_accuracy",
+        "hub2_accuracy",
+    ):
+        assert column in history[0]
+    steps = [int(r["steps_taken"]) for r in history]
+    assert steps[0] == 0 and steps == sorted(steps) and steps[-1] <= 6 * 4 * 12
+    assert float(history[-1]["accuracy"]) > float(history[0]["accuracy"])
+    rounds = read_csv(out / "rounds.csv")
+    assert len(rounds) == 6 and [r["gossip"] for r in rounds] == ["0", "1"] * 3
+    assert sum(int(r["steps"]) for r in rounds) == steps[-1]
+    parts = json.loads((out / "partition.json").read_text())
+    indices = np.concatenate([np.array(v) for v in parts.values()])
+    assert len(parts) == 12 and len(indices) == len(set(indices.tolist())) == 1348
+    network = json.loads((out / "network.json").read_text())
+    assert network["hub_sizes"] == [4, 4, 4] and 0 < network["zeta"] < 1
+    assert OmegaConf.load(out / "config.yaml").output_dir == str(out)
+    hubs = torch.load(out / "hub_models.pt")
+    assert hubs["round"] == 6 and len(hubs["hubs"]) == 3
+    init = torch.load(out / "initial_model.pt")
+    assert set(init) == set(hubs["hubs"][0]) == {"linear.weight", "linear.bias"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accuracy"] == pytest.approx(float(history[-1]["accuracy"]))
+
+
+def test_pyproject_app_config_is_the_default_config():
+    tomllib = pytest.importorskip("tomllib")
+    app_config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"][
+        "config"
+    ]
+    cfg = from_run_config(app_config)
+    default = default_config()
+    cfg.output_dir = None
+    assert OmegaConf.to_container(cfg) == OmegaConf.to_container(default)
+
+
+def test_config_command_prints_every_key(capsys):
+    assert main(["config", "hubs.count=5", "tau=8"]) == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert printed.hubs.count == 5 and printed.tau == 8 and "rates" in printed
+
+
+@pytest.mark.simulation
+def test_simulation_engine_gives_the_same_numbers_as_in_process(tmp_path):
+    """One run through Flower's simulation engine (Ray): same history as the in-process grid."""
+    common = [
+        "rounds=4",
+        "q=2",
+        "hubs.workers=[1,2,3]",
+        "rates.distribution=two_level",
+        "rates.slow_fraction=0.5",
+        "rates.p_slow=0.3",
+        "rates.p_fast=1.0",
+    ]
+    assert main(["run", *common, "simulation.backend=ray", f"output_dir={tmp_path / 'ray'}"]) == 0
+    assert (
+        main(["run", *common, "simulation.backend=inprocess", f"output_dir={tmp_path / 'local'}"])
+        == 0
+    )
+    ray_rows, local_rows = (
+        read_csv(tmp_path / "ray/history.csv"),
+        read_csv(tmp_path / "local/history.csv"),
+    )
+    assert len(ray_rows) == len(local_rows) == 3
+    for ray_row, local_row in zip(ray_rows, local_rows, strict=False):
+        for key in ray_row:
+            if key != "elapsed_s":
+                assert float(ray_row[key]) == pytest.approx(
+                    float(local_row[key]), rel=1e-6, abs=1e-9
+                ), key
