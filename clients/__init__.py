@@ -1,5 +1,5 @@
 """Flower ClientApp logic for MLL-SGD workers."""
 
-from .worker import WorkerTask, local_sgd, make_worker_train, step_schedule
+from .worker import WorkerTask, config_number, local_sgd, make_worker_train, step_schedule
 
-__all__ = ["WorkerTask", "local_sgd", "make_worker_train", "step_schedule"]
+__all__ = ["WorkerTask", "config_number", "local_sgd", "make_worker_train", "step_schedule"]

@@ -133,6 +133,14 @@ def local_sgd(
     return len(losses), float(np.mean(losses))
 
 
+def config_number(config: ConfigRecord, key: str, default: float | None = None) -> float:
+    """Return a numeric config entry (``default`` if absent and given)."""
+    value = config.get(key, default)
+    if isinstance(value, (list, bytes)) or value is None:
+        raise ValueError(f"config entry '{key}': expected a number, got {value!r}")
+    return float(value)
+
+
 def _config_of(msg: Message) -> ConfigRecord:
     records = list(msg.content.config_records.values())
     if len(records) != 1:
@@ -166,19 +174,21 @@ def make_worker_train(
         config = _config_of(msg)
         arrays = next(iter(msg.content.array_records.values()))
         task = load_task(config, context)
-        worker_id = int(config.get("worker-id", context.node_config.get("partition-id", 0)))
+        worker_id = int(
+            config_number(config, "worker-id", float(context.node_config.get("partition-id", 0)))
+        )
         schedule = step_schedule(
-            seed=int(config["seed"]),
-            server_round=int(config["server-round"]),
+            seed=int(config_number(config, "seed")),
+            server_round=int(config_number(config, "server-round")),
             worker_id=worker_id,
-            time_steps=int(config["time-steps"]),
-            rate=float(config.get("operating-rate", 1.0)),
+            time_steps=int(config_number(config, "time-steps")),
+            rate=config_number(config, "operating-rate", 1.0),
             num_examples=len(task.labels),
-            batch_size=int(config["batch-size"]),
+            batch_size=int(config_number(config, "batch-size")),
         )
         task.model.load_state_dict(arrays.to_torch_state_dict())
         steps, loss = local_sgd(
-            task, schedule, float(config["lr"]), float(config.get("proximal-mu", 0.0))
+            task, schedule, config_number(config, "lr"), config_number(config, "proximal-mu", 0.0)
         )
         metrics = MetricRecord(
             {"num-examples": len(task.labels), "steps": steps, "train-loss": loss}

@@ -6,7 +6,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import WorkerTask, make_worker_train
+from clients import WorkerTask, config_number, make_worker_train
 
 from .data import load_dataset, partition
 from .models import build_model
@@ -36,17 +36,19 @@ def _model(name: str, dataset: str, root: str) -> torch.nn.Module:
 
 def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
     """Return this worker's model and local data, loaded once per process."""
-    threads = int(config.get("torch-threads", 0))
+    threads = int(config_number(config, "torch-threads", 0))
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    worker_id = int(config.get("worker-id", context.node_config.get("partition-id", 0)))
+    worker_id = int(
+        config_number(config, "worker-id", float(context.node_config.get("partition-id", 0)))
+    )
     dataset, root = str(config["dataset"]), str(config["data-root"])
     x, y = _local_data(
         dataset,
         root,
         str(config["partition"]),
-        int(config["num-workers"]),
-        int(config["seed"]),
+        int(config_number(config, "num-workers")),
+        int(config_number(config, "seed")),
         worker_id,
     )
     return WorkerTask(_model(str(config["model"]), dataset, root), x, y)

@@ -82,7 +82,7 @@ def discover_workers(grid: Grid, num_workers: int, timeout: float = 120.0) -> li
             raise WorkerDiscoveryError(
                 f"node {reply.metadata.src_node_id} failed the worker query: {reply.error.reason}"
             )
-        partition = int(reply.content["worker"]["partition-id"])
+        partition = int(reply.content.metric_records["worker"]["partition-id"])  # type: ignore[arg-type]
         if partition in node_of:
             raise WorkerDiscoveryError(f"two nodes report partition-id {partition}")
         node_of[partition] = reply.metadata.src_node_id

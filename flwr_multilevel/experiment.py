@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from logging import INFO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 import numpy as np
@@ -99,15 +99,13 @@ def prepare(cfg: DictConfig) -> Experiment:
         if cfg.weighting == "equal"
         else np.array([len(p) for p in parts], dtype=np.float64)
     )
-    rate_options = OmegaConf.to_container(cfg.rates)
-    assert isinstance(rate_options, dict)
+    rate_options = cast(dict[str, Any], OmegaConf.to_container(cfg.rates))
     distribution = rate_options.pop("distribution")
     rates = operating_rates(num_workers, distribution, seed=cfg.seed, **rate_options)
     hierarchy = build_hierarchy(sizes, weights, rates)
     graph = hub_graph(cfg.hubs.graph, len(sizes), p=cfg.hubs.edge_probability, seed=cfg.seed)
     mix = mixing_matrix(graph, hierarchy.b, cfg.hubs.mixing)
-    options = OmegaConf.to_container(cfg.strategy.options)
-    assert isinstance(options, dict)
+    options = cast(dict[str, Any], OmegaConf.to_container(cfg.strategy.options))
     strategy = build_strategy(cfg.strategy.name, options)
     dataset = load_dataset(cfg.data.name, root)
     build_model(cfg.model.name, dataset.input_shape, dataset.num_classes)  # checks model.name

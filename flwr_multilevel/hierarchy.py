@@ -140,7 +140,9 @@ def hub_sizes(num_hubs: int, workers: int | Sequence[int]) -> tuple[int, ...]:
 
 
 def build_hierarchy(
-    sizes: Sequence[int], weights: Sequence[float], rates: Sequence[float]
+    sizes: Sequence[int],
+    weights: Sequence[float] | np.ndarray,
+    rates: Sequence[float] | np.ndarray,
 ) -> Hierarchy:
     """Validate and assemble a :class:`Hierarchy`.
 

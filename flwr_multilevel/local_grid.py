@@ -7,6 +7,7 @@ exception becomes an error reply, as in the simulation engine.
 """
 
 from collections.abc import Iterable
+from typing import Any
 from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -50,7 +51,7 @@ class LocalGrid(Grid):
         TaskIdentity.run_id, TaskIdentity.task_id = 1, 1
         TaskIdentity.node_id = SUPERLINK_NODE_ID
 
-    def set_run(self, run_id: int) -> None:
+    def set_run(self, run_id: Any) -> None:
         """No runs to switch between."""
 
     @property

@@ -78,7 +78,7 @@ def load_graph_file(path: str | Path, num_hubs: int) -> nx.Graph:
     --------
     >>> import tempfile, os
     >>> f = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
-    >>> _ = f.write("0 1\\n1 2\\n"); f.close()
+    >>> _ = f.write("0 1\n1 2\n"); f.close()
     >>> sorted(load_graph_file(f.name, 3).edges)
     [(0, 1), (1, 2)]
     >>> os.unlink(f.name)

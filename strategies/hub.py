@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -34,7 +35,7 @@ class SubGrid(Grid):
         self._grid = grid
         self._ids = set(node_ids)
 
-    def set_run(self, run_id: int) -> None:
+    def set_run(self, run_id: Any) -> None:
         """Set the run of the wrapped grid."""
         self._grid.set_run(run_id)
 
@@ -139,7 +140,7 @@ def check_reply(
         value = metrics[key]
         if isinstance(value, list) or not math.isfinite(value):
             return f"metric '{key}' is not a finite number: {value!r}"
-    steps = metrics["steps"]
+    steps = float(metrics["steps"])  # type: ignore[arg-type]  # checked above
     if steps != int(steps) or not 0 <= steps <= max_steps:
         return f"metric 'steps': expected an integer in [0, {max_steps}], got {steps!r}"
     return None
@@ -220,7 +221,7 @@ class HubStrategy(Strategy):
         """Add the worker's own MLL-SGD instructions to a message."""
         worker = self.workers[msg.metadata.dst_node_id]
         content = RecordDict(dict(msg.content.items()))
-        config = ConfigRecord(dict(content[self._configrecord_key].items()))
+        config = ConfigRecord(dict(content.config_records[self._configrecord_key].items()))
         config["worker-id"] = worker.worker_id
         config["hub-id"] = self.hub_id
         config["operating-rate"] = worker.rate
@@ -260,7 +261,7 @@ class HubStrategy(Strategy):
                 continue
             assert worker is not None
             metrics = next(iter(reply.content.metric_records.values()))
-            self.report.steps[worker.worker_id] = int(metrics["steps"])
+            self.report.steps[worker.worker_id] = int(metrics["steps"])  # type: ignore[arg-type]
             accepted.append(self._weighted(reply, worker.weight))
         if not accepted:
             log(
