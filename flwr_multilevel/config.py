@@ -132,7 +132,7 @@ def int_list(key: str, value: Any) -> int | list[int]:
 
 
 def validate(cfg: DictConfig) -> DictConfig:
-    """Check every scalar key of a config; return it resolved and read-only.
+    """Check every scalar key of a config; return it with interpolations resolved.
 
     Network keys (hubs, rates, graph, mixing) are checked when the network
     is built (``flwr_multilevel.experiment.prepare``), data keys when the data

@@ -110,7 +110,6 @@ def prepare(cfg: DictConfig) -> Experiment:
     dataset = load_dataset(cfg.data.name, root)
     build_model(cfg.model.name, dataset.input_shape, dataset.num_classes)  # checks model.name
     output = _output_dir(cfg)
-    OmegaConf.set_readonly(cfg, False)
     cfg.output_dir, cfg.data.root = str(output), root
     return Experiment(cfg, hierarchy, graph, mix, spectrum(mix), parts, dataset, strategy, output)
 

@@ -14,7 +14,7 @@ from flwr_multilevel.local_grid import LocalGrid
 from .helpers import flat, run_engine
 
 
-def corrupt(reply: Message, mode: str) -> Message:
+def corrupt(reply: Message, mode: str, instruction: Message) -> Message:
     arrays = next(iter(reply.content.array_records.values()))
     metrics = dict(next(iter(reply.content.metric_records.values())).items())
     nds = {k: a.numpy().copy() for k, a in arrays.items()}
@@ -36,14 +36,7 @@ def corrupt(reply: Message, mode: str) -> Message:
             "metrics": MetricRecord(metrics),
         }
     )
-    return Message(content, reply_to=reply_to_of(reply))
-
-
-_INSTRUCTIONS: dict = {}
-
-
-def reply_to_of(reply):
-    return _INSTRUCTIONS[reply.metadata.src_node_id]
+    return Message(content, reply_to=instruction)
 
 
 def test_invalid_replies_are_dropped_and_weights_renormalised(config):
@@ -62,12 +55,11 @@ def test_invalid_replies_are_dropped_and_weights_renormalised(config):
     @app.train()
     def train(msg, context):
         pid = context.node_config["partition-id"]
-        _INSTRUCTIONS[context.node_id] = msg
         if modes.get(pid) == "raise":
             raise RuntimeError("worker crashed")
         reply = client_app(msg, context)
         good[pid] = flat([a.numpy() for a in reply.content["arrays"].values()])
-        return corrupt(reply, modes[pid]) if pid in modes else reply
+        return corrupt(reply, modes[pid], msg) if pid in modes else reply
 
     @app.query("worker")
     def query(msg, context):
@@ -145,10 +137,8 @@ def test_hub_without_valid_reply_keeps_its_model(config):
 def test_stock_strategies_run_unchanged_at_every_hub(config, strategy):
     cfg = config("hubs.count=3", "hubs.workers=[1,2,3]", "tau=2", "q=2", "rounds=4")
     sent: list[tuple[int, int]] = []
-    from flwr_multilevel import engine as engine_module
-
     exp = prepare(cfg)
-    eng = engine_module.MLLSGD(
+    eng = MLLSGD(
         exp.hierarchy,
         tau=2,
         q=2,
