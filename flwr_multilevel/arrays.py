@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, Message
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,25 @@ def unstack(matrix: np.ndarray, layout: Layout) -> list[ArrayRecord]:
             arrays[key] = Array(np.ascontiguousarray(values.astype(layout.dtypes[i])))
         records.append(ArrayRecord(arrays))
     return records
+
+
+def record_bytes(record: ArrayRecord) -> int:
+    """Return the bytes of a record's serialized arrays, as they travel in a Message.
+
+    Each :class:`flwr.app.Array` holds its serialized payload in ``.data``
+    (numpy's ``.npy`` format for arrays made from numpy or torch); keys and
+    record framing are not counted.
+
+    Examples
+    --------
+    >>> record_bytes(ArrayRecord({"w": Array(np.zeros((2, 3), dtype=np.float32))})) >= 24
+    True
+    """
+    return sum(len(array.data) for array in record.values())
+
+
+def message_bytes(message: Message) -> int:
+    """Return the bytes of the serialized arrays in a message (0 for an error reply)."""
+    if message.has_error():
+        return 0
+    return sum(record_bytes(record) for record in message.content.array_records.values())

@@ -22,13 +22,15 @@ def default_config() -> DictConfig:
     return OmegaConf.create(text)  # type: ignore[return-value]
 
 
-def _struct(cfg: DictConfig) -> DictConfig:
+def struct(cfg: DictConfig) -> DictConfig:
+    """Make ``cfg`` reject unknown keys (except a strategy's keyword arguments)."""
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_struct(cfg.strategy.options, False)  # any strategy keyword
     return cfg
 
 
-def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+def merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    """Return ``base`` merged with ``other``; errors name the key and ``source``."""
     try:
         return OmegaConf.merge(base, other)  # type: ignore[return-value]
     except ConfigKeyError as err:
@@ -61,7 +63,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     ConfigError
         Unreadable file, an override without ``=``, or an unknown key.
     """
-    cfg = _struct(default_config())
+    cfg = struct(default_config())
     if path is not None:
         file = Path(path)
         if not file.is_file():
@@ -72,7 +74,18 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(
                 "config", f"{file} is not valid YAML ({type(err).__name__})"
             ) from None
-        cfg = _merge(cfg, loaded, str(file))
+        cfg = merge(cfg, loaded, str(file))
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Return ``cfg`` merged with dotted ``key=value`` overrides (values parsed as YAML).
+
+    Raises
+    ------
+    ConfigError
+        An override without ``=``, a value that does not parse, or an unknown key.
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(item, "expected key=value")
@@ -81,7 +94,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             dotted = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException:
             raise ConfigError(key, f"could not parse the value of {item!r}") from None
-        cfg = _merge(cfg, dotted, f"override {item!r}")
+        cfg = merge(cfg, dotted, f"override {item!r}")
     return cfg
 
 
@@ -98,7 +111,7 @@ def from_run_config(run_config: Mapping[str, Any]) -> DictConfig:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = None if value == "" else value  # TOML has no null
-    return _merge(_struct(default_config()), nested, "run_config")
+    return merge(struct(default_config()), nested, "run_config")
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -147,13 +160,18 @@ def validate(cfg: DictConfig) -> DictConfig:
         _int(cfg, key, 1)
     _int(cfg, "seed", 0)
     _int(cfg, "eval.every", 0)
+    _int(cfg, "data.shards_per_worker", 1)
+    for key in ("time_steps", "max_time_slots"):
+        if _get(cfg, key) is not None:
+            _int(cfg, key, 1)
     _positive(cfg, "lr")
+    _positive(cfg, "data.alpha")
     _positive(cfg, "simulation.cpus_per_worker")
     _positive(cfg, "simulation.timeout")
     for key, allowed in CHOICES.items():
         if _get(cfg, key) not in allowed:
             raise ConfigError(key, f"expected one of {', '.join(allowed)}, got {_get(cfg, key)!r}")
-    for key in ("eval.train_loss", "overwrite"):
+    for key in ("eval.train_loss", "overwrite", "wait_for_slowest"):
         if not isinstance(_get(cfg, key), bool):
             raise ConfigError(key, f"expected true or false, got {_get(cfg, key)!r}")
     if not isinstance(cfg.strategy.name, str):

@@ -14,6 +14,8 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 
 from strategies import HubStrategy, WorkerSpec
 
+from .arrays import message_bytes
+from .clock import round_slots
 from .gossip import InProcessPeerLayer, PeerLayer
 from .hierarchy import Hierarchy
 
@@ -38,6 +40,14 @@ class RoundReport:
         One line per reply that was not averaged (or never came).
     hub_metrics : list[MetricRecord | None]
         Each hub strategy's aggregated train metrics.
+    slots : int
+        Time slots the round lasted on the virtual clock (tau for MLL-SGD).
+    bytes_down : int
+        Serialized array bytes the hubs sent to their workers.
+    bytes_up : int
+        Serialized array bytes the workers sent back to their hubs.
+    bytes_hubs : int
+        Serialized array bytes sent between hubs (0 in rounds without gossip).
     seconds : float
         Wall time of the round.
     """
@@ -47,6 +57,10 @@ class RoundReport:
     steps: dict[int, int] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     hub_metrics: list[MetricRecord | None] = field(default_factory=list)
+    slots: int = 0
+    bytes_down: int = 0
+    bytes_up: int = 0
+    bytes_hubs: int = 0
     seconds: float = 0.0
 
 
@@ -118,6 +132,11 @@ class MLLSGD:
         ``seed``, data and model spec); ``time-steps`` is set to tau.
     timeout : float (default: 600)
         Seconds to wait for one round's replies.
+    wait_for_slowest : bool (default: False)
+        Run the synchronous baseline instead of MLL-SGD: every worker takes
+        exactly tau steps per round (it is told rate 1) and the virtual clock
+        advances by the slots the slowest worker needed at its true rate
+        (:func:`flwr_multilevel.clock.round_slots`).
     """
 
     # pylint: disable=too-many-arguments
@@ -132,6 +151,7 @@ class MLLSGD:
         peer_layer: PeerLayer | None = None,
         train_config: Mapping[str, int | float | str | bool] | None = None,
         timeout: float = 600.0,
+        wait_for_slowest: bool = False,
     ) -> None:
         if peer_layer is None:
             if mixing is None:
@@ -144,6 +164,7 @@ class MLLSGD:
         self.peer_layer = peer_layer
         self.train_config = {**(train_config or {}), "time-steps": tau}
         self.timeout = timeout
+        self.wait_for_slowest = wait_for_slowest
         self.hubs: list[HubStrategy] = []
         self.hub_of_node: dict[int, int] = {}
 
@@ -158,7 +179,9 @@ class MLLSGD:
         self.hubs = []
         for hub in range(h.num_hubs):
             workers = {
-                worker_nodes[i]: WorkerSpec(i, float(h.weights[i]), float(h.rates[i]))
+                worker_nodes[i]: WorkerSpec(
+                    i, float(h.weights[i]), 1.0 if self.wait_for_slowest else float(h.rates[i])
+                )
                 for i in h.members(hub)
             }
             self.hubs.append(HubStrategy(self._new_strategy(), hub, workers, self.tau))
@@ -175,6 +198,10 @@ class MLLSGD:
         """
         start = time.perf_counter()
         report = RoundReport(server_round, gossip=server_round % self.q == 0)
+        seed = int(self.train_config.get("seed", 0))
+        report.slots = round_slots(
+            seed, server_round, self.hierarchy.rates.tolist(), self.tau, self.wait_for_slowest
+        )
 
         # Every hub sends its model y_d and per-worker instructions to its workers
         messages = [
@@ -187,6 +214,8 @@ class MLLSGD:
 
         # Workers run tau time steps; one send_and_receive for all hubs at once
         replies = list(grid.send_and_receive(messages, timeout=self.timeout))
+        report.bytes_down = sum(message_bytes(m) for m in messages)
+        report.bytes_up = sum(message_bytes(r) for r in replies)
         if len(replies) < len(messages):
             report.dropped.append(f"{len(messages) - len(replies)} replies never came")
 
@@ -207,7 +236,10 @@ class MLLSGD:
             report.hub_metrics.append(metrics)
 
         # Every q rounds the hubs gossip: y_d = sum_j H[j, d] z_j (all at once)
-        new_models = self.peer_layer.exchange(server_round, averaged) if report.gossip else averaged
+        new_models = averaged
+        if report.gossip:
+            new_models = self.peer_layer.exchange(server_round, averaged)
+            report.bytes_hubs = self.peer_layer.bytes_sent
         report.seconds = time.perf_counter() - start
         return new_models, report
 
@@ -220,7 +252,7 @@ class MLLSGD:
         *,
         worker_nodes: Sequence[int] | None = None,
         first_round: int = 1,
-        on_round: Callable[[RoundReport, list[ArrayRecord]], None] | None = None,
+        on_round: Callable[[RoundReport, list[ArrayRecord]], bool | None] | None = None,
     ) -> list[ArrayRecord]:
         """Run ``num_rounds`` rounds from one shared initial model; return the hub models.
 
@@ -238,7 +270,7 @@ class MLLSGD:
             Number of the first round.
         on_round : Callable | None (default: None)
             Called after every round with its report and the new hub models
-            (record, evaluate, checkpoint there).
+            (record, evaluate, checkpoint there); returning True stops the run.
         """
         if worker_nodes is None:
             worker_nodes = discover_workers(grid, self.hierarchy.num_workers, self.timeout)
@@ -257,6 +289,7 @@ class MLLSGD:
             models, report = self.run_round(grid, server_round, models)
             if report.dropped:
                 log(WARNING, "round %s: %s replies not averaged", server_round, len(report.dropped))
-            if on_round is not None:
-                on_round(report, models)
+            if on_round is not None and on_round(report, models):
+                log(INFO, "MLL-SGD: stopped after round %s", server_round)
+                break
         return models

@@ -1,6 +1,7 @@
 """An MLL-SGD experiment from a config: validated up front, then run on a Grid."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from logging import INFO
@@ -28,6 +29,7 @@ from .mixing import Spectrum, consensus_distance, mixing_matrix, spectrum, weigh
 from .models import build_model
 from .rates import operating_rates
 from .results import RunRecorder
+from .theory import theory_report
 from .topology import hub_graph
 
 
@@ -44,11 +46,25 @@ class Experiment:
     dataset: Dataset
     strategy: Strategy
     output_dir: Path
+    theory: dict[str, Any]
+
+    @property
+    def num_rounds(self) -> int:
+        """Rounds to run: ``ceil(time_steps / tau)`` if ``time_steps`` is set, else ``rounds``."""
+        if self.cfg.time_steps is not None:
+            return -(-int(self.cfg.time_steps) // int(self.cfg.tau))
+        return int(self.cfg.rounds)
 
     @property
     def eval_every(self) -> int:
-        """Evaluate every this many rounds."""
-        return int(self.cfg.eval.every) or int(self.cfg.q)
+        """Evaluate every this many time steps (default: every gossip, q * tau)."""
+        return int(self.cfg.eval.every) or int(self.cfg.q) * int(self.cfg.tau)
+
+    def evaluates_after(self, server_round: int) -> bool:
+        """Whether round ``server_round`` crosses an evaluation time step (or is the last)."""
+        tau, every = int(self.cfg.tau), self.eval_every
+        crossed = server_round * tau // every > (server_round - 1) * tau // every
+        return crossed or server_round == self.num_rounds
 
 
 def build_strategy(name: str, options: dict[str, Any]) -> Strategy:
@@ -93,7 +109,16 @@ def prepare(cfg: DictConfig) -> Experiment:
     sizes = hub_sizes(cfg.hubs.count, int_list("hubs.workers", cfg.hubs.workers))
     num_workers = sum(sizes)
     root = str(Path(str(cfg.data.root)).expanduser().absolute())
-    parts = partition(train_size(cfg.data.name), num_workers, cfg.data.partition, cfg.seed)
+    train_size(cfg.data.name)  # checks data.name before anything is loaded
+    dataset = load_dataset(cfg.data.name, root)
+    parts = partition(
+        dataset.y_train.numpy(),
+        num_workers,
+        cfg.data.partition,
+        cfg.seed,
+        alpha=float(cfg.data.alpha),
+        shards_per_worker=int(cfg.data.shards_per_worker),
+    )
     weights = (
         np.ones(num_workers)
         if cfg.weighting == "equal"
@@ -107,11 +132,25 @@ def prepare(cfg: DictConfig) -> Experiment:
     mix = mixing_matrix(graph, hierarchy.b, cfg.hubs.mixing)
     options = cast(dict[str, Any], OmegaConf.to_container(cfg.strategy.options))
     strategy = build_strategy(cfg.strategy.name, options)
-    dataset = load_dataset(cfg.data.name, root)
     build_model(cfg.model.name, dataset.input_shape, dataset.num_classes)  # checks model.name
+    rounds = (
+        -(-int(cfg.time_steps) // int(cfg.tau)) if cfg.time_steps is not None else int(cfg.rounds)
+    )
+    report = theory_report(
+        hierarchy,
+        mix,
+        graph,
+        tau=int(cfg.tau),
+        q=int(cfg.q),
+        time_steps=rounds * int(cfg.tau),
+        lr=float(cfg.lr),
+        **{key: cfg.theory[key] for key in ("L", "sigma2", "beta", "f_gap")},
+    )
     output = _output_dir(cfg)
     cfg.output_dir, cfg.data.root = str(output), root
-    return Experiment(cfg, hierarchy, graph, mix, spectrum(mix), parts, dataset, strategy, output)
+    return Experiment(
+        cfg, hierarchy, graph, mix, spectrum(mix), parts, dataset, strategy, output, report
+    )
 
 
 def train_config(exp: Experiment) -> dict[str, int | float | str | bool]:
@@ -124,6 +163,8 @@ def train_config(exp: Experiment) -> dict[str, int | float | str | bool]:
         "dataset": str(cfg.data.name),
         "data-root": str(cfg.data.root),
         "partition": str(cfg.data.partition),
+        "partition-alpha": float(cfg.data.alpha),
+        "partition-shards": int(cfg.data.shards_per_worker),
         "num-workers": exp.hierarchy.num_workers,
         "model": str(cfg.model.name),
         "torch-threads": int(cfg.simulation.cpus_per_worker)
@@ -234,8 +275,27 @@ def network_record(exp: Experiment) -> dict[str, Any]:
     }
 
 
-def run(exp: Experiment, grid: Grid, worker_nodes: list[int] | None = None) -> dict[str, Any]:
+Progress = Callable[[dict[str, float]], None]
+
+
+def run(
+    exp: Experiment,
+    grid: Grid,
+    worker_nodes: list[int] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Run an experiment on ``grid``, writing its results folder as it goes.
+
+    Parameters
+    ----------
+    exp : Experiment
+        A prepared experiment (:func:`prepare`).
+    grid : Grid
+        The Flower grid that reaches the workers.
+    worker_nodes : list[int] | None (default: None)
+        Node ID of each worker; discovered if None.
+    progress : Callable[[dict[str, float]], None] | None (default: None)
+        Called with every history row as it is written.
 
     Returns
     -------
@@ -247,6 +307,7 @@ def run(exp: Experiment, grid: Grid, worker_nodes: list[int] | None = None) -> d
     recorder = RunRecorder(exp.output_dir, overwrite=bool(cfg.overwrite))
     recorder.write_config(cfg)
     recorder.write_json("network.json", network_record(exp))
+    recorder.write_json("theory.json", exp.theory)
     recorder.write_partition(exp.partitions)
     init = initial_model(exp)
     recorder.save_model("initial_model.pt", init)
@@ -255,6 +316,8 @@ def run(exp: Experiment, grid: Grid, worker_nodes: list[int] | None = None) -> d
     evaluate = Evaluator(exp)
     start = time.perf_counter()
     steps_taken = np.zeros(h.num_workers, dtype=np.int64)
+    clock = {"time_slot": 0, "bytes_worker_hub": 0, "bytes_hub_hub": 0}
+    max_slots = cfg.max_time_slots
     last_row: dict[str, float] = {}
 
     def record(server_round: int, models: list[ArrayRecord]) -> None:
@@ -262,8 +325,11 @@ def run(exp: Experiment, grid: Grid, worker_nodes: list[int] | None = None) -> d
         last_row = {
             "round": server_round,
             "time_step": server_round * int(cfg.tau),
+            "time_slot": clock["time_slot"],
             **evaluate(models),
             "steps_taken": int(steps_taken.sum()),
+            "bytes_worker_hub": clock["bytes_worker_hub"],
+            "bytes_hub_hub": clock["bytes_hub_hub"],
             "elapsed_s": round(time.perf_counter() - start, 3),
         }
         recorder.append_row("history.csv", last_row)
@@ -276,26 +342,38 @@ def run(exp: Experiment, grid: Grid, worker_nodes: list[int] | None = None) -> d
             last_row["loss"],
             last_row["consensus"],
         )
+        if progress is not None:
+            progress(last_row)
 
-    def on_round(report: RoundReport, models: list[ArrayRecord]) -> None:
+    def on_round(report: RoundReport, models: list[ArrayRecord]) -> bool:
         for worker, steps in report.steps.items():
             steps_taken[worker] += steps
+        clock["time_slot"] += report.slots
+        clock["bytes_worker_hub"] += report.bytes_down + report.bytes_up
+        clock["bytes_hub_hub"] += report.bytes_hubs
         losses = [m.get("train-loss") if m else None for m in report.hub_metrics]
         recorder.append_row(
             "rounds.csv",
             {
                 "round": report.server_round,
                 "time_step": report.server_round * int(cfg.tau),
+                "time_slot": clock["time_slot"],
+                "slots": report.slots,
                 "gossip": int(report.gossip),
                 "steps": sum(report.steps.values()),
+                "bytes_down": report.bytes_down,
+                "bytes_up": report.bytes_up,
+                "bytes_hubs": report.bytes_hubs,
                 "dropped": len(report.dropped),
                 "seconds": round(report.seconds, 4),
                 **{f"hub{d}_train_loss": loss for d, loss in enumerate(losses)},
                 "dropped_reasons": " | ".join(report.dropped),
             },
         )
-        if report.server_round % exp.eval_every == 0 or report.server_round == cfg.rounds:
+        out_of_time = max_slots is not None and clock["time_slot"] >= int(max_slots)
+        if exp.evaluates_after(report.server_round) or out_of_time:
             record(report.server_round, models)
+        return out_of_time
 
     record(0, [init] * h.num_hubs)
     engine = MLLSGD(
@@ -306,8 +384,9 @@ def run(exp: Experiment, grid: Grid, worker_nodes: list[int] | None = None) -> d
         strategy=exp.strategy,
         train_config=train_config(exp),
         timeout=float(cfg.simulation.timeout),
+        wait_for_slowest=bool(cfg.wait_for_slowest),
     )
-    engine.start(grid, init, int(cfg.rounds), worker_nodes=worker_nodes, on_round=on_round)
+    engine.start(grid, init, exp.num_rounds, worker_nodes=worker_nodes, on_round=on_round)
     summary = {
         **last_row,
         "output_dir": str(exp.output_dir),

@@ -18,7 +18,11 @@ def main(grid: Grid, context: Context) -> None:
     experiment.run(exp, grid)
 
 
-def make_server_app(exp: experiment.Experiment, outcome: dict[str, Any]) -> ServerApp:
+def make_server_app(
+    exp: experiment.Experiment,
+    outcome: dict[str, Any],
+    progress: experiment.Progress | None = None,
+) -> ServerApp:
     """Return a ServerApp that runs a prepared experiment.
 
     ``outcome["summary"]`` receives the summary, or ``outcome["error"]`` the
@@ -30,7 +34,7 @@ def make_server_app(exp: experiment.Experiment, outcome: dict[str, Any]) -> Serv
     def _main(grid: Grid, context: Context) -> None:
         del context
         try:
-            outcome["summary"] = experiment.run(exp, grid)
+            outcome["summary"] = experiment.run(exp, grid, progress=progress)
         except BaseException as err:  # pylint: disable=broad-except
             outcome["error"] = err
             raise

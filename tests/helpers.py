@@ -1,5 +1,7 @@
 """Run the real engine and ClientApp in-process on a prepared experiment."""
 
+import csv
+
 import numpy as np
 
 from flwr_multilevel.client_app import app as client_app
@@ -18,6 +20,7 @@ def run_engine(cfg, strategy=None, on_round=None):
         mixing=exp.mixing,
         strategy=strategy or exp.strategy,
         train_config=train_config(exp),
+        wait_for_slowest=bool(cfg.wait_for_slowest),
     )
     grid = LocalGrid(client_app, exp.hierarchy.num_workers)
     models = engine.start(grid, initial_model(exp), cfg.rounds, on_round=on_round)
@@ -26,3 +29,8 @@ def run_engine(cfg, strategy=None, on_round=None):
 
 def flat(model):
     return np.concatenate([a.ravel() for a in model])
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))

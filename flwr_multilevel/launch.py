@@ -1,0 +1,44 @@
+"""Run a prepared experiment on the backend its config names."""
+
+from typing import Any
+
+from . import experiment
+from .client_app import app as client_app
+from .local_grid import LocalGrid
+from .server_app import make_server_app
+from .simulation import run_in_simulation
+
+
+class SimulationError(RuntimeError):
+    """The simulation engine ended without a result."""
+
+
+def launch(
+    exp: experiment.Experiment, progress: experiment.Progress | None = None
+) -> dict[str, Any]:
+    """Run ``exp`` with ``simulation.backend`` and return its summary.
+
+    ``ray`` runs the ServerApp and one virtual ClientApp node per worker in
+    Flower's simulation engine; ``inprocess`` runs the same ClientApp on a
+    :class:`~flwr_multilevel.local_grid.LocalGrid` in this process.
+
+    Raises
+    ------
+    SimulationError
+        The simulation engine stopped without the ServerApp finishing.
+    """
+    num_workers = exp.hierarchy.num_workers
+    if exp.cfg.simulation.backend == "inprocess":
+        return experiment.run(exp, LocalGrid(client_app, num_workers), progress=progress)
+    outcome: dict[str, Any] = {}
+    run_in_simulation(
+        make_server_app(exp, outcome, progress),
+        client_app,
+        num_workers,
+        float(exp.cfg.simulation.cpus_per_worker),
+    )
+    if "error" in outcome:
+        raise outcome["error"]
+    if "summary" not in outcome:
+        raise SimulationError("the simulation ended without a result (see the log above)")
+    return outcome["summary"]  # type: ignore[no-any-return]
