@@ -1,7 +1,9 @@
 """The worker ClientApp: MLL-SGD's time steps on a worker's fixed partition."""
 
+from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -14,17 +16,36 @@ from .models import build_model
 app = ClientApp()
 
 
+@dataclass(frozen=True)
+class _Split:
+    """What fixes the partitions: every worker computes the same split from it."""
+
+    dataset: str
+    root: str
+    scheme: str
+    num_workers: int
+    seed: int
+    alpha: float
+    shards: int
+
+
 @lru_cache(maxsize=8)
-def _partitions(name: str, root: str, scheme: str, num_workers: int, seed: int) -> list:  # type: ignore[type-arg]
-    return partition(len(load_dataset(name, root).y_train), num_workers, scheme, seed)
+def _partitions(split: _Split) -> list[np.ndarray]:
+    labels = load_dataset(split.dataset, split.root).y_train.numpy()
+    return partition(
+        labels,
+        split.num_workers,
+        split.scheme,
+        split.seed,
+        alpha=split.alpha,
+        shards_per_worker=split.shards,
+    )
 
 
 @lru_cache(maxsize=256)
-def _local_data(
-    name: str, root: str, scheme: str, num_workers: int, seed: int, worker_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    data = load_dataset(name, root)
-    idx = torch.from_numpy(_partitions(name, root, scheme, num_workers, seed)[worker_id])
+def _local_data(split: _Split, worker_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    data = load_dataset(split.dataset, split.root)
+    idx = torch.from_numpy(_partitions(split)[worker_id])
     return data.x_train[idx].contiguous(), data.y_train[idx].contiguous()
 
 
@@ -43,14 +64,16 @@ def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
         config_number(config, "worker-id", float(context.node_config.get("partition-id", 0)))
     )
     dataset, root = str(config["dataset"]), str(config["data-root"])
-    x, y = _local_data(
+    split = _Split(
         dataset,
         root,
         str(config["partition"]),
         int(config_number(config, "num-workers")),
         int(config_number(config, "seed")),
-        worker_id,
+        config_number(config, "partition-alpha", 0.5),
+        int(config_number(config, "partition-shards", 2)),
     )
+    x, y = _local_data(split, worker_id)
     return WorkerTask(_model(str(config["model"]), dataset, root), x, y)
 
 

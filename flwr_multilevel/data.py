@@ -1,23 +1,37 @@
 """Data sets and their partition into worker-local data.
 
 ``digits`` (scikit-learn's bundled 8x8 handwritten digits, 1,797 images) is the
-embedded default and needs no download. ``mnist`` and ``fashion_mnist`` come
-through torchvision from ``root`` (downloaded there if missing and online).
-Every data set is loaded once per process and kept in memory as tensors.
+embedded default and needs no download. ``mnist``, ``fashion_mnist``,
+``emnist_letters`` (26 classes) and ``cifar10`` come through torchvision from
+``root`` (downloaded there if missing and online). Every data set is loaded
+once per process and kept in memory as tensors.
+
+Partitions: ``iid`` and the paper's ``unequal`` sizes are drawn here;
+``dirichlet`` (label shares per worker ~ Dir(alpha)) and ``shards`` (each worker
+gets a few label-sorted shards) are flwr-datasets partitioners applied to the
+local labels.
 """
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
 
-DATASETS = ("digits", "mnist", "fashion_mnist")
-PARTITIONS = ("iid", "unequal")
-TRAIN_SIZES = {"mnist": 60_000, "fashion_mnist": 60_000}
+DATASETS = ("digits", "mnist", "fashion_mnist", "emnist_letters", "cifar10")
+PARTITIONS = ("iid", "unequal", "dirichlet", "shards")
+TRAIN_SIZES = {
+    "mnist": 60_000,
+    "fashion_mnist": 60_000,
+    "emnist_letters": 124_800,
+    "cifar10": 50_000,
+}
 DIGITS_TEST_FRACTION = 0.25
 # The paper's unequal split: 5 equal groups of workers hold 5, 10, 20, 25 and
 # 40% of the data, i.e. per-worker shares 0.25 : 0.5 : 1 : 1.25 : 2.
@@ -52,23 +66,40 @@ def _digits() -> Dataset:
     return Dataset(x[train], y[train], x[test], y[test], 10)
 
 
-def _torchvision(name: str, root: str) -> Dataset:
+def _torchvision_splits(name: str, root: str) -> tuple[Any, Any]:
     from torchvision import datasets  # pylint: disable=import-outside-toplevel
 
-    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[name]
+    classes: dict[str, Callable[..., Any]] = {
+        "mnist": datasets.MNIST,
+        "fashion_mnist": datasets.FashionMNIST,
+        "emnist_letters": partial(datasets.EMNIST, split="letters"),
+        "cifar10": datasets.CIFAR10,
+    }
     try:
-        train = cls(root=root, train=True, download=True)
-        test = cls(root=root, train=False, download=True)
+        train = classes[name](root=root, train=True, download=True)
+        test = classes[name](root=root, train=False, download=True)
     except (RuntimeError, OSError) as err:
         raise ConfigError(
             "data.root", f"could not find or download {name} under {root!r} ({err})"
         ) from None
+    return train, test
 
-    def tensors(split) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
-        return split.data.unsqueeze(1).float().div_(255.0), split.targets.long()
 
-    (x_train, y_train), (x_test, y_test) = tensors(train), tensors(test)
-    return Dataset(x_train, y_train, x_test, y_test, 10)
+def _tensors(name: str, split: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (N, C, H, W) float32 inputs in [0, 1] and int64 labels from 0."""
+    if name == "cifar10":  # numpy (N, 32, 32, 3) uint8, list of labels
+        x = torch.from_numpy(np.ascontiguousarray(split.data)).permute(0, 3, 1, 2)
+        return x.float().div_(255.0).contiguous(), torch.tensor(split.targets, dtype=torch.int64)
+    x, y = split.data.unsqueeze(1), split.targets.long()
+    if name == "emnist_letters":  # stored transposed, labels 1..26
+        x, y = x.transpose(2, 3), y - 1
+    return x.float().div_(255.0).contiguous(), y
+
+
+def _torchvision(name: str, root: str) -> Dataset:
+    train, test = _torchvision_splits(name, root)
+    (x_train, y_train), (x_test, y_test) = _tensors(name, train), _tensors(name, test)
+    return Dataset(x_train, y_train, x_test, y_test, int(y_train.max()) + 1)
 
 
 @lru_cache(maxsize=4)
@@ -78,7 +109,7 @@ def load_dataset(name: str, root: str = "data") -> Dataset:
     Parameters
     ----------
     name : str
-        ``digits``, ``mnist`` or ``fashion_mnist``.
+        One of :data:`DATASETS`.
     root : str (default: "data")
         torchvision root folder (ignored for digits).
 
@@ -147,17 +178,133 @@ def partition_sizes(num_examples: int, num_workers: int, scheme: str, seed: int)
     return sizes
 
 
-def partition(num_examples: int, num_workers: int, scheme: str, seed: int) -> list[np.ndarray]:
-    """Split ``range(num_examples)`` into fixed, disjoint worker partitions.
+def _flwr_partition(
+    labels: np.ndarray, num_workers: int, scheme: str, seed: int, alpha: float, shards: int
+) -> list[np.ndarray]:
+    """Apply a flwr-datasets partitioner to the labels; return each worker's indices."""
+    # pylint: disable=import-outside-toplevel
+    from datasets import Dataset as HFDataset
+    from flwr_datasets.partitioner import DirichletPartitioner, ShardPartitioner
 
-    The examples are shuffled with ``seed`` and cut into consecutive pieces
-    of :func:`partition_sizes`.
+    table = HFDataset.from_dict({"index": np.arange(len(labels)), "label": labels})
+    partitioner: DirichletPartitioner | ShardPartitioner
+    try:
+        if scheme == "dirichlet":
+            partitioner = DirichletPartitioner(
+                num_partitions=num_workers,
+                partition_by="label",
+                alpha=alpha,
+                min_partition_size=1,
+                self_balancing=False,
+                shuffle=True,
+                seed=seed,
+            )
+        else:
+            partitioner = ShardPartitioner(
+                num_partitions=num_workers,
+                partition_by="label",
+                num_shards_per_partition=shards,
+                shuffle=True,
+                seed=seed,
+            )
+        partitioner.dataset = table
+        with warnings.catch_warnings():  # pyarrow's sort-option deprecation inside flwr-datasets
+            warnings.simplefilter("ignore", FutureWarning)
+            parts = [
+                np.sort(np.asarray(partitioner.load_partition(i)["index"], dtype=np.int64))
+                for i in range(num_workers)
+            ]
+    except (ValueError, ZeroDivisionError) as err:
+        field = "data.alpha" if scheme == "dirichlet" else "data.shards_per_worker"
+        raise ConfigError(
+            field, f"the '{scheme}' partition of {len(labels)} examples failed: {err}"
+        ) from None
+    if min(len(p) for p in parts) < 1:
+        raise ConfigError(
+            "data.partition",
+            f"the '{scheme}' split leaves a worker without data; use fewer workers",
+        )
+    return parts
+
+
+def partition(
+    labels: np.ndarray,
+    num_workers: int,
+    scheme: str,
+    seed: int,
+    *,
+    alpha: float = 0.5,
+    shards_per_worker: int = 2,
+) -> list[np.ndarray]:
+    """Split the training examples into fixed, disjoint worker partitions.
+
+    ``iid`` and ``unequal``: the examples are shuffled with ``seed`` and cut
+    into consecutive pieces of :func:`partition_sizes`. ``dirichlet``:
+    flwr-datasets' ``DirichletPartitioner`` (each class is spread over the
+    workers in proportions drawn from Dir(alpha); small alpha, skewed labels).
+    ``shards``: flwr-datasets' ``ShardPartitioner`` (examples sorted by label,
+    cut into ``num_workers * shards_per_worker`` shards, each worker gets
+    ``shards_per_worker`` of them).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Training labels, one per example.
+    num_workers : int
+        Number of partitions.
+    scheme : str
+        One of :data:`PARTITIONS`.
+    seed : int
+        Seed of the split.
+    alpha : float (default: 0.5)
+        Dirichlet concentration (``dirichlet`` only).
+    shards_per_worker : int (default: 2)
+        Shards per worker (``shards`` only).
 
     Returns
     -------
     list[numpy.ndarray]
         Sorted example indices of each worker.
+
+    Raises
+    ------
+    ConfigError
+        Unknown scheme, or a split that leaves a worker without data.
+
+    Examples
+    --------
+    >>> [len(p) for p in partition(np.zeros(10), 3, "iid", 0)]
+    [4, 3, 3]
     """
-    sizes = partition_sizes(num_examples, num_workers, scheme, seed)
-    order = np.random.default_rng([seed, 7]).permutation(num_examples)
+    labels = np.asarray(labels)
+    if scheme in ("dirichlet", "shards"):
+        if num_workers > len(labels):
+            raise ConfigError(
+                "hubs.workers",
+                f"expected at most {len(labels)} workers (one training example each), "
+                f"got {num_workers}",
+            )
+        if scheme == "shards" and num_workers * shards_per_worker > len(labels):
+            raise ConfigError(
+                "data.shards_per_worker",
+                f"expected at most {len(labels) // num_workers} shards per worker "
+                f"({len(labels)} examples, {num_workers} workers), got {shards_per_worker}",
+            )
+        return _flwr_partition(labels, num_workers, scheme, seed, alpha, shards_per_worker)
+    sizes = partition_sizes(len(labels), num_workers, scheme, seed)
+    order = np.random.default_rng([seed, 7]).permutation(len(labels))
     return [np.sort(part) for part in np.split(order, np.cumsum(sizes)[:-1])]
+
+
+def label_counts(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> np.ndarray:
+    """Return a ``(workers, classes)`` matrix: how many examples of each class each worker holds.
+
+    Examples
+    --------
+    >>> label_counts(np.array([0, 1, 1]), [np.array([0, 1]), np.array([2])], 2).tolist()
+    [[1, 1], [0, 1]]
+    """
+    counts = np.zeros((len(parts), num_classes), dtype=np.int64)
+    for i, part in enumerate(parts):
+        counts[i] = np.bincount(np.asarray(labels)[part], minlength=num_classes)
+    return counts

@@ -1,11 +1,11 @@
-"""The paper's models: multinomial logistic regression and its small CNN."""
+"""The paper's models: multinomial logistic regression, its small CNN and ResNet-18."""
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
 
-MODELS = ("logreg", "cnn")
+MODELS = ("logreg", "cnn", "resnet18")
 
 
 class LogisticRegression(nn.Module):
@@ -52,13 +52,28 @@ class CNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+def resnet18(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Return torchvision's ResNet-18 in the CIFAR variant (the paper's CIFAR-10 model).
+
+    The stem is a 3x3 stride-1 convolution without max-pooling, as usual for
+    32x32 inputs; BatchNorm running statistics travel with the weights and are
+    averaged like them (``num_batches_tracked`` rounded).
+    """
+    from torchvision.models import resnet18 as tv_resnet18  # pylint: disable=import-outside-toplevel
+
+    model = tv_resnet18(weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()  # type: ignore[assignment]
+    return model
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Return a freshly initialised model by name (``logreg`` or ``cnn``).
+    """Return a freshly initialised model by name (one of ``MODELS``).
 
     Raises
     ------
     ConfigError
-        Unknown name, or a CNN on inputs smaller than 4x4.
+        Unknown name, or a CNN (ResNet) on inputs smaller than 4x4 (8x8).
     """
     if name == "logreg":
         return LogisticRegression(input_shape, num_classes)
@@ -68,4 +83,10 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
                 "model.name", f"cnn needs image inputs of at least 4x4, got {input_shape}"
             )
         return CNN(input_shape, num_classes)
+    if name == "resnet18":
+        if len(input_shape) != 3 or min(input_shape[1:]) < 8:
+            raise ConfigError(
+                "model.name", f"resnet18 needs image inputs of at least 8x8, got {input_shape}"
+            )
+        return resnet18(input_shape, num_classes)
     raise ConfigError("model.name", f"expected one of {', '.join(MODELS)}, got {name!r}")
