@@ -3,6 +3,7 @@
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -14,6 +15,11 @@ USAGE = """examples:
   flwr-multilevel run                                   # the default experiment (digits)
   flwr-multilevel run hubs.count=5 hubs.graph=ring tau=8 q=4 output_dir=out/
   flwr-multilevel run my.yaml data.name=mnist data.root=../shared/data
+  flwr-multilevel run local_sgd                         # a shipped baseline, by name
+  flwr-multilevel compare distributed_sgd local_sgd hl_sgd mll_sgd --out cmp/
+  flwr-multilevel compare baselines/paper/fig6_mnist_cpu.yaml --out cmp6/
+  flwr-multilevel plot cmp/ runs/20260101-120000        # redraw plots of finished runs
+  flwr-multilevel theory theory.L=1 theory.sigma2=1 theory.beta=0 theory.f_gap=2
   flwr-multilevel config                                # every key, with its default
 """
 
@@ -29,17 +35,36 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("run", "run an experiment and write its results folder"),
         ("config", "print the resolved config without running"),
+        ("theory", "print Theorem 1's quantities of a config, without training"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
+        sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml|BASELINE] [key=value ...]")
+    text = "run several configs on the same seed, data and clock; write a table and plots"
+    sub = commands.add_parser("compare", help=text, description=text)
+    sub.add_argument("args", nargs="+", metavar="CONFIG|BASELINE|COMPARISON.yaml|key=value")
+    sub.add_argument("--out", help="folder of the comparison (default: runs/compare-<time>)")
+    sub.add_argument("--target-accuracy", type=float, help="accuracy to reach (default: auto)")
+    sub.add_argument("--target-loss", type=float, help="training loss to reach (default: auto)")
+    sub.add_argument("--verbose", action="store_true", help="keep Flower's per-round log lines")
+    text = "redraw the plots of finished runs or comparisons"
+    sub = commands.add_parser("plot", help=text, description=text)
+    sub.add_argument("results", nargs="+", metavar="RESULTS", help="run or comparison folders")
+    sub.add_argument("--out", help="folder for the PNGs (default: the one folder given, or plots/)")
+    sub.add_argument("--title", help="title of the plots")
     return parser
 
 
 def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Return (config file or shipped baseline, overrides)."""
+    from .compare import baseline_path  # pylint: disable=import-outside-toplevel
+
     path = None
     overrides = list(args)
     if overrides and "=" not in overrides[0]:
         path = overrides.pop(0)
+        baseline = baseline_path(path)
+        if baseline is not None and not Path(path).is_file():
+            path = str(baseline)
     return path, overrides
 
 
@@ -69,31 +94,52 @@ def run(args: Sequence[str]) -> int:
     """Run an experiment; return the exit status."""
     # pylint: disable=import-outside-toplevel
     from . import experiment
-    from .client_app import app as client_app
-    from .local_grid import LocalGrid
-    from .server_app import make_server_app
-    from .simulation import run_in_simulation
+    from .launch import launch
 
-    cfg = validate(load_config(*_split(args)))
-    exp = experiment.prepare(cfg)
-    num_workers = exp.hierarchy.num_workers
-    if cfg.simulation.backend == "inprocess":
-        summary = experiment.run(exp, LocalGrid(client_app, num_workers))
-    else:
-        outcome: dict[str, Any] = {}
-        run_in_simulation(
-            make_server_app(exp, outcome),
-            client_app,
-            num_workers,
-            float(cfg.simulation.cpus_per_worker),
-        )
-        if "error" in outcome:
-            raise outcome["error"]
-        if "summary" not in outcome:
-            print("flwr-multilevel: error: the simulation ended without a result", file=sys.stderr)
-            return 1
-        summary = outcome["summary"]
-    _print_summary(summary, exp)
+    exp = experiment.prepare(validate(load_config(*_split(args))))
+    _print_summary(launch(exp), exp)
+    return 0
+
+
+def theory(args: Sequence[str]) -> int:
+    """Print the theory report of a config; return the exit status."""
+    # pylint: disable=import-outside-toplevel
+    from . import experiment
+    from .theory import format_report
+
+    exp = experiment.prepare(validate(load_config(*_split(args))))
+    print(format_report(exp.theory))
+    return 0
+
+
+def compare(ns: argparse.Namespace) -> int:
+    """Run a comparison; return the exit status."""
+    # pylint: disable=import-outside-toplevel
+    from .compare import load_comparison, quiet_flower, run_comparison
+
+    sources = [a for a in ns.args if "=" not in a]
+    overrides = [a for a in ns.args if "=" in a]
+    comparison = load_comparison(sources, overrides)
+    comparison.target_accuracy = ns.target_accuracy or comparison.target_accuracy
+    comparison.target_loss = ns.target_loss or comparison.target_loss
+    if not ns.verbose:
+        quiet_flower()
+    out = run_comparison(comparison, ns.out)
+    print((out / "comparison.md").read_text(), end="")
+    print(f"results: {out}")
+    return 0
+
+
+def plot(ns: argparse.Namespace) -> int:
+    """Redraw plots of finished runs; return the exit status."""
+    # pylint: disable=import-outside-toplevel
+    from .compare import load_finished
+    from .plots import plot_histories
+
+    histories = load_finished(ns.results)
+    out = ns.out or (ns.results[0] if len(ns.results) == 1 else "plots")
+    for path in plot_histories(histories, out, ns.title):
+        print(path)
     return 0
 
 
@@ -107,10 +153,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "config":
             print(OmegaConf.to_yaml(validate(load_config(*_split(ns.args)))), end="")
             return 0
+        if ns.command == "compare":
+            return compare(ns)
+        if ns.command == "plot":
+            return plot(ns)
+        if ns.command == "theory":
+            return theory(ns.args)
         return run(ns.args)
     except ConfigError as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if type(err).__name__ != "SimulationError":
+            raise
+        print(f"flwr-multilevel: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "flwr-multilevel: interrupted; the results folder holds every finished round",

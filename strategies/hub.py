@@ -14,7 +14,7 @@ from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvgM, Strategy
@@ -272,7 +272,26 @@ class HubStrategy(Strategy):
             )
             return None, None
         arrays, self.report.metrics = self.strategy.aggregate_train(server_round, accepted)
+        if arrays is not None:
+            arrays = self._as_sent(arrays)
         return arrays, self.report.metrics
+
+    def _as_sent(self, arrays: ArrayRecord) -> ArrayRecord:
+        """Return ``arrays`` in the dtypes of the model the hub sent.
+
+        Adaptive strategies (FedAdam, FedYogi, FedAdagrad) compute their update
+        in float64; the hub model keeps the model's own dtypes, so workers,
+        gossip and byte counts see the same arrays every round.
+        """
+        if all(arrays[k].dtype == dtype for k, (_, dtype) in self._expected.items()):
+            return arrays
+        cast = {}
+        for key, (_, dtype) in self._expected.items():
+            values = arrays[key].numpy()
+            if np.issubdtype(np.dtype(dtype), np.integer):
+                values = np.rint(values)
+            cast[key] = Array(np.ascontiguousarray(values.astype(dtype)))
+        return ArrayRecord(cast)
 
     @staticmethod
     def _weighted(reply: Message, weight: float) -> Message:

@@ -1,0 +1,456 @@
+"""Compare several configs on the same seed, data, partition and clock.
+
+A comparison is a list of runs, each a full config. ``flwr-multilevel compare``
+takes config files, shipped baseline names (``local_sgd``, see ``baselines/``)
+or comparison files, which hold several runs::
+
+    comparison: "q versus tau at q*tau = 32"   # title of the table and plots
+    common: {data: {name: mnist}}              # keys every run shares
+    runs:
+      Distributed SGD: {base: distributed_sgd, hubs: {workers: 20}}
+      MLL-SGD q=4 tau=8: {tau: 8, q: 4}
+    targets: {accuracy: 0.9, loss: 0.3}        # optional
+
+A run's config is the default, then ``common``, then its ``base`` (a
+baseline name or a YAML path), then its own keys, then the command line's
+``key=value`` overrides.
+"""
+
+import csv
+import json
+import logging
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import baselines
+
+from .config import apply_overrides, default_config, load_config, merge, struct, validate
+from .errors import ConfigError
+from .plots import plot_histories
+from .results import read_history
+
+SHARED_KEYS = ("seed", "data")
+TABLE = "comparison"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a comparison: its label and its full config."""
+
+    label: str
+    cfg: DictConfig
+
+
+@dataclass
+class Comparison:
+    """What ``compare`` runs: a title, the runs and optional targets."""
+
+    title: str
+    runs: list[RunSpec]
+    target_accuracy: float | None = None
+    target_loss: float | None = None
+
+
+def baseline_path(name: str) -> Path | None:
+    """Return the shipped config of a baseline name (``local_sgd``), or None."""
+    path = Path(baselines.__file__).parent / f"{name}.yaml"
+    return path if path.is_file() else None
+
+
+def _read_yaml(source: str) -> tuple[Path, DictConfig]:
+    path = baseline_path(source) or Path(source)
+    if not path.is_file():
+        names = sorted(p.stem for p in Path(baselines.__file__).parent.glob("*.yaml"))
+        raise ConfigError(
+            "compare",
+            f"expected a YAML file or a baseline name ({', '.join(names)}), got {source!r}",
+        )
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as err:  # pylint: disable=broad-except
+        raise ConfigError("compare", f"{path} is not valid YAML ({type(err).__name__})") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError("compare", f"{path}: expected a mapping of config keys")
+    return path, loaded
+
+
+def _comparison_file(path: Path, spec: DictConfig, overrides: Sequence[str]) -> Comparison:
+    unknown = {str(key) for key in spec.keys()} - {"comparison", "common", "runs", "targets"}
+    if unknown:
+        raise ConfigError(
+            f"{path.name}: {sorted(unknown)[0]}",
+            "unknown key in a comparison file (expected comparison, common, runs, targets)",
+        )
+    if not OmegaConf.is_dict(spec.runs) or not spec.runs:
+        raise ConfigError(f"{path.name}: runs", "expected a mapping of run label -> config keys")
+    common = spec.get("common") or {}
+    runs = []
+    for label, keys in spec.runs.items():
+        keys = OmegaConf.create(keys or {})
+        base = keys.pop("base", None) if OmegaConf.is_dict(keys) else None
+        cfg = merge(struct(default_config()), common, f"{path.name}: common")
+        if base is not None:
+            base_path, base_keys = _read_yaml(str(base))
+            cfg = merge(cfg, base_keys, str(base_path))
+        cfg = merge(cfg, keys, f"{path.name}: runs.{label}")
+        runs.append(RunSpec(str(label), apply_overrides(cfg, overrides)))
+    targets = spec.get("targets") or {}
+    return Comparison(
+        str(spec.get("comparison", path.stem)),
+        runs,
+        targets.get("accuracy"),
+        targets.get("loss"),
+    )
+
+
+def load_comparison(sources: Sequence[str], overrides: Sequence[str] = ()) -> Comparison:
+    """Return the runs of config files, baseline names and comparison files.
+
+    Raises
+    ------
+    ConfigError
+        A file that is missing or not YAML, an unknown key, or runs that
+        differ in ``seed`` or ``data`` (they would not be comparable).
+    """
+    if not sources:
+        raise ConfigError("compare", "expected at least one config, baseline or comparison file")
+    comparison = Comparison("", [])
+    for source in sources:
+        path, loaded = _read_yaml(source)
+        if "runs" in loaded:
+            part = _comparison_file(path, loaded, overrides)
+            comparison.runs.extend(part.runs)
+            comparison.title = comparison.title or part.title
+            comparison.target_accuracy = comparison.target_accuracy or part.target_accuracy
+            comparison.target_loss = comparison.target_loss or part.target_loss
+        else:
+            comparison.runs.append(RunSpec(path.stem, load_config(path, overrides)))
+    labels = [run.label for run in comparison.runs]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ConfigError("compare", f"expected distinct run labels, {duplicates[0]!r} repeats")
+    for run in comparison.runs:
+        validate(run.cfg)
+    first = comparison.runs[0]
+    for run in comparison.runs[1:]:
+        for key in SHARED_KEYS:
+            if _plain(run.cfg[key]) != _plain(first.cfg[key]):
+                raise ConfigError(
+                    key,
+                    f"runs {first.label!r} and {run.label!r} differ; a comparison needs the "
+                    "same seed and data (set it once, on the command line or in `common`)",
+                )
+    comparison.title = comparison.title or " vs ".join(labels)
+    return comparison
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def slug(label: str) -> str:
+    """Return a folder name for a run label.
+
+    Examples
+    --------
+    >>> slug("MLL-SGD q=4 tau=8")
+    'mll-sgd_q4_tau8'
+    """
+    text = re.sub(r"[^a-z0-9.+-]+", "_", label.lower().replace("=", ""))
+    return text.strip("_") or "run"
+
+
+def first_reaching(
+    rows: Sequence[Mapping[str, float]], metric: str, target: float, above: bool
+) -> Mapping[str, float] | None:
+    """Return the first history row whose ``metric`` reached ``target``, or None.
+
+    Examples
+    --------
+    >>> rows = [{"accuracy": 0.5}, {"accuracy": 0.9}, {"accuracy": 0.95}]
+    >>> first_reaching(rows, "accuracy", 0.9, above=True)
+    {'accuracy': 0.9}
+    """
+    for row in rows:
+        value = row[metric]
+        if value == value and (value >= target if above else value <= target):
+            return row
+    return None
+
+
+def default_targets(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> tuple[float, float]:
+    """Return targets that every run reaches: (accuracy, training loss).
+
+    The accuracy is 99% of the lowest best accuracy of the runs, the loss
+    101% of the highest lowest loss.
+
+    Examples
+    --------
+    >>> runs = {"a": [{"accuracy": 0.9, "loss": 0.3}], "b": [{"accuracy": 0.8, "loss": 0.5}]}
+    >>> default_targets(runs)
+    (0.792, 0.505)
+    """
+    best_acc = [max(r["accuracy"] for r in rows) for rows in histories.values() if rows]
+    losses = [[r["loss"] for r in rows if r["loss"] == r["loss"]] for rows in histories.values()]
+    best_loss = [min(values) for values in losses if values]
+    accuracy = math.floor(0.99 * min(best_acc) * 1000) / 1000 if best_acc else math.nan
+    loss = math.ceil(1.01 * max(best_loss) * 10000) / 10000 if best_loss else math.nan
+    return accuracy, loss
+
+
+def summarize(
+    rows: Sequence[Mapping[str, float]], target_accuracy: float, target_loss: float
+) -> dict[str, float | None]:
+    """Return the comparison columns of one run's history.
+
+    Final and best accuracy and training loss, the clock at the end, and the
+    time step, time slot and gradient steps at which the run first reached
+    ``target_accuracy`` (and the time slot for ``target_loss``); None where
+    it never did. Bytes are totals in MB (10^6 bytes).
+    """
+    last = rows[-1]
+    losses = [r["loss"] for r in rows if r["loss"] == r["loss"]]
+    hit_acc = first_reaching(rows, "accuracy", target_accuracy, above=True)
+    hit_loss = first_reaching(rows, "loss", target_loss, above=False)
+
+    def count(row: Mapping[str, float] | None, key: str) -> int | None:
+        return None if row is None else int(row.get(key, row["time_step"]))
+
+    return {
+        "final_accuracy": last["accuracy"],
+        "best_accuracy": max(r["accuracy"] for r in rows),
+        "final_loss": last["loss"],
+        "best_loss": min(losses) if losses else math.nan,
+        "time_steps": count(last, "time_step"),
+        "time_slots": count(last, "time_slot"),
+        "gradient_steps": count(last, "steps_taken"),
+        "steps_to_acc": count(hit_acc, "time_step"),
+        "slots_to_acc": count(hit_acc, "time_slot"),
+        "grad_steps_to_acc": count(hit_acc, "steps_taken"),
+        "slots_to_loss": count(hit_loss, "time_slot"),
+        "mb_worker_hub": last.get("bytes_worker_hub", math.nan) / 1e6,
+        "mb_hub_hub": last.get("bytes_hub_hub", math.nan) / 1e6,
+    }
+
+
+COLUMNS = {
+    "run": "run",
+    "setup": "hubs x workers, tau, q",
+    "final_accuracy": "final acc",
+    "best_accuracy": "best acc",
+    "final_loss": "final loss",
+    "best_loss": "best loss",
+    "time_steps": "time steps",
+    "time_slots": "time slots",
+    "gradient_steps": "grad steps",
+    "steps_to_acc": "steps to acc",
+    "slots_to_acc": "slots to acc",
+    "grad_steps_to_acc": "grad steps to acc",
+    "slots_to_loss": "slots to loss",
+    "mb_worker_hub": "MB worker<->hub",
+    "mb_hub_hub": "MB hub<->hub",
+    "wall_s": "wall s",
+}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        if value.is_integer() and abs(value) >= 10:
+            return str(int(value))
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def setup_of(cfg: DictConfig) -> str:
+    """Return a short description of a run's network and schedule."""
+    workers = cfg.hubs.workers
+    wait = ", waits" if cfg.wait_for_slowest else ""
+    strategy = "" if cfg.strategy.name == "FedAvg" else f", {cfg.strategy.name}"
+    return f"{cfg.hubs.count}x{workers} {cfg.hubs.graph}, tau={cfg.tau}, q={cfg.q}{wait}{strategy}"
+
+
+def write_table(
+    folder: Path,
+    title: str,
+    rows: Sequence[Mapping[str, Any]],
+    target_accuracy: float,
+    target_loss: float,
+) -> tuple[Path, Path]:
+    """Write ``comparison.md`` and ``comparison.csv``; return both paths."""
+    csv_path, md_path = folder / f"{TABLE}.csv", folder / f"{TABLE}.md"
+    with csv_path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+    lines = [
+        f"# {title}",
+        "",
+        f"Targets: test accuracy >= {target_accuracy:g}, training loss <= {target_loss:g}. "
+        "'steps', 'slots' and 'grad steps' to a target are the time step, time slot and "
+        "total gradient steps of the first evaluation that reached it.",
+        "",
+        "| " + " | ".join(COLUMNS.values()) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(_cell(row.get(k)) for k in COLUMNS) + " |" for row in rows]
+    md_path.write_text("\n".join(lines) + "\n")
+    return md_path, csv_path
+
+
+def _same_run(folder: Path, cfg: DictConfig) -> bool:
+    """Whether ``folder`` holds a finished run of exactly ``cfg``."""
+    if not (folder / "summary.json").is_file() or not (folder / "config.yaml").is_file():
+        return False
+    done = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"))
+    want = OmegaConf.to_container(cfg, resolve=True)
+    for side in (done, want):
+        assert isinstance(side, dict)
+        for key in ("output_dir", "overwrite", "simulation"):
+            side.pop(key, None)
+        side["data"].pop("root", None)
+    return done == want
+
+
+class Progress:
+    """Prints one line per evaluation to stderr, at most every ``interval`` seconds."""
+
+    def __init__(self, index: int, total: int, spec: RunSpec, interval: float = 2.0) -> None:
+        self.prefix = f"[{index}/{total}] {spec.label}"
+        cfg = spec.cfg
+        self.steps = (
+            int(cfg.time_steps) if cfg.time_steps is not None else int(cfg.rounds) * int(cfg.tau)
+        )
+        self.interval = interval
+        self.start = time.monotonic()
+        self.last = -math.inf
+
+    def __call__(self, row: Mapping[str, float]) -> None:
+        """Print a progress line for one history row."""
+        now = time.monotonic()
+        final = row["time_step"] >= self.steps
+        if now - self.last < self.interval and not final:
+            return
+        self.last = now
+        print(
+            f"{self.prefix}: time step {int(row['time_step'])}/{self.steps} "
+            f"(slot {int(row.get('time_slot', row['time_step']))}), accuracy "
+            f"{row['accuracy']:.4f}, loss {row['loss']:.4f}, {now - self.start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def run_comparison(
+    comparison: Comparison,
+    folder: str | Path | None = None,
+    launch: Callable[..., dict[str, Any]] | None = None,
+) -> Path:
+    """Run every run of a comparison into one folder; return the folder.
+
+    Each run writes its results folder ``<folder>/<slug(label)>``; a run whose
+    folder already holds a finished run of the same config is not run again,
+    so an interrupted comparison resumes where it stopped. The table
+    (``comparison.md``, ``comparison.csv``), ``comparison.json`` and the
+    plots are rewritten after every run.
+    """
+    # pylint: disable=import-outside-toplevel
+    from . import experiment
+
+    if launch is None:
+        from .launch import launch as launch_run
+
+        launch = launch_run
+    out = Path(folder or Path("runs", "compare-" + datetime.now().strftime("%Y%m%d-%H%M%S")))
+    out = out.expanduser().absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    experiments = []
+    for spec in comparison.runs:  # everything is checked before anything runs
+        spec.cfg.output_dir = str(out / slug(spec.label))
+        spec.cfg.overwrite = True
+        experiments.append(experiment.prepare(spec.cfg))
+    index: dict[str, Any] = {
+        "title": comparison.title,
+        "runs": {spec.label: slug(spec.label) for spec in comparison.runs},
+    }
+    (out / "comparison.json").write_text(json.dumps(index, indent=1) + "\n")
+    walls: dict[str, float] = {}
+    for i, (spec, exp) in enumerate(zip(comparison.runs, experiments, strict=True), 1):
+        if _same_run(exp.output_dir, spec.cfg):
+            print(f"[{i}/{len(experiments)}] {spec.label}: finished before, kept", file=sys.stderr)
+            summary = json.loads((exp.output_dir / "summary.json").read_text())
+        else:
+            summary = launch(exp, progress=Progress(i, len(experiments), spec))
+        walls[spec.label] = float(summary.get("wall_s", math.nan))
+        write_outputs(out, comparison, walls)
+    return out
+
+
+def write_outputs(
+    out: Path, comparison: Comparison, walls: Mapping[str, float] | None = None
+) -> tuple[Path, list[Path]]:
+    """(Re)write the table and plots of a comparison folder from its finished runs."""
+    histories, specs = {}, {}
+    for spec in comparison.runs:
+        folder = out / slug(spec.label)
+        if (folder / "history.csv").is_file():
+            histories[spec.label] = read_history(folder)
+            specs[spec.label] = spec
+    target_acc, target_loss = default_targets(histories)
+    target_acc = comparison.target_accuracy or target_acc
+    target_loss = comparison.target_loss or target_loss
+    rows = []
+    for label, history in histories.items():
+        rows.append(
+            {
+                "run": label,
+                "setup": setup_of(specs[label].cfg),
+                **summarize(history, target_acc, target_loss),
+                "wall_s": (walls or {}).get(label),
+            }
+        )
+    md_path, _ = write_table(out, comparison.title, rows, target_acc, target_loss)
+    return md_path, plot_histories(histories, out, comparison.title)
+
+
+def load_finished(folders: Sequence[str]) -> dict[str, list[dict[str, float]]]:
+    """Return label -> history of run folders and comparison folders.
+
+    Raises
+    ------
+    ConfigError
+        A folder that holds neither ``history.csv`` nor ``comparison.json``.
+    """
+    histories: dict[str, list[dict[str, float]]] = {}
+    for name in folders:
+        folder = Path(name)
+        if (folder / "comparison.json").is_file():
+            index = json.loads((folder / "comparison.json").read_text())
+            for label, sub in index["runs"].items():
+                if (folder / sub / "history.csv").is_file():
+                    histories[label] = read_history(folder / sub)
+        elif (folder / "history.csv").is_file():
+            histories[folder.name] = read_history(folder)
+        else:
+            raise ConfigError(
+                "plot", f"expected a run or comparison folder, {name!r} holds no results"
+            )
+    return histories
+
+
+def quiet_flower() -> None:
+    """Keep Flower's per-round INFO lines out of a comparison's output."""
+    logging.getLogger("flwr").setLevel(logging.WARNING)

@@ -1,0 +1,60 @@
+"""Loss and accuracy curves of finished runs, against time steps and time slots."""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+METRICS = {"loss": "training loss of u", "accuracy": "test accuracy of u"}
+AXES = {"time_step": "time steps", "time_slot": "time slots"}
+
+
+def plot_histories(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    folder: str | Path,
+    title: str | None = None,
+) -> list[Path]:
+    """Draw one PNG per metric and x-axis, every run a line; return the files.
+
+    Files are ``<metric>_vs_<axis>.png`` for ``loss`` and ``accuracy``
+    against ``time_step`` and ``time_slot``. Histories written before the
+    virtual clock existed have no ``time_slot``; their time steps are used.
+
+    Parameters
+    ----------
+    histories : Mapping[str, Sequence[Mapping[str, float]]]
+        Run label -> its history rows (``results.read_history``).
+    folder : str | Path
+        Where the PNGs go (created).
+    title : str | None (default: None)
+        Figure title.
+    """
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for metric, ylabel in METRICS.items():
+        for axis, xlabel in AXES.items():
+            fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+            for label, rows in histories.items():
+                points = [
+                    (row.get(axis, row["time_step"]), row[metric])
+                    for row in rows
+                    if row.get(metric) == row.get(metric)  # skip NaN
+                ]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, label=label, linewidth=1.4)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            if title:
+                ax.set_title(title, fontsize=10)
+            ax.legend(fontsize=8)
+            path = out / f"{metric}_vs_{axis}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            files.append(path)
+    return files
