@@ -5,6 +5,7 @@ Every random draw of a round comes from generators seeded by
 or in which order Flower's simulation engine runs the workers.
 """
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -114,7 +115,7 @@ def local_sgd(
     for take, batch in zip(schedule.coins, schedule.batches, strict=True):
         if not take:
             continue
-        idx = torch.from_numpy(batch)
+        idx = torch.from_numpy(batch).to(x.device)
         loss = F.cross_entropy(model(x[idx]), y[idx])
         objective = loss
         if anchor:
@@ -128,7 +129,7 @@ def local_sgd(
         losses.append(loss.detach().item())
     if not losses:
         with torch.no_grad():
-            idx = torch.from_numpy(schedule.batches[0])
+            idx = torch.from_numpy(schedule.batches[0]).to(x.device)
             return 0, float(F.cross_entropy(model(x[idx]), y[idx]))
     return len(losses), float(np.mean(losses))
 
@@ -193,7 +194,8 @@ def make_worker_train(
         metrics = MetricRecord(
             {"num-examples": len(task.labels), "steps": steps, "train-loss": loss}
         )
-        content = RecordDict({"arrays": ArrayRecord(task.model.state_dict()), "metrics": metrics})
+        state = OrderedDict((k, v.detach().cpu()) for k, v in task.model.state_dict().items())
+        content = RecordDict({"arrays": ArrayRecord(state), "metrics": metrics})
         return Message(content, reply_to=msg)
 
     return train

@@ -1,6 +1,7 @@
 """The ``flwr-multilevel`` command line."""
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,21 +71,29 @@ def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
 
 def _print_summary(summary: dict[str, Any], exp: Any) -> None:
     cfg, h = exp.cfg, exp.hierarchy
+    waits = ", waits for the slowest" if cfg.wait_for_slowest else ""
     print(
         f"MLL-SGD on {cfg.data.name} ({cfg.model.name}): "
         f"{h.num_hubs} hubs x {list(h.sizes)} workers, "
         f"{cfg.hubs.graph} graph (zeta {exp.spectrum.zeta:.3f}), tau={cfg.tau}, q={cfg.q}, "
-        f"{cfg.rounds} rounds, mean rate P={h.mean_rate:.3f}, hub strategy {cfg.strategy.name}"
+        f"{summary['round']} rounds, mean rate P={h.mean_rate:.3f}, "
+        f"hub strategy {cfg.strategy.name}{waits}"
     )
-    hubs = " ".join(f"{summary[f'hub{d}_accuracy']:.4f}" for d in range(h.num_hubs))
+    accuracies = [summary.get(f"hub{d}_accuracy", math.nan) for d in range(h.num_hubs)]
+    hubs = (
+        " ".join(f"{a:.4f}" for a in accuracies)
+        if len(accuracies) <= 10
+        else f"min {min(accuracies):.4f}, max {max(accuracies):.4f}"
+    )
     print(
         f"final: accuracy {summary['accuracy']:.4f}, train loss {summary['loss']:.4f}, "
         f"test loss {summary['test_loss']:.4f}, consensus {summary['consensus']:.3g}; "
         f"hub accuracies {hubs}"
     )
-    possible = int(cfg.rounds) * int(cfg.tau) * h.num_workers
+    possible = int(summary["time_step"]) * h.num_workers
     print(
-        f"gradient steps {summary['steps_taken']} of {possible} time-step slots; "
+        f"{summary['time_step']} time steps, {summary['time_slot']} time slots; "
+        f"gradient steps {summary['steps_taken']} of {possible} worker-time-steps; "
         f"wall time {summary['wall_s']:.1f} s"
     )
     print(f"results: {summary['output_dir']}")

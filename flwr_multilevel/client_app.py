@@ -11,7 +11,7 @@ from flwr.clientapp import ClientApp
 from clients import WorkerTask, config_number, make_worker_train
 
 from .data import load_dataset, partition
-from .models import build_model
+from .models import build_model, resolve_device
 
 app = ClientApp()
 
@@ -43,16 +43,16 @@ def _partitions(split: _Split) -> list[np.ndarray]:
 
 
 @lru_cache(maxsize=256)
-def _local_data(split: _Split, worker_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _local_data(split: _Split, worker_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     data = load_dataset(split.dataset, split.root)
     idx = torch.from_numpy(_partitions(split)[worker_id])
-    return data.x_train[idx].contiguous(), data.y_train[idx].contiguous()
+    return data.x_train[idx].to(device).contiguous(), data.y_train[idx].to(device).contiguous()
 
 
 @lru_cache(maxsize=8)
-def _model(name: str, dataset: str, root: str) -> torch.nn.Module:
+def _model(name: str, dataset: str, root: str, device: str) -> torch.nn.Module:
     data = load_dataset(dataset, root)
-    return build_model(name, data.input_shape, data.num_classes)
+    return build_model(name, data.input_shape, data.num_classes).to(device)
 
 
 def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
@@ -73,8 +73,9 @@ def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
         config_number(config, "partition-alpha", 0.5),
         int(config_number(config, "partition-shards", 2)),
     )
-    x, y = _local_data(split, worker_id)
-    return WorkerTask(_model(str(config["model"]), dataset, root), x, y)
+    device = str(resolve_device(str(config.get("device", "cpu"))))
+    x, y = _local_data(split, worker_id, device)
+    return WorkerTask(_model(str(config["model"]), dataset, root, device), x, y)
 
 
 app.train()(make_worker_train(load_task))

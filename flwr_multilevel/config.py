@@ -13,6 +13,7 @@ from .errors import ConfigError
 CHOICES = {
     "weighting": ("equal", "data_size"),
     "simulation.backend": ("ray", "inprocess"),
+    "simulation.device": ("cpu", "cuda", "auto"),
 }
 
 
@@ -161,17 +162,22 @@ def validate(cfg: DictConfig) -> DictConfig:
     _int(cfg, "seed", 0)
     _int(cfg, "eval.every", 0)
     _int(cfg, "data.shards_per_worker", 1)
-    for key in ("time_steps", "max_time_slots"):
+    for key in ("time_steps", "max_time_slots", "eval.train_examples"):
         if _get(cfg, key) is not None:
             _int(cfg, key, 1)
     _positive(cfg, "lr")
     _positive(cfg, "data.alpha")
     _positive(cfg, "simulation.cpus_per_worker")
     _positive(cfg, "simulation.timeout")
+    gpus = _get(cfg, "simulation.gpus_per_worker")
+    if isinstance(gpus, bool) or not isinstance(gpus, int | float) or not 0 <= gpus <= 1:
+        raise ConfigError(
+            "simulation.gpus_per_worker", f"expected a number in [0, 1], got {gpus!r}"
+        )
     for key, allowed in CHOICES.items():
         if _get(cfg, key) not in allowed:
             raise ConfigError(key, f"expected one of {', '.join(allowed)}, got {_get(cfg, key)!r}")
-    for key in ("eval.train_loss", "overwrite", "wait_for_slowest"):
+    for key in ("eval.train_loss", "eval.hubs", "overwrite", "wait_for_slowest"):
         if not isinstance(_get(cfg, key), bool):
             raise ConfigError(key, f"expected true or false, got {_get(cfg, key)!r}")
     if not isinstance(cfg.strategy.name, str):

@@ -26,7 +26,7 @@ from .engine import MLLSGD, RoundReport
 from .errors import ConfigError
 from .hierarchy import Hierarchy, build_hierarchy, hub_sizes
 from .mixing import Spectrum, consensus_distance, mixing_matrix, spectrum, weighted_average
-from .models import build_model
+from .models import build_model, resolve_device
 from .rates import operating_rates
 from .results import RunRecorder
 from .theory import theory_report
@@ -133,6 +133,7 @@ def prepare(cfg: DictConfig) -> Experiment:
     options = cast(dict[str, Any], OmegaConf.to_container(cfg.strategy.options))
     strategy = build_strategy(cfg.strategy.name, options)
     build_model(cfg.model.name, dataset.input_shape, dataset.num_classes)  # checks model.name
+    resolve_device(str(cfg.simulation.device))  # checks that a requested GPU is there
     rounds = (
         -(-int(cfg.time_steps) // int(cfg.tau)) if cfg.time_steps is not None else int(cfg.rounds)
     )
@@ -167,6 +168,7 @@ def train_config(exp: Experiment) -> dict[str, int | float | str | bool]:
         "partition-shards": int(cfg.data.shards_per_worker),
         "num-workers": exp.hierarchy.num_workers,
         "model": str(cfg.model.name),
+        "device": str(cfg.simulation.device),
         "torch-threads": int(cfg.simulation.cpus_per_worker)
         if cfg.simulation.backend == "ray"
         else 0,
@@ -186,7 +188,16 @@ class Evaluator:
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
         data = exp.dataset
-        self.model = build_model(exp.cfg.model.name, data.input_shape, data.num_classes)
+        self.device = resolve_device(str(exp.cfg.simulation.device))
+        model = build_model(exp.cfg.model.name, data.input_shape, data.num_classes)
+        self.model = model.to(self.device)
+        self.x_train, self.y_train = data.x_train, data.y_train
+        sample = exp.cfg.eval.train_examples
+        if sample is not None and int(sample) < len(data.y_train):
+            # a fixed, seeded sample: the same examples at every evaluation of every run
+            rng = np.random.default_rng([int(exp.cfg.seed), 11])
+            idx = torch.from_numpy(np.sort(rng.choice(len(data.y_train), int(sample), False)))
+            self.x_train, self.y_train = data.x_train[idx], data.y_train[idx]
 
     @torch.no_grad()
     def _score(self, arrays: ArrayRecord, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -194,23 +205,26 @@ class Evaluator:
         self.model.eval()
         loss, correct = 0.0, 0
         for start in range(0, len(y), 2048):
-            logits = self.model(x[start : start + 2048])
-            loss += float(F.cross_entropy(logits, y[start : start + 2048], reduction="sum"))
-            correct += int((logits.argmax(1) == y[start : start + 2048]).sum())
+            inputs = x[start : start + 2048].to(self.device)
+            labels = y[start : start + 2048].to(self.device)
+            logits = self.model(inputs)
+            loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(1) == labels).sum())
         return loss / len(y), correct / len(y)
 
     def __call__(self, hub_models: list[ArrayRecord]) -> dict[str, float]:
         """Return the metrics of one evaluation.
 
         ``loss`` (training loss of u), ``test_loss``, ``accuracy`` (of u),
-        ``consensus`` and ``hub<d>_accuracy`` for every hub.
+        ``consensus`` and, with ``eval.hubs``, ``hub<d>_accuracy`` for every
+        hub (scored once when every hub holds the same model).
         """
         data, b = self.exp.dataset, self.exp.hierarchy.b
         stacked, layout = stack(hub_models)
         u = unstack(weighted_average(b, stacked)[None, :], layout)[0]
         test_loss, accuracy = self._score(u, data.x_test, data.y_test)
         train_loss = (
-            self._score(u, data.x_train, data.y_train)[0]
+            self._score(u, self.x_train, self.y_train)[0]
             if self.exp.cfg.eval.train_loss
             else float("nan")
         )
@@ -220,6 +234,10 @@ class Evaluator:
             "accuracy": accuracy,
             "consensus": consensus_distance(b, stacked),
         }
+        if not self.exp.cfg.eval.hubs:
+            return row
+        if np.array_equal(stacked.min(axis=0), stacked.max(axis=0)):  # hubs agree: score once
+            return {**row, **{f"hub{d}_accuracy": accuracy for d in range(len(hub_models))}}
         for hub, arrays in enumerate(hub_models):
             row[f"hub{hub}_accuracy"] = self._score(arrays, data.x_test, data.y_test)[1]
         return row

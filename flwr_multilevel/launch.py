@@ -36,6 +36,7 @@ def launch(
         client_app,
         num_workers,
         float(exp.cfg.simulation.cpus_per_worker),
+        float(exp.cfg.simulation.gpus_per_worker),
     )
     if "error" in outcome:
         raise outcome["error"]

@@ -67,6 +67,28 @@ def resnet18(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return model
 
 
+def resolve_device(name: str) -> torch.device:
+    """Return the torch device of ``simulation.device``: ``cpu``, ``cuda`` or ``auto``.
+
+    Raises
+    ------
+    ConfigError
+        ``simulation.device``: an unknown name, or ``cuda`` without a GPU.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("simulation.device", "expected a CUDA GPU for 'cuda'; none is visible")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError("simulation.device", f"expected cpu, cuda or auto, got {name!r}")
+    return torch.device(name)
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Return a freshly initialised model by name (one of ``MODELS``).
 

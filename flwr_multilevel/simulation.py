@@ -12,14 +12,25 @@ from flwr.serverapp import ServerApp
 
 
 def run_in_simulation(
-    server_app: ServerApp, client_app: ClientApp, num_supernodes: int, cpus_per_worker: float
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_supernodes: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float = 0.0,
 ) -> None:
-    """Run ``server_app`` with ``num_supernodes`` virtual nodes of ``client_app`` on Ray."""
-    from flwr.simulation import run_simulation  # pylint: disable=import-outside-toplevel
+    """Run ``server_app`` with ``num_supernodes`` virtual nodes of ``client_app`` on Ray.
 
+    With ``gpus_per_worker > 0`` Ray is given every visible GPU and packs
+    ``1 / gpus_per_worker`` workers on each.
+    """
+    # pylint: disable=import-outside-toplevel
+    import torch
+    from flwr.simulation import run_simulation
+
+    num_gpus = torch.cuda.device_count() if gpus_per_worker > 0 else 0
     backend_config = {
-        "client_resources": {"num_cpus": cpus_per_worker, "num_gpus": 0.0},
-        "init_args": {"num_cpus": os.cpu_count() or 1, "num_gpus": 0},
+        "client_resources": {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker},
+        "init_args": {"num_cpus": os.cpu_count() or 1, "num_gpus": num_gpus},
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -113,3 +113,25 @@ def test_resnet_rejects_tiny_inputs():
 def test_offline_torchvision_sets_fail_with_a_named_error(tmp_path):
     with pytest.raises(ConfigError, match="data.root"):
         load_dataset("cifar10", str(tmp_path / "nowhere"))
+
+
+def test_cuda_without_a_gpu_is_a_named_error(config):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="^simulation.device: "):
+        prepare(config("simulation.device=cuda"))
+    assert prepare(config("simulation.device=auto")).hierarchy.num_workers == 12
+
+
+def test_train_loss_on_a_fixed_sample_and_hub_scores_off(config):
+    from flwr_multilevel.experiment import Evaluator, initial_model
+
+    exp = prepare(config("eval.train_examples=100", "eval.hubs=false"))
+    evaluate = Evaluator(exp)
+    assert len(evaluate.y_train) == 100
+    assert np.array_equal(evaluate.y_train.numpy(), Evaluator(exp).y_train.numpy())  # fixed
+    row = evaluate([initial_model(exp)] * exp.hierarchy.num_hubs)
+    assert "hub0_accuracy" not in row and 0 < row["loss"] < 10
+    full = Evaluator(prepare(config("eval.hubs=true")))
+    row = full([initial_model(exp)] * exp.hierarchy.num_hubs)
+    assert row["hub0_accuracy"] == row["accuracy"]  # identical hubs: scored once
