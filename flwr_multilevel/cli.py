@@ -1,6 +1,7 @@
 """The ``flwr-multilevel`` command line."""
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -147,7 +148,11 @@ def plot(ns: argparse.Namespace) -> int:
 
     histories = load_finished(ns.results)
     out = ns.out or (ns.results[0] if len(ns.results) == 1 else "plots")
-    for path in plot_histories(histories, out, ns.title):
+    title = ns.title
+    index = Path(ns.results[0]) / "comparison.json"
+    if title is None and len(ns.results) == 1 and index.is_file():
+        title = json.loads(index.read_text()).get("title")
+    for path in plot_histories(histories, out, title):
         print(path)
     return 0
 

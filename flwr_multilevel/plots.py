@@ -1,10 +1,13 @@
 """Loss and accuracy curves of finished runs, against time steps and time slots."""
 
+import textwrap
 from collections.abc import Mapping, Sequence
+from itertools import cycle
 from pathlib import Path
 
 METRICS = {"loss": "training loss of u", "accuracy": "test accuracy of u"}
 AXES = {"time_step": "time steps", "time_slot": "time slots"}
+STYLES = ("-", "--", "-.", ":")  # overlapping curves stay visible
 
 
 def plot_histories(
@@ -15,8 +18,9 @@ def plot_histories(
     """Draw one PNG per metric and x-axis, every run a line; return the files.
 
     Files are ``<metric>_vs_<axis>.png`` for ``loss`` and ``accuracy``
-    against ``time_step`` and ``time_slot``. Histories written before the
-    virtual clock existed have no ``time_slot``; their time steps are used.
+    against ``time_step`` and ``time_slot``; loss on a log scale. Histories
+    written before the virtual clock existed have no ``time_slot``; their
+    time steps are used.
 
     Parameters
     ----------
@@ -38,6 +42,7 @@ def plot_histories(
     for metric, ylabel in METRICS.items():
         for axis, xlabel in AXES.items():
             fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+            styles = cycle(STYLES)
             for label, rows in histories.items():
                 points = [
                     (row.get(axis, row["time_step"]), row[metric])
@@ -46,12 +51,14 @@ def plot_histories(
                 ]
                 if points:
                     xs, ys = zip(*points, strict=True)
-                    ax.plot(xs, ys, label=label, linewidth=1.4)
+                    ax.plot(xs, ys, next(styles), label=label, linewidth=1.4)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
+            if metric == "loss":
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3, which="both")
             if title:
-                ax.set_title(title, fontsize=10)
+                ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
             ax.legend(fontsize=8)
             path = out / f"{metric}_vs_{axis}.png"
             fig.savefig(path, dpi=110)

@@ -190,3 +190,46 @@ def test_every_run_writes_its_theory(tmp_path):
     run_comparison(load_comparison(["mll_sgd"], FAST), out)
     theory = json.loads((out / "mll_sgd" / "theory.json").read_text())
     assert theory["num_hubs"] == 3 and theory["tau"] == 4 and 0 < theory["zeta"] < 1
+
+
+def test_plot_of_a_comparison_keeps_its_title(tmp_path, monkeypatch):
+    from flwr_multilevel import plots
+
+    out = tmp_path / "cmp"
+    run_comparison(load_comparison(["local_sgd"], FAST), out)
+    titles = []
+    monkeypatch.setattr(
+        plots, "plot_histories", lambda histories, folder, title: titles.append(title) or []
+    )
+    assert main(["plot", str(out)]) == 0
+    assert main(["plot", str(out), "--title", "mine"]) == 0
+    assert titles == ["local_sgd", "mine"]
+
+
+def test_paper_configs_load_and_match_the_paper():
+    from pathlib import Path
+
+    folder = Path(__file__).parent.parent / "baselines" / "paper"
+    files = sorted(folder.glob("*.yaml"))
+    assert {f.stem for f in files} >= {
+        "fig1_emnist", "fig1_cifar10", "fig2_emnist", "fig3_cifar10", "fig4_emnist",
+        "fig5_cifar10", "fig6_emnist", "fig6_cifar10", "appendix_mnist",
+        "cpu_fig1_mnist", "cpu_fig2_mnist", "cpu_fig4_mnist", "cpu_fig6_mnist",
+        "cpu_fig1_fashion", "cpu_fig6_fashion",
+    }  # fmt: skip
+    for file in files:
+        comparison = load_comparison([str(file)])
+        for run in comparison.runs:
+            cfg = run.cfg
+            workers = cfg.hubs.count * cfg.hubs.workers
+            if not file.stem.startswith("cpu_") or "mnist" in file.stem:
+                assert workers == 100, (file.stem, run.label)
+            if run.label.startswith(("MLL", "HL")) or "hubs x" in run.label:
+                assert cfg.q * cfg.tau == 32, (file.stem, run.label)
+        if "fig4" in file.stem or "fig5" in file.stem:
+            from flwr_multilevel.rates import operating_rates
+
+            for run in comparison.runs[1:]:
+                options = dict(run.cfg.rates)
+                rates = operating_rates(100, options.pop("distribution"), **options)
+                assert rates.mean() == pytest.approx(0.55), run.label
