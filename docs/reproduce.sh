@@ -11,7 +11,8 @@ CLI="${CLI:-.venv/bin/flwr-multilevel}"
 DATA_ROOT="${DATA_ROOT:-../shared/data}"
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=(cpu_fig1_mnist cpu_fig2_mnist cpu_fig4_mnist cpu_fig6_mnist cpu_fig1_fashion cpu_fig6_fashion)
+  names=(cpu_fig1_mnist cpu_fig2_mnist cpu_fig4_mnist cpu_fig6_mnist cpu_fig1_fashion cpu_fig6_fashion
+         cpu_fig2_mnist_dirichlet)
 fi
 timings=docs/results/timings.csv
 [ -f "$timings" ] || echo "experiment,wall_s,cpu_cores" > "$timings"

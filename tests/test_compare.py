@@ -215,7 +215,7 @@ def test_paper_configs_load_and_match_the_paper():
         "fig1_emnist", "fig1_cifar10", "fig2_emnist", "fig3_cifar10", "fig4_emnist",
         "fig5_cifar10", "fig6_emnist", "fig6_cifar10", "appendix_mnist",
         "cpu_fig1_mnist", "cpu_fig2_mnist", "cpu_fig4_mnist", "cpu_fig6_mnist",
-        "cpu_fig1_fashion", "cpu_fig6_fashion",
+        "cpu_fig1_fashion", "cpu_fig6_fashion", "cpu_fig2_mnist_dirichlet",
     }  # fmt: skip
     for file in files:
         comparison = load_comparison([str(file)])
