@@ -306,7 +306,17 @@ def write_table(
         "| " + " | ".join(COLUMNS.values()) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
-    lines += ["| " + " | ".join(_cell(row.get(k)) for k in COLUMNS) + " |" for row in rows]
+    lines += [
+        "| "
+        + " | ".join(
+            f"{row[k]:.1f}"
+            if k == "wall_s" and isinstance(row.get(k), float)
+            else _cell(row.get(k))
+            for k in COLUMNS
+        )
+        + " |"
+        for row in rows
+    ]
     md_path.write_text("\n".join(lines) + "\n")
     return md_path, csv_path
 
