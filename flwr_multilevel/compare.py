@@ -143,7 +143,7 @@ def load_comparison(sources: Sequence[str], overrides: Sequence[str] = ()) -> Co
     first = comparison.runs[0]
     for run in comparison.runs[1:]:
         for key in SHARED_KEYS:
-            if _plain(run.cfg[key]) != _plain(first.cfg[key]):
+            if _shared(run.cfg, key) != _shared(first.cfg, key):
                 raise ConfigError(
                     key,
                     f"runs {first.label!r} and {run.label!r} differ; a comparison needs the "
@@ -153,8 +153,15 @@ def load_comparison(sources: Sequence[str], overrides: Sequence[str] = ()) -> Co
     return comparison
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+def _shared(cfg: DictConfig, key: str) -> Any:
+    """Return what runs must share under ``key`` (where the data lives is not part of it)."""
+    value = cfg[key]
+    if not OmegaConf.is_config(value):
+        return value
+    plain = OmegaConf.to_container(value)
+    if isinstance(plain, dict):
+        plain.pop("root", None)
+    return plain
 
 
 def slug(label: str) -> str:

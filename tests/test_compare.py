@@ -233,3 +233,10 @@ def test_paper_configs_load_and_match_the_paper():
                 options = dict(run.cfg.rates)
                 rates = operating_rates(100, options.pop("distribution"), **options)
                 assert rates.mean() == pytest.approx(0.55), run.label
+
+
+def test_runs_may_read_the_same_data_from_different_roots(tmp_path):
+    one, two = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    one.write_text("data: {root: /somewhere}\n")
+    two.write_text("data: {root: /elsewhere}\n")
+    assert len(load_comparison([str(one), str(two)]).runs) == 2
