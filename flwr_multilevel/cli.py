@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from .config import load_config, validate
-from .errors import ConfigError
+from .errors import ConfigError, SimulationError
 
 USAGE = """examples:
   flwr-multilevel run                                   # the default experiment (digits)
@@ -19,7 +19,7 @@ USAGE = """examples:
   flwr-multilevel run my.yaml data.name=mnist data.root=../shared/data
   flwr-multilevel run local_sgd                         # a shipped baseline, by name
   flwr-multilevel compare distributed_sgd local_sgd hl_sgd mll_sgd --out cmp/
-  flwr-multilevel compare baselines/paper/fig6_mnist_cpu.yaml --out cmp6/
+  flwr-multilevel compare baselines/paper/cpu_fig6_mnist.yaml data.root=../shared/data --out cmp6/
   flwr-multilevel plot cmp/ runs/20260101-120000        # redraw plots of finished runs
   flwr-multilevel theory theory.L=1 theory.sigma2=1 theory.beta=0 theory.f_gap=2
   flwr-multilevel config                                # every key, with its default
@@ -177,9 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
-        if type(err).__name__ != "SimulationError":
-            raise
+    except SimulationError as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -33,7 +33,15 @@ from omegaconf import DictConfig, OmegaConf
 
 import baselines
 
-from .config import apply_overrides, default_config, load_config, merge, struct, validate
+from .config import (
+    apply_overrides,
+    default_config,
+    load_config,
+    merge,
+    num_rounds,
+    struct,
+    validate,
+)
 from .errors import ConfigError
 from .plots import plot_histories
 from .results import read_history
@@ -348,9 +356,7 @@ class Progress:
     def __init__(self, index: int, total: int, spec: RunSpec, interval: float = 2.0) -> None:
         self.prefix = f"[{index}/{total}] {spec.label}"
         cfg = spec.cfg
-        self.steps = (
-            int(cfg.time_steps) if cfg.time_steps is not None else int(cfg.rounds) * int(cfg.tau)
-        )
+        self.steps = num_rounds(cfg) * int(cfg.tau)
         self.interval = interval
         self.start = time.monotonic()
         self.last = -math.inf

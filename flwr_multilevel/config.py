@@ -44,6 +44,13 @@ def merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(str(key), f"bad value in {source}") from None
 
 
+def num_rounds(cfg: DictConfig) -> int:
+    """Return the rounds a config runs: ``ceil(time_steps / tau)`` if set, else ``rounds``."""
+    if cfg.time_steps is not None:
+        return -(-int(cfg.time_steps) // int(cfg.tau))
+    return int(cfg.rounds)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:
     """Return the default config, merged with a YAML file and ``key=value`` overrides.
 

@@ -1,4 +1,4 @@
-"""The one error type for invalid user input."""
+"""Errors the command line reports in one line: invalid input, and a simulation without result."""
 
 
 class ConfigError(ValueError):
@@ -19,3 +19,7 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
+
+
+class SimulationError(RuntimeError):
+    """The simulation engine ended without the ServerApp finishing (exit status 1)."""

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
 from .arrays import stack, unstack
-from .config import int_list
+from .config import int_list, num_rounds
 from .data import Dataset, load_dataset, partition, train_size
 from .engine import MLLSGD, RoundReport
 from .errors import ConfigError
@@ -51,9 +51,7 @@ class Experiment:
     @property
     def num_rounds(self) -> int:
         """Rounds to run: ``ceil(time_steps / tau)`` if ``time_steps`` is set, else ``rounds``."""
-        if self.cfg.time_steps is not None:
-            return -(-int(self.cfg.time_steps) // int(self.cfg.tau))
-        return int(self.cfg.rounds)
+        return num_rounds(self.cfg)
 
     @property
     def eval_every(self) -> int:
@@ -134,16 +132,13 @@ def prepare(cfg: DictConfig) -> Experiment:
     strategy = build_strategy(cfg.strategy.name, options)
     build_model(cfg.model.name, dataset.input_shape, dataset.num_classes)  # checks model.name
     resolve_device(str(cfg.simulation.device))  # checks that a requested GPU is there
-    rounds = (
-        -(-int(cfg.time_steps) // int(cfg.tau)) if cfg.time_steps is not None else int(cfg.rounds)
-    )
     report = theory_report(
         hierarchy,
         mix,
         graph,
         tau=int(cfg.tau),
         q=int(cfg.q),
-        time_steps=rounds * int(cfg.tau),
+        time_steps=num_rounds(cfg) * int(cfg.tau),
         lr=float(cfg.lr),
         **{key: cfg.theory[key] for key in ("L", "sigma2", "beta", "f_gap")},
     )

@@ -4,13 +4,10 @@ from typing import Any
 
 from . import experiment
 from .client_app import app as client_app
+from .errors import SimulationError
 from .local_grid import LocalGrid
 from .server_app import make_server_app
 from .simulation import run_in_simulation
-
-
-class SimulationError(RuntimeError):
-    """The simulation engine ended without a result."""
 
 
 def launch(
