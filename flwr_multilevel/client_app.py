@@ -8,8 +8,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import WorkerTask, config_number, make_worker_train
-
+from .clients import WorkerTask, config_number, make_worker_train
 from .data import load_dataset, partition
 from .models import build_model, resolve_device
 

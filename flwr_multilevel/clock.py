@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clients.worker import COIN_STREAM
+from flwr_multilevel.clients.worker import COIN_STREAM
 
 
 def slots_to_finish(seed: int, server_round: int, worker_id: int, tau: int, rate: float) -> int:

@@ -31,8 +31,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-import baselines
-
 from .config import (
     apply_overrides,
     default_config,
@@ -68,16 +66,32 @@ class Comparison:
     target_loss: float | None = None
 
 
+def baselines_dir() -> Path:
+    """Return the folder of the shipped baseline configs.
+
+    Installed, it is ``flwr_multilevel/baselines``; in a source checkout,
+    ``baselines/`` beside the package. The configs are data: nothing imports them.
+    """
+    here = Path(__file__).resolve().parent
+    inside = here / "baselines"
+    return inside if inside.is_dir() else here.parent / "baselines"
+
+
+def baseline_names() -> list[str]:
+    """Return the names of the shipped baselines (``local_sgd``, ...)."""
+    return sorted(path.stem for path in baselines_dir().glob("*.yaml"))
+
+
 def baseline_path(name: str) -> Path | None:
     """Return the shipped config of a baseline name (``local_sgd``), or None."""
-    path = Path(baselines.__file__).parent / f"{name}.yaml"
+    path = baselines_dir() / f"{name}.yaml"
     return path if path.is_file() else None
 
 
 def _read_yaml(source: str) -> tuple[Path, DictConfig]:
     path = baseline_path(source) or Path(source)
     if not path.is_file():
-        names = sorted(p.stem for p in Path(baselines.__file__).parent.glob("*.yaml"))
+        names = baseline_names()
         raise ConfigError(
             "compare",
             f"expected a YAML file or a baseline name ({', '.join(names)}), got {source!r}",

@@ -22,13 +22,13 @@ from torch.nn import functional as F
 from .arrays import stack, unstack
 from .config import int_list, num_rounds
 from .data import Dataset, load_dataset, partition, train_size
-from .engine import MLLSGD, RoundReport
 from .errors import ConfigError
 from .hierarchy import Hierarchy, build_hierarchy, hub_sizes
 from .mixing import Spectrum, consensus_distance, mixing_matrix, spectrum, weighted_average
 from .models import build_model, resolve_device
 from .rates import operating_rates
 from .results import RunRecorder
+from .strategies import MLLSGD, RoundReport
 from .theory import theory_report
 from .topology import hub_graph
 

@@ -1,5 +1,26 @@
-"""Flower strategies that run at an MLL-SGD hub."""
+"""What a Flower user imports on the server side: the multi-level strategy and its parts.
+
+* :class:`MLLSGD`: the multi-level strategy, a Flower ``Strategy`` over D hubs;
+* :class:`HubStrategy`: any stock Flower strategy (or chain of wrappers) run at one hub;
+* :class:`PeerLayer`: hub-to-hub gossip, in-process (:class:`InProcessPeerLayer`) or networked.
+"""
 
 from .hub import HubStrategy, SubGrid, WorkerSpec, check_reply
+from .mllsgd import MLLSGD, RoundReport, WorkerDiscoveryError, discover_workers
+from .peer import Gossip, InProcessPeerLayer, PeerLayer, in_neighbours, mix_one
 
-__all__ = ["HubStrategy", "SubGrid", "WorkerSpec", "check_reply"]
+__all__ = [
+    "MLLSGD",
+    "Gossip",
+    "HubStrategy",
+    "InProcessPeerLayer",
+    "PeerLayer",
+    "RoundReport",
+    "SubGrid",
+    "WorkerDiscoveryError",
+    "WorkerSpec",
+    "check_reply",
+    "discover_workers",
+    "in_neighbours",
+    "mix_one",
+]

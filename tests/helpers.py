@@ -5,9 +5,9 @@ import csv
 import numpy as np
 
 from flwr_multilevel.client_app import app as client_app
-from flwr_multilevel.engine import MLLSGD
 from flwr_multilevel.experiment import initial_model, prepare, train_config
 from flwr_multilevel.local_grid import LocalGrid
+from flwr_multilevel.strategies import MLLSGD
 
 
 def run_engine(cfg, strategy=None, on_round=None):

@@ -7,7 +7,7 @@ random draws (``clients.step_schedule``).
 
 import numpy as np
 
-from clients import step_schedule
+from flwr_multilevel.clients import step_schedule
 
 
 def logreg_gradient(w, bias, x, y, num_classes):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clients.worker import COIN_STREAM, step_schedule
+from flwr_multilevel.clients.worker import COIN_STREAM, step_schedule
 from flwr_multilevel.clock import round_slots, slots_to_finish
 
 from .helpers import run_engine

@@ -146,7 +146,7 @@ def test_tau_q_one_with_full_rates_is_synchronous_sgd(config):
     y = data.y_train.numpy()
     init = initial_model(exp)
     w, b = init["linear.weight"].numpy().astype(float), init["linear.bias"].numpy().astype(float)
-    from clients import step_schedule
+    from flwr_multilevel.clients import step_schedule
 
     for r in range(1, cfg.rounds + 1):  # x <- x - lr * sum_i a_i g_i(x): one global SGD step
         gw, gb = np.zeros_like(w), np.zeros_like(b)

@@ -7,9 +7,9 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
 
 from flwr_multilevel.client_app import app as client_app
-from flwr_multilevel.engine import MLLSGD
 from flwr_multilevel.experiment import initial_model, prepare, train_config
 from flwr_multilevel.local_grid import LocalGrid
+from flwr_multilevel.strategies import MLLSGD
 
 from .helpers import flat, run_engine
 

@@ -12,12 +12,12 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from strategies import HubStrategy, WorkerSpec
+from flwr_multilevel.arrays import message_bytes
+from flwr_multilevel.clock import round_slots
+from flwr_multilevel.hierarchy import Hierarchy
 
-from .arrays import message_bytes
-from .clock import round_slots
-from .gossip import InProcessPeerLayer, PeerLayer
-from .hierarchy import Hierarchy
+from .hub import HubStrategy, WorkerSpec
+from .peer import InProcessPeerLayer, PeerLayer
 
 DISCOVERY = "query.worker"
 
@@ -238,8 +238,11 @@ class MLLSGD:
         # Every q rounds the hubs gossip: y_d = sum_j H[j, d] z_j (all at once)
         new_models = averaged
         if report.gossip:
-            new_models = self.peer_layer.exchange(server_round, averaged)
-            report.bytes_hubs = self.peer_layer.bytes_sent
+            for hub_id, z_d in enumerate(averaged):
+                self.peer_layer.publish(hub_id, server_round, z_d)
+            gossips = [self.peer_layer.collect(d, server_round) for d in range(len(averaged))]
+            new_models = [g.model for g in gossips]
+            report.bytes_hubs = sum(g.bytes_in for g in gossips)
         report.seconds = time.perf_counter() - start
         return new_models, report
 
