@@ -15,7 +15,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from torch import nn
 from torch.nn import functional as F
 
-COIN_STREAM, BATCH_STREAM = 0, 1
+from flwr_multilevel.rates import coin_flips
+
+BATCH_STREAM = 1
 
 
 class WorkerTask(NamedTuple):
@@ -82,9 +84,8 @@ def step_schedule(
         ``batches[t]`` which local examples it uses (drawn without
         replacement within the batch).
     """
-    coin_rng = np.random.default_rng([seed, server_round, worker_id, COIN_STREAM])
     batch_rng = np.random.default_rng([seed, server_round, worker_id, BATCH_STREAM])
-    coins = coin_rng.random(time_steps) < rate
+    coins = coin_flips(seed, server_round, worker_id, time_steps, rate)
     size = min(batch_size, num_examples)
     batches = np.stack(
         [batch_rng.choice(num_examples, size=size, replace=False) for _ in range(time_steps)]

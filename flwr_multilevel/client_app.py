@@ -5,14 +5,14 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context
 from flwr.clientapp import ClientApp
 
-from .clients import WorkerTask, config_number, make_worker_train
+from .clients import WorkerTask, config_number, make_worker_train, multilevel_mod
 from .data import load_dataset, partition
 from .models import build_model, resolve_device
 
-app = ClientApp()
+app = ClientApp(mods=[multilevel_mod])
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,3 @@ def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
 
 
 app.train()(make_worker_train(load_task))
-
-
-@app.query("worker")
-def query_worker(msg: Message, context: Context) -> Message:
-    """Tell the ServerApp which worker (partition) this node is."""
-    partition_id = int(context.node_config["partition-id"])
-    return Message(
-        RecordDict({"worker": MetricRecord({"partition-id": partition_id})}), reply_to=msg
-    )

@@ -8,7 +8,7 @@ deployed) makes every worker take exactly tau steps, so a round lasts until
 the slowest worker's tau-th success.
 
 Both modes read the same coin stream of a worker, the one
-:func:`clients.worker.step_schedule` uses: the first tau coins are the
+:func:`flwr_multilevel.rates.coin_flips` uses: the first tau coins are the
 worker's MLL-SGD steps, and the waiting worker keeps flipping until its
 tau-th success. Everything is a pure function of ``(seed, round, worker)``.
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flwr_multilevel.clients.worker import COIN_STREAM
+from .rates import coin_stream
 
 
 def slots_to_finish(seed: int, server_round: int, worker_id: int, tau: int, rate: float) -> int:
@@ -61,7 +61,7 @@ def slots_to_finish(seed: int, server_round: int, worker_id: int, tau: int, rate
         raise ValueError(f"rate: expected a probability in (0, 1], got {rate!r}")
     if tau < 1:
         raise ValueError(f"tau: expected an integer >= 1, got {tau!r}")
-    rng = np.random.default_rng([seed, server_round, worker_id, COIN_STREAM])
+    rng = coin_stream(seed, server_round, worker_id)
     done, slots = 0, 0
     chunk = int(np.ceil(tau / rate)) + 16
     while True:

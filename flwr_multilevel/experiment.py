@@ -11,7 +11,7 @@ from typing import Any, cast
 import networkx as nx
 import numpy as np
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategies
@@ -29,6 +29,7 @@ from .models import build_model, resolve_device
 from .rates import operating_rates
 from .results import RunRecorder
 from .strategies import MLLSGD, RoundReport
+from .strategies.mllsgd import OnRound
 from .theory import theory_report
 from .topology import hub_graph
 
@@ -291,12 +292,31 @@ def network_record(exp: Experiment) -> dict[str, Any]:
 Progress = Callable[[dict[str, float]], None]
 
 
-def run(
-    exp: Experiment,
-    grid: Grid,
-    worker_nodes: list[int] | None = None,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
+def build_mllsgd(exp: Experiment, on_round: OnRound | None = None) -> MLLSGD:
+    """Return the multi-level strategy of an experiment: its network, weights, rates and H.
+
+    Federated evaluation is off: the experiment scores u on the server
+    (:class:`Evaluator`), from ``on_round``.
+    """
+    cfg, h = exp.cfg, exp.hierarchy
+    return MLLSGD(
+        exp.strategy,
+        hubs=h.sizes,
+        tau=int(cfg.tau),
+        q=int(cfg.q),
+        graph=exp.graph,
+        mixing=exp.mixing,
+        rates=h.rates.tolist(),
+        weights=h.weights.tolist(),
+        seed=int(cfg.seed),
+        evaluate_every=0,
+        wait_for_slowest=bool(cfg.wait_for_slowest),
+        discovery_timeout=float(cfg.simulation.timeout),
+        on_round=on_round,
+    )
+
+
+def run(exp: Experiment, grid: Grid, progress: Progress | None = None) -> dict[str, Any]:
     """Run an experiment on ``grid``, writing its results folder as it goes.
 
     Parameters
@@ -305,8 +325,6 @@ def run(
         A prepared experiment (:func:`prepare`).
     grid : Grid
         The Flower grid that reaches the workers.
-    worker_nodes : list[int] | None (default: None)
-        Node ID of each worker; discovered if None.
     progress : Callable[[dict[str, float]], None] | None (default: None)
         Called with every history row as it is written.
 
@@ -364,7 +382,7 @@ def run(
         clock["time_slot"] += report.slots
         clock["bytes_worker_hub"] += report.bytes_down + report.bytes_up
         clock["bytes_hub_hub"] += report.bytes_hubs
-        losses = [m.get("train-loss") if m else None for m in report.hub_metrics]
+        losses = [m.get("train-loss") if m else None for m in report.hub_metrics.values()]
         recorder.append_row(
             "rounds.csv",
             {
@@ -378,6 +396,7 @@ def run(
                 "bytes_up": report.bytes_up,
                 "bytes_hubs": report.bytes_hubs,
                 "dropped": len(report.dropped),
+                "missing": len(report.missing),
                 "seconds": round(report.seconds, 4),
                 **{f"hub{d}_train_loss": loss for d, loss in enumerate(losses)},
                 "dropped_reasons": " | ".join(report.dropped),
@@ -389,17 +408,14 @@ def run(
         return out_of_time
 
     record(0, [init] * h.num_hubs)
-    engine = MLLSGD(
-        h,
-        tau=int(cfg.tau),
-        q=int(cfg.q),
-        mixing=exp.mixing,
-        strategy=exp.strategy,
-        train_config=train_config(exp),
+    strategy = build_mllsgd(exp, on_round=on_round)
+    strategy.start(
+        grid,
+        init,
+        exp.num_rounds,
         timeout=float(cfg.simulation.timeout),
-        wait_for_slowest=bool(cfg.wait_for_slowest),
+        train_config=ConfigRecord(train_config(exp)),
     )
-    engine.start(grid, init, exp.num_rounds, worker_nodes=worker_nodes, on_round=on_round)
     summary = {
         **last_row,
         "output_dir": str(exp.output_dir),

@@ -123,3 +123,30 @@ def operating_rates(
         "rates.distribution",
         f"expected one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}",
     )
+
+
+COIN_STREAM = 0  # stream id of a worker's coins; mini-batch draws use another stream
+
+
+def coin_stream(seed: int, server_round: int, worker_id: int) -> np.random.Generator:
+    """Return the generator of worker ``worker_id``'s coins in round ``server_round``.
+
+    Every Bernoulli(p_i) draw of MLL-SGD comes from here, so the draws depend on
+    ``(seed, round, worker)`` only, never on which process runs the worker.
+    """
+    return np.random.default_rng([seed, server_round, worker_id, COIN_STREAM])
+
+
+def coin_flips(
+    seed: int, server_round: int, worker_id: int, time_steps: int, rate: float
+) -> np.ndarray:
+    """Return one Bernoulli(``rate``) draw per time step: does the worker step then?
+
+    Examples
+    --------
+    >>> coin_flips(0, 1, 0, 4, 1.0).tolist()
+    [True, True, True, True]
+    >>> int(coin_flips(0, 1, 0, 1000, 0.3).sum()) in range(250, 350)
+    True
+    """
+    return coin_stream(seed, server_round, worker_id).random(time_steps) < rate

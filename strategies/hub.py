@@ -1,26 +1,40 @@
-"""Run any stock Flower strategy at one MLL-SGD hub.
+"""Run any stock Flower strategy, or chain of Flower wrappers, at one MLL-SGD hub.
 
 :class:`HubStrategy` wraps a strategy the way Flower's differential-privacy
-wrappers do: sampling is restricted to the hub's workers through a
-:class:`SubGrid`, every message gains the worker's own MLL-SGD instructions,
-replies are checked before they can be averaged, and aggregation is weighted by
-the paper's ``v_i``.
+wrappers do, without changing it or the caller's messages: it works on its own
+copy of the chain, samples only the hub's workers through a :class:`SubGrid`,
+gives every worker its own MLL-SGD instructions, checks every reply before the
+chain sees it, and makes the chain average with the paper's ``v_i``.
 """
 
-import math
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvgM, Strategy
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAvgM,
+    FedMedian,
+    FedTrimmedAvg,
+    FedXgbBagging,
+    FedXgbCyclic,
+    Krum,
+    Strategy,
+)
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from .replies import REQUIRED_METRICS, check_reply, finite_number, short
 
 WEIGHT_KEY = "worker-weight"
-REQUIRED_METRICS = ("num-examples", "steps", "train-loss")
+UNWEIGHTED = (FedMedian, FedTrimmedAvg, Krum, Bulyan)  # robust rules that ignore weights
+MIN_NODE_ATTRS = ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes")
+Missing = Literal["stay", "renormalize"]
 
 
 class SubGrid(Grid):
@@ -67,7 +81,7 @@ class SubGrid(Grid):
         return self._grid.send_and_receive(messages, timeout=timeout)
 
 
-@dataclass(frozen=True)
+@dataclass
 class WorkerSpec:
     """What a hub knows of one of its workers.
 
@@ -75,15 +89,16 @@ class WorkerSpec:
     ----------
     worker_id : int
         Global worker index (its data partition).
-    weight : float
+    weight : float | None
         ``w_i`` (1, or its local data size); the hub averages with
-        ``v_i = w_i / sum_hub w_j``.
+        ``v_i = w_i / sum_hub w_j``. None: taken from the worker's first valid
+        reply (its ``num-examples``) and fixed from then on.
     rate : float
         Operating rate ``p_i``.
     """
 
     worker_id: int
-    weight: float
+    weight: float | None
     rate: float
 
 
@@ -92,62 +107,55 @@ class HubRoundReport:
     """What happened at a hub in its last round."""
 
     steps: dict[int, int] = field(default_factory=dict)  # worker id -> steps taken
-    dropped: list[str] = field(default_factory=list)  # one reason per dropped reply
+    dropped: list[str] = field(default_factory=list)  # one reason per unusable reply
+    missing: list[int] = field(default_factory=list)  # workers without a valid reply
     metrics: MetricRecord | None = None
+    failed: bool = False  # no valid reply, or aggregation failed: the hub kept its model
 
 
-def check_reply(
-    reply: Message, expected: Mapping[str, tuple[tuple[int, ...], str]], max_steps: int
-) -> str | None:
-    """Return why a worker's reply must not be averaged, or None if it may.
+def weighted_metrics(records: list[MetricRecord], weights: list[float]) -> MetricRecord:
+    """Return the weighted average of every metric that all records hold as a finite number.
 
-    Parameters
-    ----------
-    reply : Message
-        The worker's reply to a train message.
-    expected : Mapping[str, tuple[tuple[int, ...], str]]
-        Array key -> (shape, dtype) of the model the hub sent.
-    max_steps : int
-        Most gradient steps a worker can take in a round (tau).
-
-    Returns
-    -------
-    str | None
-        A one-line reason, or None for a valid reply.
+    Examples
+    --------
+    >>> a = MetricRecord({"loss": 1.0, "acc": 0.5})
+    >>> b = MetricRecord({"loss": 3.0, "note": [1, 2]})
+    >>> dict(weighted_metrics([a, b], [1.0, 3.0]))
+    {'loss': 2.5}
     """
-    if reply.has_error():
-        return f"the worker failed: {reply.error.reason}"
-    content = reply.content
-    if len(content.array_records) != 1 or len(content.metric_records) != 1:
-        return "expected exactly one ArrayRecord and one MetricRecord"
-    arrays = next(iter(content.array_records.values()))
-    if set(arrays.keys()) != set(expected):
-        return f"expected arrays {sorted(expected)}, got {sorted(arrays.keys())}"
-    for key, (shape, dtype) in expected.items():
-        array = arrays[key]
-        if tuple(array.shape) != shape or array.dtype != dtype:
-            return (
-                f"array '{key}': expected shape {shape} ({dtype}), "
-                f"got {tuple(array.shape)} ({array.dtype})"
-            )
-        if not np.all(np.isfinite(array.numpy())):
-            return f"array '{key}' holds NaN or Inf"
-    metrics = next(iter(content.metric_records.values()))
-    missing = [k for k in REQUIRED_METRICS if k not in metrics]
-    if missing:
-        return f"missing metrics {missing}"
-    for key in REQUIRED_METRICS:
-        value = metrics[key]
-        if isinstance(value, list) or not math.isfinite(value):
-            return f"metric '{key}' is not a finite number: {value!r}"
-    steps = float(metrics["steps"])  # type: ignore[arg-type]  # checked above
-    if steps != int(steps) or not 0 <= steps <= max_steps:
-        return f"metric 'steps': expected an integer in [0, {max_steps}], got {steps!r}"
-    return None
+    keys = sorted(
+        set.intersection(*(set(r.keys()) for r in records))
+        - {WEIGHT_KEY}
+        - {k for r in records for k in r.keys() if finite_number(r, k) is None}
+    )
+    clean = [
+        RecordDict({"metrics": MetricRecord({**{k: r[k] for k in keys}, WEIGHT_KEY: float(w)})})
+        for r, w in zip(records, weights, strict=True)
+    ]
+    return aggregate_metricrecords(clean, WEIGHT_KEY)
+
+
+def strategy_chain(strategy: Strategy) -> list[Strategy]:
+    """Return ``strategy`` and every strategy it wraps, outermost first.
+
+    Flower's wrappers (the differential-privacy ones) keep the wrapped
+    strategy in ``.strategy``.
+
+    Examples
+    --------
+    >>> from flwr.serverapp.strategy import FedAvg
+    >>> from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping as DP
+    >>> [type(s).__name__ for s in strategy_chain(DP(FedAvg(), 0.0, 1.0, 2))]
+    ['DifferentialPrivacyServerSideFixedClipping', 'FedAvg']
+    """
+    chain = [strategy]
+    while isinstance(inner := getattr(chain[-1], "strategy", None), Strategy):
+        chain.append(inner)
+    return chain
 
 
 class HubStrategy(Strategy):
-    """One MLL-SGD hub: a stock Flower strategy restricted to the hub's workers.
+    """One MLL-SGD hub: a Flower strategy (chain) restricted to the hub's workers.
 
     Implementation based on https://arxiv.org/abs/2007.13819 (Algorithm 1,
     lines 4-10 and 14).
@@ -156,15 +164,26 @@ class HubStrategy(Strategy):
     ----------
     strategy : Strategy
         The strategy that aggregates at this hub (FedAvg, FedProx, FedAdam,
-        FedYogi, FedAvgM, ...). Give every hub its own instance: adaptive
-        strategies keep state. Its ``weighted_by_key`` is set to
-        ``"worker-weight"`` and its minimum node counts to the hub's size.
+        FedYogi, FedAvgM, FedMedian, ..., or a chain of Flower wrappers around
+        one). It is copied: the caller's object is never changed. In the copy,
+        the aggregating strategy at the end of the chain weights by
+        ``"worker-weight"`` and every node minimum is capped at the hub's size.
     hub_id : int
         Index of the hub.
     workers : Mapping[int, WorkerSpec]
         Node ID -> the worker on that node.
     time_steps : int
         tau: time steps per round, the most steps a worker can report.
+    missing : str (default: "stay")
+        A worker without a valid reply: ``"stay"`` counts it as a worker that
+        took no step (``x_i = y_d``, weight ``v_i``), as the paper's model has
+        it; ``"renormalize"`` leaves it out and renormalises the others.
+
+    Raises
+    ------
+    ValueError
+        The end of the chain cannot weight its average (no ``weighted_by_key``),
+        or it does not average arrays (the XGBoost strategies).
     """
 
     def __init__(
@@ -173,59 +192,80 @@ class HubStrategy(Strategy):
         hub_id: int,
         workers: Mapping[int, WorkerSpec],
         time_steps: int,
+        missing: Missing = "stay",
     ) -> None:
-        self.strategy = strategy
+        if missing not in ("stay", "renormalize"):
+            raise ValueError(f"missing: expected 'stay' or 'renormalize', got {missing!r}")
+        self.strategy = copy.deepcopy(strategy)
         self.hub_id = hub_id
-        self.workers = dict(workers)
+        self.workers = {int(node): copy.copy(spec) for node, spec in workers.items()}
         self.time_steps = time_steps
+        self.missing = missing
         self.report = HubRoundReport()
         self._expected: dict[str, tuple[tuple[int, ...], str]] = {}
-        # Stock defaults (2 nodes) would wait forever at a hub of one worker
-        size = len(self.workers)
-        if hasattr(strategy, "min_train_nodes"):
-            strategy.min_train_nodes = min(strategy.min_train_nodes, size)
-        if hasattr(strategy, "min_available_nodes"):
-            strategy.min_available_nodes = size
-        if hasattr(strategy, "weighted_by_key"):
-            strategy.weighted_by_key = WEIGHT_KEY
+        self._model: ArrayRecord | None = None
+        chain = strategy_chain(self.strategy)
+        self.aggregator = chain[-1]
+        if isinstance(self.aggregator, (FedXgbBagging, FedXgbCyclic)):
+            raise ValueError(
+                f"HubStrategy: {type(self.aggregator).__name__} combines XGBoost trees; "
+                "MLL-SGD's hubs average model arrays (use FedAvg or another averaging strategy)"
+            )
+        if not hasattr(self.aggregator, "weighted_by_key"):
+            raise ValueError(
+                f"HubStrategy: {type(self.aggregator).__name__} has no weighted_by_key, so it "
+                "cannot average with the hub's weights v_i; wrap a FedAvg-based strategy"
+            )
+        self.aggregator.weighted_by_key = WEIGHT_KEY  # type: ignore[attr-defined]
+        for member in chain:  # stock minimums (2 nodes) would wait forever at a small hub
+            for attr in MIN_NODE_ATTRS:
+                if isinstance(getattr(member, attr, None), int):
+                    setattr(member, attr, min(getattr(member, attr), len(self.workers)))
+        self._keys = (
+            str(getattr(self.aggregator, "arrayrecord_key", "arrays")),
+            str(getattr(self.aggregator, "configrecord_key", "config")),
+        )
 
     @property
-    def _configrecord_key(self) -> str:
-        return str(getattr(self.strategy, "configrecord_key", "config"))
+    def weighted(self) -> bool:
+        """Whether the aggregation rule uses the weights ``v_i`` (robust rules do not)."""
+        return not isinstance(self.aggregator, UNWEIGHTED)
 
     def summary(self) -> None:
         """Log summary configuration of the strategy."""
         log(
             INFO,
-            "\t├──> Hub %s: %s over %s workers",
+            "\t├──> Hub %s: %s over %s workers%s",
             self.hub_id,
-            type(self.strategy).__name__,
+            " -> ".join(type(s).__name__ for s in strategy_chain(self.strategy)),
             len(self.workers),
+            "" if self.weighted else " (its rule ignores the weights v_i)",
         )
-        self.strategy.summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Configure the next round of training at this hub's workers."""
-        # FedAvgM keeps the model it sent last; after gossip the hub model moved
-        if isinstance(self.strategy, FedAvgM):
-            self.strategy.current_arrays = arrays
+        for member in strategy_chain(self.strategy):
+            if isinstance(member, FedAvgM):  # it caches the model it sent; gossip moved it
+                member.current_arrays = arrays
+        self._model = arrays
         self._expected = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
         messages = self.strategy.configure_train(
-            server_round, arrays, config, SubGrid(grid, self.workers)
+            server_round, arrays, ConfigRecord(dict(config.items())), SubGrid(grid, self.workers)
         )
         return [self._instruct(msg) for msg in messages]
 
     def _instruct(self, msg: Message) -> Message:
-        """Add the worker's own MLL-SGD instructions to a message."""
+        """Return a copy of ``msg`` with the worker's own MLL-SGD instructions."""
         worker = self.workers[msg.metadata.dst_node_id]
         content = RecordDict(dict(msg.content.items()))
-        config = ConfigRecord(dict(content.config_records[self._configrecord_key].items()))
+        name = self._keys[1]
+        config = ConfigRecord(dict(content.config_records[name].items()))
         config["worker-id"] = worker.worker_id
         config["hub-id"] = self.hub_id
         config["operating-rate"] = worker.rate
-        content[self._configrecord_key] = config
+        content[name] = config
         return Message(
             content,
             dst_node_id=msg.metadata.dst_node_id,
@@ -236,34 +276,34 @@ class HubStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Drop invalid replies, weight the rest by ``v_i`` and aggregate."""
-        self.report = HubRoundReport()
-        accepted = []
+        """Check the replies, weight them by ``v_i`` and aggregate through the chain.
+
+        Returns ``(None, None)`` when the hub keeps its model this round (no
+        valid reply, or the chain failed or produced non-finite values); the
+        reason is logged and kept in :attr:`report`.
+        """
+        self.report = report = HubRoundReport()
+        valid: dict[int, tuple[Message, MetricRecord]] = {}
         for reply in replies:
             node = reply.metadata.src_node_id
             worker = self.workers.get(node)
-            reason = (
-                f"node {node} is not a worker of this hub"
-                if worker is None
-                else check_reply(reply, self._expected, self.time_steps)
-            )
-            if reason is not None:
-                who = f"worker {worker.worker_id}" if worker else f"node {node}"
-                log(
-                    WARNING,
-                    "hub %s round %s: dropped the reply of %s: %s",
-                    self.hub_id,
-                    server_round,
-                    who,
-                    reason,
-                )
-                self.report.dropped.append(f"{who}: {reason}")
+            if worker is None:
+                self._drop(server_round, f"node {node}", "is not a worker of this hub")
                 continue
-            assert worker is not None
-            metrics = next(iter(reply.content.metric_records.values()))
-            self.report.steps[worker.worker_id] = int(metrics["steps"])  # type: ignore[arg-type]
-            accepted.append(self._weighted(reply, worker.weight))
-        if not accepted:
+            if worker.worker_id in valid:
+                self._drop(server_round, f"worker {worker.worker_id}", "replied twice")
+                continue
+            reason = check_reply(reply, self._expected, self.time_steps)
+            if reason is not None:
+                self._drop(server_round, f"worker {worker.worker_id}", reason)
+                continue
+            valid[worker.worker_id] = (reply, next(iter(reply.content.metric_records.values())))
+        self._fix_weights(valid)
+        by_id = {spec.worker_id: spec for spec in self.workers.values()}
+        report.missing = sorted(set(by_id) - set(valid))
+        report.steps = {w: int(m["steps"]) for w, (_, m) in valid.items()}  # type: ignore[arg-type]
+        if not valid:
+            report.failed = True
             log(
                 WARNING,
                 "hub %s round %s: no valid reply, the hub keeps its model",
@@ -271,10 +311,99 @@ class HubStrategy(Strategy):
                 server_round,
             )
             return None, None
-        arrays, self.report.metrics = self.strategy.aggregate_train(server_round, accepted)
+        inputs = {w: self._input(r, by_id[w], m) for w, (r, m) in valid.items()}
+        if self.missing == "stay" and self._model is not None:
+            for w in report.missing:  # took no step: x_i = y_d, with its own weight
+                inputs[w] = self._stand_in(by_id[w], self._model)
+        ordered = [inputs[w] for w in sorted(inputs)]  # a fixed order: bit-identical reruns
+        try:
+            arrays, _ = self.strategy.aggregate_train(server_round, ordered)
+        except Exception as err:  # pylint: disable=broad-except
+            arrays = None
+            log(
+                WARNING,
+                "hub %s round %s: %s failed, the hub keeps its model: %s",
+                self.hub_id,
+                server_round,
+                type(self.strategy).__name__,
+                short(f"{type(err).__name__}: {err}"),
+            )
         if arrays is not None:
             arrays = self._as_sent(arrays)
-        return arrays, self.report.metrics
+            if not all(np.isfinite(a.numpy()).all() for a in arrays.values()):
+                log(
+                    WARNING,
+                    "hub %s round %s: the aggregate is not finite, the hub keeps its model",
+                    self.hub_id,
+                    server_round,
+                )
+                arrays = None
+        report.failed = arrays is None
+        report.metrics = self._metrics([m for _, m in valid.values()], [by_id[w] for w in valid])
+        return arrays, report.metrics
+
+    def _drop(self, server_round: int, who: str, reason: str) -> None:
+        log(
+            WARNING,
+            "hub %s round %s: dropped the reply of %s: %s",
+            self.hub_id,
+            server_round,
+            who,
+            reason,
+        )
+        self.report.dropped.append(f"{who}: {reason}")
+
+    def _fix_weights(self, valid: Mapping[int, tuple[Message, MetricRecord]]) -> None:
+        """Fix every unknown ``w_i`` from the worker's ``num-examples``, once."""
+        for spec in self.workers.values():
+            if spec.weight is None and spec.worker_id in valid:
+                spec.weight = float(valid[spec.worker_id][1]["num-examples"])  # type: ignore[arg-type]
+        unknown = [s for s in self.workers.values() if s.weight is None]
+        known = [s.weight for s in self.workers.values() if s.weight is not None]
+        if unknown and known:
+            mean = float(np.mean(known))
+            for spec in unknown:
+                spec.weight = mean
+            log(
+                WARNING,
+                "hub %s: workers %s never replied; their weight w_i is the hub's mean %s",
+                self.hub_id,
+                [s.worker_id for s in unknown],
+                mean,
+            )
+
+    def _input(self, reply: Message, worker: WorkerSpec, metrics: MetricRecord) -> Message:
+        """Return a new message for the chain: the reply's arrays, the hub's weight ``w_i``."""
+        arrays = next(iter(reply.content.array_records.values()))
+        content = RecordDict(
+            {
+                self._keys[0]: arrays,
+                "metrics": MetricRecord(
+                    {
+                        "num-examples": metrics["num-examples"],
+                        "steps": metrics["steps"],
+                        WEIGHT_KEY: float(worker.weight or 0.0),
+                    }
+                ),
+            }
+        )
+        return Message(metadata=reply.metadata, content=content)  # type: ignore[call-overload]
+
+    def _stand_in(self, worker: WorkerSpec, model: ArrayRecord) -> Message:
+        """Return the input of a worker that took no step: the hub model ``y_d``."""
+        metrics = MetricRecord(
+            {"num-examples": 0, "steps": 0, WEIGHT_KEY: float(worker.weight or 0.0)}
+        )
+        node = next(n for n, s in self.workers.items() if s is worker)
+        sent = Message(RecordDict(), dst_node_id=node, message_type="train")
+        return Message(RecordDict({self._keys[0]: model, "metrics": metrics}), reply_to=sent)
+
+    def _metrics(self, records: list[MetricRecord], workers: list[WorkerSpec]) -> MetricRecord:
+        """Return the train metrics: ``v_i``-weighted averages, and total steps and examples."""
+        metrics = weighted_metrics(records, [float(w.weight or 1.0) for w in workers])
+        for key in REQUIRED_METRICS:
+            metrics[key] = int(sum(float(r[key]) for r in records))  # type: ignore[arg-type]
+        return metrics
 
     def _as_sent(self, arrays: ArrayRecord) -> ArrayRecord:
         """Return ``arrays`` in the dtypes of the model the hub sent.
@@ -293,32 +422,24 @@ class HubStrategy(Strategy):
             cast[key] = Array(np.ascontiguousarray(values.astype(dtype)))
         return ArrayRecord(cast)
 
-    @staticmethod
-    def _weighted(reply: Message, weight: float) -> Message:
-        """Put the hub's own weight ``w_i`` under ``worker-weight`` in the reply.
-
-        The hub, not the worker, owns the weights: whatever a worker reports,
-        it is averaged with ``v_i``. The reply gets a new RecordDict; the
-        records it held are not modified.
-        """
-        content = RecordDict()
-        for key, record in reply.content.items():
-            if isinstance(record, MetricRecord):
-                record = MetricRecord({**dict(record.items()), WEIGHT_KEY: float(weight)})
-            content[key] = record
-        reply.content = content
-        return reply
-
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Configure federated evaluation at this hub's workers."""
+        """Configure federated evaluation of ``arrays`` at this hub's workers."""
         return self.strategy.configure_evaluate(
-            server_round, arrays, config, SubGrid(grid, self.workers)
+            server_round, arrays, ConfigRecord(dict(config.items())), SubGrid(grid, self.workers)
         )
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Aggregate federated evaluation replies."""
-        return self.strategy.aggregate_evaluate(server_round, replies)
+        """Average the workers' evaluation metrics with ``v_i`` (failed replies are left out)."""
+        del server_round
+        records, weights = [], []
+        for reply in replies:
+            worker = self.workers.get(reply.metadata.src_node_id)
+            if worker is None or reply.has_error() or len(reply.content.metric_records) != 1:
+                continue
+            records.append(next(iter(reply.content.metric_records.values())))
+            weights.append(float(worker.weight or 1.0))
+        return weighted_metrics(records, weights) if records else None

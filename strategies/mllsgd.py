@@ -1,27 +1,36 @@
-"""The MLL-SGD engine: D hub strategies driven on one Flower Grid."""
+"""MLL-SGD as a Flower strategy: D hub strategies, their workers, and hub-to-hub gossip.
 
-import copy
+``MLLSGD(FedAvg(...), hubs=[3, 3], graph="path", tau=4, q=2)`` wraps the
+strategy a Flower app already has; ``strategy.start(grid=..., initial_arrays=...,
+num_rounds=..., train_config=..., evaluate_fn=...)`` then runs Multi-Level
+Local SGD and returns Flower's ``Result`` with ``u = sum_d b_d y_d``.
+"""
+
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
+from typing import Any
 
+import networkx as nx
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
-from flwr_multilevel.arrays import message_bytes
+from flwr_multilevel.arrays import message_bytes, stack, unstack
+from flwr_multilevel.clients.mod import discovery_message
 from flwr_multilevel.clock import round_slots
-from flwr_multilevel.hierarchy import Hierarchy
+from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.hierarchy import Hierarchy, build_hierarchy
+from flwr_multilevel.mixing import consensus_distance, mixing_matrix, weighted_average
+from flwr_multilevel.topology import hub_graph
 
-from .hub import HubStrategy, WorkerSpec
+from .hub import HubStrategy, Missing, WorkerSpec
 from .peer import InProcessPeerLayer, PeerLayer
 
-DISCOVERY = "query.worker"
-
-StrategySource = Strategy | Callable[[], Strategy]
+RESERVED = ("worker-id", "hub-id", "operating-rate")  # the hubs set these per worker
 
 
 @dataclass
@@ -35,19 +44,21 @@ class RoundReport:
     gossip : bool
         Whether the hubs mixed their models at the end of it.
     steps : dict[int, int]
-        Gradient steps taken by each worker whose reply was averaged.
+        Gradient steps taken by each worker whose reply was valid.
     dropped : list[str]
-        One line per reply that was not averaged (or never came).
-    hub_metrics : list[MetricRecord | None]
-        Each hub strategy's aggregated train metrics.
+        One line per reply that was not used, and why.
+    missing : list[int]
+        Workers without a valid reply (they count as taking no step).
+    hub_metrics : dict[int, MetricRecord | None]
+        Each hub's aggregated train metrics.
+    failed_hubs : list[int]
+        Hubs that kept their model this round (no valid reply, or aggregation failed).
+    skipped_peers : dict[int, list[int]]
+        Per hub, the neighbours left out of this round's gossip.
     slots : int
         Time slots the round lasted on the virtual clock (tau for MLL-SGD).
-    bytes_down : int
-        Serialized array bytes the hubs sent to their workers.
-    bytes_up : int
-        Serialized array bytes the workers sent back to their hubs.
-    bytes_hubs : int
-        Serialized array bytes sent between hubs (0 in rounds without gossip).
+    bytes_down, bytes_up, bytes_hubs : int
+        Serialized array bytes hub -> workers, workers -> hub, hub -> hub.
     seconds : float
         Wall time of the round.
     """
@@ -56,7 +67,10 @@ class RoundReport:
     gossip: bool
     steps: dict[int, int] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
-    hub_metrics: list[MetricRecord | None] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+    hub_metrics: dict[int, MetricRecord | None] = field(default_factory=dict)
+    failed_hubs: list[int] = field(default_factory=list)
+    skipped_peers: dict[int, list[int]] = field(default_factory=dict)
     slots: int = 0
     bytes_down: int = 0
     bytes_up: int = 0
@@ -64,235 +78,628 @@ class RoundReport:
     seconds: float = 0.0
 
 
+OnRound = Callable[[RoundReport, list[ArrayRecord]], bool | None]
+
+
 class WorkerDiscoveryError(RuntimeError):
     """The grid does not hold the expected workers."""
 
 
-def discover_workers(grid: Grid, num_workers: int, timeout: float = 120.0) -> list[int]:
-    """Return the node ID of each worker: worker i is the node with ``partition-id`` i.
+def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> dict[int, int]:
+    """Return the node ID of each expected worker, asking every connected node.
 
-    Waits until ``num_workers`` nodes are connected, then asks every node for
-    its partition id (a ``query.worker`` message).
+    Waits until ``len(worker_ids)`` nodes are connected, then sends each a
+    discovery message that :func:`flwr_multilevel.clients.multilevel_mod`
+    answers with the node's worker id (node config ``worker-id`` or
+    ``partition-id``).
 
     Raises
     ------
     WorkerDiscoveryError
-        Too few nodes within ``timeout``, or partition ids that are not
-        ``0..num_workers-1`` exactly once.
+        Too few nodes within ``timeout``, a node that cannot answer, a worker
+        id reported twice, or an expected worker that no node reports.
     """
     deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < num_workers:
+    while len(nodes := sorted(grid.get_node_ids())) < len(worker_ids):
         if time.monotonic() > deadline:
             raise WorkerDiscoveryError(
-                f"expected {num_workers} nodes (one per worker), found {len(nodes)} after "
-                f"{timeout:.0f} s; with `flwr run`, pass --federation-config "
-                f'"num-supernodes={num_workers}"'
+                f"expected {len(worker_ids)} nodes (one per worker), found {len(nodes)} after "
+                f"{timeout:.0f} s; in simulation pass --federation-config "
+                f'"num-supernodes={len(worker_ids)}"'
             )
         time.sleep(0.1)
-    queries = [Message(RecordDict(), dst_node_id=n, message_type=DISCOVERY) for n in nodes]
+    replies = grid.send_and_receive([discovery_message(n) for n in nodes], timeout=timeout)
     node_of: dict[int, int] = {}
-    for reply in grid.send_and_receive(queries, timeout=timeout):
+    for reply in replies:
+        node = reply.metadata.src_node_id
         if reply.has_error():
             raise WorkerDiscoveryError(
-                f"node {reply.metadata.src_node_id} failed the worker query: {reply.error.reason}"
+                f"node {node} could not say which worker it is (is multilevel_mod in its "
+                f"ClientApp's mods?): {' '.join(reply.error.reason.split())[:200]}"
             )
-        partition = int(reply.content.metric_records["worker"]["partition-id"])  # type: ignore[arg-type]
-        if partition in node_of:
-            raise WorkerDiscoveryError(f"two nodes report partition-id {partition}")
-        node_of[partition] = reply.metadata.src_node_id
-    missing = sorted(set(range(num_workers)) - set(node_of))
+        record = reply.content.metric_records.get("worker")
+        value = None if record is None else record.get("worker-id")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise WorkerDiscoveryError(f"node {node} answered the discovery without a worker-id")
+        if value in node_of:
+            raise WorkerDiscoveryError(f"nodes {node_of[value]} and {node} are both worker {value}")
+        node_of[value] = node
+    missing = sorted(set(worker_ids) - set(node_of))
     if missing:
-        raise WorkerDiscoveryError(f"no node reported partition-id {missing[:5]}")
-    return [node_of[i] for i in range(num_workers)]
+        raise WorkerDiscoveryError(f"no node is worker {missing[:5]} (node config partition-id)")
+    return {w: node_of[w] for w in worker_ids}
 
 
-class MLLSGD:
-    """Multi-Level Local SGD over D Flower hub strategies.
+def _sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:
+    if isinstance(hubs, str):
+        try:
+            hubs = [int(v) for v in hubs.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(
+                f"hubs: expected workers per hub such as '3,3', got {hubs!r}"
+            ) from None
+    sizes = (hubs,) if isinstance(hubs, int) else tuple(hubs)
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+        raise ValueError(f"hubs: expected the number of workers of each hub (>= 1), got {hubs!r}")
+    return sizes
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    return value
+
+
+class MLLSGD(Strategy):
+    """Multi-Level Local SGD over D hubs, each running a Flower strategy on its workers.
 
     Implementation based on https://arxiv.org/abs/2007.13819 (Algorithm 1).
+    Worker i is the node whose node config says ``partition-id`` (or
+    ``worker-id``) i; hub 0 owns workers ``0..hubs[0]-1``, hub 1 the next
+    ``hubs[1]``, and so on. Each round is tau time steps: every hub sends its
+    model ``y_d`` to its workers, each worker takes a local step at each time
+    step with probability ``p_i``, the hub averages their models with ``v_i``
+    (``z_d``), and every q rounds the hubs mix through H: ``y_d = sum_j H[j,d] z_j``.
 
     Parameters
     ----------
-    hierarchy : Hierarchy
-        Hubs, worker weights and operating rates.
-    tau : int
-        Time steps per round.
-    q : int
+    strategy : Strategy | None (default: FedAvg())
+        What aggregates at every hub: any stock Flower strategy or chain of
+        Flower wrappers. Each hub works on its own copy.
+    hubs : int | Sequence[int] | str
+        Workers of each hub, e.g. ``[3, 3]`` or ``"3,3"``.
+    tau : int (default: 1)
+        Time steps per round (between hub averages).
+    q : int (default: 1)
         Rounds between hub gossips.
-    mixing : numpy.ndarray | None (default: None)
-        Hub mixing matrix H for the in-process peer layer. Required unless
-        ``peer_layer`` is given.
-    strategy : Strategy | Callable[[], Strategy] (default: FedAvg())
-        The aggregator of every hub: an instance (deep-copied per hub) or a
-        factory. Stock strategies work unchanged.
+    graph : str | networkx.Graph (default: "path")
+        Hub graph: ``complete``, ``ring``, ``path``, ``star``, ``erdos_renyi``,
+        a file, or a connected networkx graph on ``0..D-1``.
+    mixing : str | numpy.ndarray (default: "auto")
+        H: ``auto`` (``b 1^T`` on a complete graph, Metropolis-Hastings
+        otherwise), ``metropolis``, ``complete``, or a checked matrix.
+    rates : float | Sequence[float] (default: 1.0)
+        Operating rate ``p_i`` of every worker, or one per worker.
+    weights : str | Sequence[float] (default: "num-examples")
+        ``w_i``: ``"num-examples"`` (each worker's first valid reply fixes it),
+        ``"equal"``, or one positive number per worker.
+    seed : int (default: 0)
+        Seeds every Bernoulli draw (via ``train_config["seed"]`` unless set there).
+    missing : str (default: "stay")
+        A worker without a valid reply takes no step (``"stay"``, the paper's
+        model) or is left out and the others renormalised (``"renormalize"``).
+    evaluate_every : int (default: 1)
+        Rounds between federated evaluations of u (0: never).
+    evaluate_hubs : bool (default: False)
+        Also evaluate every hub model ``y_d`` (federated and with ``evaluate_fn``).
+    wait_for_slowest : bool (default: False)
+        The synchronous baseline: every worker takes exactly tau steps (rate 1)
+        and the virtual clock charges the slowest worker's time.
     peer_layer : PeerLayer | None (default: None)
         Hub-to-hub gossip; defaults to :class:`InProcessPeerLayer` over H.
-    train_config : Mapping | None (default: None)
-        Entries sent to every worker each round (``lr``, ``batch-size``,
-        ``seed``, data and model spec); ``time-steps`` is set to tau.
-    timeout : float (default: 600)
-        Seconds to wait for one round's replies.
-    wait_for_slowest : bool (default: False)
-        Run the synchronous baseline instead of MLL-SGD: every worker takes
-        exactly tau steps per round (it is told rate 1) and the virtual clock
-        advances by the slots the slowest worker needed at its true rate
-        (:func:`flwr_multilevel.clock.round_slots`).
+    hub_ids : Sequence[int] | None (default: None)
+        The hubs this server runs (all by default). A deployment runs one hub
+        per server, with a networked ``peer_layer``.
+    discovery_timeout : float (default: 60)
+        Seconds to wait for every worker to be connected and identified.
+    on_round : Callable[[RoundReport, list[ArrayRecord]], bool | None] | None (default: None)
+        Called after every round with its report and the hub models; True stops the run.
+
+    Raises
+    ------
+    ValueError
+        Any argument out of range, naming it.
+
+    Examples
+    --------
+    >>> strategy = MLLSGD(FedAvg(), hubs=[2, 2], tau=4, q=2, rates=[1.0, 0.5, 0.8, 0.9])
+    >>> strategy.num_hubs, strategy.num_workers
+    (2, 4)
     """
 
-    # pylint: disable=too-many-arguments
+    # pylint: disable=too-many-arguments,too-many-instance-attributes,too-many-locals
     def __init__(
         self,
-        hierarchy: Hierarchy,
+        strategy: Strategy | None = None,
         *,
-        tau: int,
-        q: int,
-        mixing: np.ndarray | None = None,
-        strategy: StrategySource | None = None,
-        peer_layer: PeerLayer | None = None,
-        train_config: Mapping[str, int | float | str | bool] | None = None,
-        timeout: float = 600.0,
+        hubs: int | Sequence[int] | str,
+        tau: int = 1,
+        q: int = 1,
+        graph: str | nx.Graph = "path",
+        mixing: str | np.ndarray = "auto",
+        rates: float | Sequence[float] = 1.0,
+        weights: str | Sequence[float] = "num-examples",
+        seed: int = 0,
+        missing: Missing = "stay",
+        evaluate_every: int = 1,
+        evaluate_hubs: bool = False,
         wait_for_slowest: bool = False,
+        peer_layer: PeerLayer | None = None,
+        hub_ids: Sequence[int] | None = None,
+        discovery_timeout: float = 60.0,
+        on_round: OnRound | None = None,
     ) -> None:
-        if peer_layer is None:
-            if mixing is None:
-                raise ValueError("MLLSGD needs a mixing matrix or a peer layer")
-            peer_layer = InProcessPeerLayer(mixing)
-        self.hierarchy = hierarchy
-        self.tau = tau
-        self.q = q
         self.strategy = strategy if strategy is not None else FedAvg()
-        self.peer_layer = peer_layer
-        self.train_config = {**(train_config or {}), "time-steps": tau}
-        self.timeout = timeout
-        self.wait_for_slowest = wait_for_slowest
-        self.hubs: list[HubStrategy] = []
-        self.hub_of_node: dict[int, int] = {}
-
-    def _new_strategy(self) -> Strategy:
-        if isinstance(self.strategy, Strategy):
-            return copy.deepcopy(self.strategy)
-        return self.strategy()
-
-    def build_hubs(self, worker_nodes: Sequence[int]) -> list[HubStrategy]:
-        """Create one :class:`HubStrategy` per hub, given each worker's node ID."""
-        h = self.hierarchy
-        self.hubs = []
-        for hub in range(h.num_hubs):
-            workers = {
-                worker_nodes[i]: WorkerSpec(
-                    i, float(h.weights[i]), 1.0 if self.wait_for_slowest else float(h.rates[i])
+        if not isinstance(self.strategy, Strategy):
+            raise ValueError(f"strategy: expected a Flower Strategy, got {type(strategy).__name__}")
+        self.sizes = _sizes(hubs)
+        self.tau, self.q = _positive_int("tau", tau), _positive_int("q", q)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
+        self.seed = seed
+        n = self.num_workers
+        rate_list = [rates] * n if isinstance(rates, (int, float)) else list(rates)
+        if len(rate_list) != n or not all(0 < float(p) <= 1 for p in rate_list):
+            raise ValueError(f"rates: expected one rate in (0, 1], or {n} of them, got {rates!r}")
+        self.rates = np.array(rate_list, dtype=np.float64)
+        if isinstance(weights, str):
+            if weights not in ("num-examples", "equal"):
+                raise ValueError(
+                    f"weights: expected 'num-examples', 'equal' or {n} numbers, got {weights!r}"
                 )
-                for i in h.members(hub)
-            }
-            self.hubs.append(HubStrategy(self._new_strategy(), hub, workers, self.tau))
-        self.hub_of_node = {int(worker_nodes[i]): int(h.hub_of[i]) for i in range(h.num_workers)}
-        return self.hubs
+            self._weights: list[float | None] = [1.0 if weights == "equal" else None] * n
+        else:
+            self._weights = [float(w) for w in weights]
+            if len(self._weights) != n or not all(np.isfinite(w) and w > 0 for w in self._weights):
+                raise ValueError(f"weights: expected {n} positive numbers, got {weights!r}")
+        try:
+            self.graph = hub_graph(graph, self.num_hubs, seed=seed)
+        except ConfigError as err:
+            raise ValueError(f"graph: {err.message}") from None
+        self._mixing_method = mixing
+        self.mixing: np.ndarray | None = None
+        if missing not in ("stay", "renormalize"):
+            raise ValueError(f"missing: expected 'stay' or 'renormalize', got {missing!r}")
+        self.missing = missing
+        if (
+            isinstance(evaluate_every, bool)
+            or not isinstance(evaluate_every, int)
+            or evaluate_every < 0
+        ):
+            raise ValueError(f"evaluate_every: expected an integer >= 0, got {evaluate_every!r}")
+        self.evaluate_every, self.evaluate_hubs = evaluate_every, bool(evaluate_hubs)
+        self.wait_for_slowest = bool(wait_for_slowest)
+        self.hub_ids = list(range(self.num_hubs)) if hub_ids is None else sorted(set(hub_ids))
+        if not self.hub_ids or not set(self.hub_ids) <= set(range(self.num_hubs)):
+            raise ValueError(
+                f"hub_ids: expected hubs among 0..{self.num_hubs - 1}, got {hub_ids!r}"
+            )
+        if peer_layer is None and len(self.hub_ids) < self.num_hubs:
+            raise ValueError(
+                "peer_layer: a server that runs only some hubs needs a networked peer layer"
+            )
+        self.peer_layer = peer_layer
+        self.discovery_timeout = float(discovery_timeout)
+        self.on_round = on_round
+        self.hubs: dict[int, HubStrategy] = {}
+        self.hub_of_node: dict[int, int] = {}
+        self.models: dict[int, ArrayRecord] = {}
+        self.report = RoundReport(0, gossip=False)
+        if all(w is not None for w in self._weights):
+            self._fix_mixing()  # errors in the graph or H show now, not after round 1
 
-    def run_round(
-        self, grid: Grid, server_round: int, hub_models: Sequence[ArrayRecord]
-    ) -> tuple[list[ArrayRecord], RoundReport]:
-        """Run one round (tau time steps) from the hub models ``y_d``; return the new ones.
+    @classmethod
+    def from_run_config(
+        cls, strategy: Strategy | None, run_config: Mapping[str, Any], **kwargs: Any
+    ) -> "MLLSGD":
+        """Return an MLLSGD whose settings come from a Flower app's run config.
 
-        This is the whole path of a model update: hub -> workers -> hub
-        strategy -> peer layer -> hubs.
+        Reads ``hubs`` (``"3,3"``), ``tau``, ``q``, ``hub-graph``, ``rates``
+        (one number, or one per worker as ``"1,0.5,..."``) and ``seed`` where
+        present; ``kwargs`` set the rest (or override).
+
+        Examples
+        --------
+        >>> MLLSGD.from_run_config(None, {"hubs": "2,2", "tau": 4, "q": 2}).tau
+        4
         """
-        start = time.perf_counter()
-        report = RoundReport(server_round, gossip=server_round % self.q == 0)
-        seed = int(self.train_config.get("seed", 0))
-        report.slots = round_slots(
-            seed, server_round, self.hierarchy.rates.tolist(), self.tau, self.wait_for_slowest
+        settings: dict[str, Any] = {}
+        for key, name in (
+            ("hubs", "hubs"),
+            ("tau", "tau"),
+            ("q", "q"),
+            ("hub-graph", "graph"),
+            ("seed", "seed"),
+        ):
+            if key in run_config:
+                settings[name] = run_config[key]
+        if "rates" in run_config:
+            value = run_config["rates"]
+            settings["rates"] = (
+                [float(v) for v in value.split(",")] if isinstance(value, str) else value
+            )
+        return cls(strategy, **{**settings, **kwargs})
+
+    @property
+    def num_hubs(self) -> int:
+        """Number of hubs D."""
+        return len(self.sizes)
+
+    @property
+    def num_workers(self) -> int:
+        """Number of workers N."""
+        return sum(self.sizes)
+
+    @property
+    def hierarchy(self) -> Hierarchy:
+        """Hubs, weights ``w_i`` and rates; unknown weights count as their hub's mean."""
+        weights = list(self._weights)
+        for hub in self.hubs.values():  # the hubs fix w_i from their workers' first replies
+            for spec in hub.workers.values():
+                weights[spec.worker_id] = spec.weight
+        known = [w for w in weights if w is not None]
+        fill = float(np.mean(known)) if known else 1.0
+        return build_hierarchy(
+            self.sizes, np.array([fill if w is None else w for w in weights]), self.rates
         )
 
-        # Every hub sends its model y_d and per-worker instructions to its workers
-        messages = [
-            message
-            for hub, model in zip(self.hubs, hub_models, strict=True)
-            for message in hub.configure_train(
-                server_round, model, ConfigRecord(dict(self.train_config)), grid
-            )
-        ]
+    def _fix_mixing(self) -> np.ndarray:
+        """Return H, built once from the graph and the hub weights b."""
+        if self.mixing is None:
+            try:
+                self.mixing = mixing_matrix(self.graph, self.hierarchy.b, self._mixing_method)
+            except ConfigError as err:
+                raise ValueError(f"mixing: {err.message}") from None
+        return self.mixing
 
-        # Workers run tau time steps; one send_and_receive for all hubs at once
-        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
+    def summary(self) -> None:
+        """Log the network and every hub's strategy."""
+        log(
+            INFO,
+            "\t├──> MLL-SGD: %s hubs %s, tau=%s, q=%s, graph with %s edges, rates %s..%s",
+            self.num_hubs,
+            list(self.sizes),
+            self.tau,
+            self.q,
+            self.graph.number_of_edges(),
+            round(float(self.rates.min()), 3),
+            round(float(self.rates.max()), 3),
+        )
+        for hub in self.hubs.values():
+            hub.summary()
+
+    def setup(self, grid: Grid, initial_arrays: ArrayRecord) -> None:
+        """Find the workers on ``grid`` and build the hubs, all starting from ``x_1``."""
+        worker_ids = [w for d in self.hub_ids for w in self._members(d)]
+        node_of = discover_workers(grid, worker_ids, self.discovery_timeout)
+        self.hubs, self.hub_of_node = {}, {}
+        for d in self.hub_ids:
+            workers = {
+                node_of[w]: WorkerSpec(
+                    w, self._weights[w], 1.0 if self.wait_for_slowest else float(self.rates[w])
+                )
+                for w in self._members(d)
+            }
+            self.hubs[d] = HubStrategy(self.strategy, d, workers, self.tau, self.missing)
+            self.hub_of_node.update({node: d for node in workers})
+        self.models = {d: initial_arrays for d in self.hub_ids}
+
+    def _members(self, hub: int) -> range:
+        start = sum(self.sizes[:hub])
+        return range(start, start + self.sizes[hub])
+
+    def check_train_config(
+        self, train_config: ConfigRecord | Mapping[str, Any] | None
+    ) -> ConfigRecord:
+        """Return the config every worker receives: the caller's, plus ``time-steps`` and ``seed``.
+
+        Raises
+        ------
+        ValueError
+            A key the hubs set per worker, a ``time-steps`` other than tau, or
+            a ``seed`` that is not an integer >= 0.
+        """
+        config = ConfigRecord(dict((train_config or {}).items()))
+        for key in RESERVED:
+            if key in config:
+                raise ValueError(
+                    f"train_config: '{key}' is set by each hub for its workers; remove it"
+                )
+        if config.get("time-steps", self.tau) != self.tau:
+            raise ValueError(
+                f"train_config: 'time-steps' must equal tau={self.tau}, "
+                f"got {config['time-steps']!r}"
+            )
+        seed = config.get("seed", self.seed)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"train_config: 'seed' must be an integer >= 0, got {seed!r}")
+        config["time-steps"], config["seed"] = self.tau, seed
+        return config
+
+    def run_round(
+        self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
+    ) -> RoundReport:
+        """Run one round (tau time steps); the whole path of a model update.
+
+        hubs -> workers (``y_d``) -> tau local time steps -> hub strategies
+        (``z_d = sum v_i x_i``) -> peer layer -> hubs (``y_d = sum_j H[j, d] z_j``).
+        """
+        start = time.perf_counter()
+        self.report = report = RoundReport(server_round, gossip=server_round % self.q == 0)
+        report.slots = round_slots(
+            int(config["seed"]),
+            server_round,
+            self.rates.tolist(),
+            self.tau,
+            self.wait_for_slowest,  # type: ignore[arg-type]
+        )
+        # Every hub sends its model y_d and per-worker instructions to its workers
+        messages = list(self.configure_train(server_round, ArrayRecord(), config, grid))
+        # Workers run tau time steps; one send_and_receive serves every hub
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
         report.bytes_down = sum(message_bytes(m) for m in messages)
         report.bytes_up = sum(message_bytes(r) for r in replies)
-        if len(replies) < len(messages):
-            report.dropped.append(f"{len(messages) - len(replies)} replies never came")
+        # Each hub strategy averages its workers: z_d = sum_i v_i x_i
+        averages = self._average(server_round, replies)
+        # Every q rounds the hubs gossip through the peer layer: y_d = sum_j H[j, d] z_j
+        self.models = self._gossip(server_round, averages) if report.gossip else averages
+        report.seconds = time.perf_counter() - start
+        return report
 
-        # Route replies by sender; each hub averages its workers: z_d = sum v_i x_i
-        routed: list[list[Message]] = [[] for _ in self.hubs]
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
+        """Return every hub's train messages, each hub sending its own model ``y_d``.
+
+        ``arrays`` is not used: the hubs hold their own models (set by :meth:`setup`).
+        """
+        del arrays
+        return [
+            message
+            for d, hub in self.hubs.items()
+            for message in hub.configure_train(server_round, self.models[d], config, grid)
+        ]
+
+    def _average(self, server_round: int, replies: list[Message]) -> dict[int, ArrayRecord]:
+        """Route replies to their hubs; return every hub's ``z_d`` (its old model if it failed)."""
+        report = self.report
+        routed: dict[int, list[Message]] = {d: [] for d in self.hubs}
         for reply in replies:
             hub_id = self.hub_of_node.get(reply.metadata.src_node_id)
             if hub_id is None:
-                report.dropped.append(f"reply from unknown node {reply.metadata.src_node_id}")
-                continue
-            routed[hub_id].append(reply)
-        averaged = []
-        for hub, model, hub_replies in zip(self.hubs, hub_models, routed, strict=True):
-            arrays, metrics = hub.aggregate_train(server_round, hub_replies)
-            averaged.append(arrays if arrays is not None else model)
+                report.dropped.append(f"node {reply.metadata.src_node_id}: not a worker of any hub")
+            else:
+                routed[hub_id].append(reply)
+        averages = {}
+        for d, hub in self.hubs.items():
+            arrays, metrics = hub.aggregate_train(server_round, routed[d])
+            averages[d] = arrays if arrays is not None else self.models[d]
             report.steps.update(hub.report.steps)
             report.dropped.extend(hub.report.dropped)
-            report.hub_metrics.append(metrics)
+            report.missing.extend(hub.report.missing)
+            report.hub_metrics[d] = metrics
+            if hub.report.failed:
+                report.failed_hubs.append(d)
+        return averages
 
-        # Every q rounds the hubs gossip: y_d = sum_j H[j, d] z_j (all at once)
-        new_models = averaged
-        if report.gossip:
-            for hub_id, z_d in enumerate(averaged):
-                self.peer_layer.publish(hub_id, server_round, z_d)
-            gossips = [self.peer_layer.collect(d, server_round) for d in range(len(averaged))]
-            new_models = [g.model for g in gossips]
-            report.bytes_hubs = sum(g.bytes_in for g in gossips)
-        report.seconds = time.perf_counter() - start
-        return new_models, report
+    def _gossip(
+        self, server_round: int, averages: dict[int, ArrayRecord]
+    ) -> dict[int, ArrayRecord]:
+        """Publish every local hub's ``z_d`` to the peer layer, then collect its ``y_d``."""
+        if self.peer_layer is None:
+            self.peer_layer = InProcessPeerLayer(self._fix_mixing())
+        for d, z_d in averages.items():
+            self.peer_layer.publish(d, server_round, z_d)
+        mixed = {}
+        for d in averages:
+            gossip = self.peer_layer.collect(d, server_round)
+            mixed[d] = gossip.model
+            self.report.bytes_hubs += gossip.bytes_in
+            if gossip.skipped:
+                self.report.skipped_peers[d] = gossip.skipped
+        return mixed
+
+    def aggregate_train(
+        self, server_round: int, replies: Any
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate every hub's replies and gossip when due; return ``u`` and the metrics.
+
+        The second half of :meth:`run_round`, for callers that drive the phases themselves.
+        """
+        self.report = RoundReport(server_round, gossip=server_round % self.q == 0)
+        averages = self._average(server_round, list(replies))
+        self.models = self._gossip(server_round, averages) if self.report.gossip else averages
+        return self.global_model(), self.round_metrics()
+
+    def global_model(self) -> ArrayRecord:
+        """Return ``u = sum_d b_d y_d`` over this server's hubs (``y_d`` for a single hub)."""
+        models = [self.models[d] for d in self.hub_ids]
+        if len(models) == 1:
+            return models[0]
+        b = self.hierarchy.b[self.hub_ids]
+        stacked, layout = stack(models)
+        return unstack(weighted_average(b / b.sum(), stacked)[None, :], layout)[0]
+
+    def round_metrics(self) -> MetricRecord:
+        """Return the last round's metrics: of u (b-weighted over hubs) and of every hub."""
+        report, b = self.report, self.hierarchy.b
+        metrics = MetricRecord(
+            {
+                "steps": sum(report.steps.values()),
+                "missing": len(report.missing),
+                "dropped": len(report.dropped),
+                "slots": report.slots,
+                "bytes-down": report.bytes_down,
+                "bytes-up": report.bytes_up,
+                "bytes-hubs": report.bytes_hubs,
+            }
+        )
+        hub_records = {d: m for d, m in report.hub_metrics.items() if m}
+        if hub_records:
+            keys = set.intersection(*(set(m.keys()) for m in hub_records.values())) - set(
+                metrics.keys()
+            )
+            total = sum(b[d] for d in hub_records)
+            for key in sorted(keys):
+                if all(isinstance(m[key], (int, float)) for m in hub_records.values()):
+                    metrics[key] = float(
+                        sum(b[d] * float(m[key]) for d, m in hub_records.items()) / total
+                    )  # type: ignore[arg-type]
+        if len(self.hub_ids) == self.num_hubs and self.num_hubs > 1:
+            stacked, _ = stack([self.models[d] for d in self.hub_ids])
+            metrics["consensus"] = consensus_distance(b, stacked)
+        for d, record in hub_records.items():
+            for key, value in record.items():
+                metrics[f"hub{d}-{key}"] = value
+        return metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
+        """Return federated-evaluation messages of ``arrays`` for every hub's workers."""
+        return [
+            message
+            for hub in self.hubs.values()
+            for message in hub.configure_evaluate(server_round, arrays, config, grid)
+        ]
+
+    def aggregate_evaluate(self, server_round: int, replies: Any) -> MetricRecord | None:
+        """Average the evaluation metrics of every hub, then across hubs with ``b_d``."""
+        routed: dict[int, list[Message]] = {d: [] for d in self.hubs}
+        for reply in replies:
+            if (hub_id := self.hub_of_node.get(reply.metadata.src_node_id)) is not None:
+                routed[hub_id].append(reply)
+        per_hub = {d: self.hubs[d].aggregate_evaluate(server_round, routed[d]) for d in self.hubs}
+        present = {d: m for d, m in per_hub.items() if m}
+        if not present:
+            return None
+        b = self.hierarchy.b
+        keys = set.intersection(*(set(m.keys()) for m in present.values()))
+        total = sum(b[d] for d in present)
+        return MetricRecord(
+            {
+                k: float(sum(b[d] * float(m[k]) for d, m in present.items()) / total)
+                for k in sorted(keys)
+            }  # type: ignore[arg-type]
+        )
+
+    def _federated_evaluation(
+        self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
+    ) -> MetricRecord | None:
+        """Evaluate u (and, with ``evaluate_hubs``, every ``y_d``) on the workers' own data."""
+        u = self.global_model()
+        messages = self.configure_evaluate(server_round, u, config, grid)
+        if not messages:
+            return None
+        metrics = self.aggregate_evaluate(
+            server_round, grid.send_and_receive(messages, timeout=timeout)
+        )
+        metrics = metrics if metrics is not None else MetricRecord()
+        for d, hub in self.hubs.items() if self.evaluate_hubs else ():
+            sent = hub.configure_evaluate(server_round, self.models[d], config, grid)
+            hub_metrics = hub.aggregate_evaluate(
+                server_round, grid.send_and_receive(sent, timeout=timeout)
+            )
+            for key, value in (hub_metrics or {}).items():
+                metrics[f"hub{d}-{key}"] = value
+        return metrics
+
+    def _central_evaluation(
+        self, evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None], server_round: int
+    ) -> MetricRecord | None:
+        """Call ``evaluate_fn`` on u (and, with ``evaluate_hubs``, on every ``y_d``)."""
+        metrics = evaluate_fn(server_round, self.global_model())
+        if not self.evaluate_hubs or server_round == 0:
+            return metrics
+        metrics = MetricRecord(dict(metrics.items())) if metrics else MetricRecord()
+        for d in self.hub_ids:
+            for key, value in (evaluate_fn(server_round, self.models[d]) or {}).items():
+                metrics[f"hub{d}-{key}"] = value
+        return metrics
 
     # pylint: disable=too-many-arguments
     def start(
         self,
         grid: Grid,
         initial_arrays: ArrayRecord,
-        num_rounds: int,
-        *,
-        worker_nodes: Sequence[int] | None = None,
-        first_round: int = 1,
-        on_round: Callable[[RoundReport, list[ArrayRecord]], bool | None] | None = None,
-    ) -> list[ArrayRecord]:
-        """Run ``num_rounds`` rounds from one shared initial model; return the hub models.
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Run ``num_rounds`` rounds of MLL-SGD (``num_rounds * tau`` time steps).
 
-        Parameters
-        ----------
-        grid : Grid
-            The Flower grid that reaches every worker.
-        initial_arrays : ArrayRecord
-            ``x_1``, given to every hub.
-        num_rounds : int
-            Rounds to run (``num_rounds * tau`` time steps).
-        worker_nodes : Sequence[int] | None (default: None)
-            Node ID of each worker; discovered through ``query.worker`` if None.
-        first_round : int (default: 1)
-            Number of the first round.
-        on_round : Callable | None (default: None)
-            Called after every round with its report and the new hub models
-            (record, evaluate, checkpoint there); returning True stops the run.
+        Flower's ``Strategy.start`` contract: the same arguments, and a
+        ``Result`` whose ``arrays`` is ``u = sum_d b_d y_d`` and whose metrics
+        per round hold u's (b-weighted) and every hub's (``hub<d>-<key>``).
+
+        Raises
+        ------
+        ValueError
+            A bad ``train_config`` or ``num_rounds`` (before any message is sent).
+        WorkerDiscoveryError
+            The grid does not hold the expected workers.
         """
-        if worker_nodes is None:
-            worker_nodes = discover_workers(grid, self.hierarchy.num_workers, self.timeout)
-        self.build_hubs(worker_nodes)
+        _positive_int("num_rounds", num_rounds)
+        config = self.check_train_config(train_config)
+        evaluate_config = ConfigRecord(dict((evaluate_config or {}).items()))
+        log(INFO, "Starting MLLSGD strategy:")
+        self.setup(grid, initial_arrays)
+        self.summary()
+        result = Result()
+        if evaluate_fn is not None and (metrics := self._central_evaluation(evaluate_fn, 0)):
+            result.evaluate_metrics_serverapp[0] = metrics
+        for server_round in range(1, num_rounds + 1):
+            report = self.run_round(grid, server_round, config, timeout)
+            result.train_metrics_clientapp[server_round] = train = self.round_metrics()
+            self._log_round(report, train, num_rounds)
+            if self.evaluate_every and (
+                server_round % self.evaluate_every == 0 or server_round == num_rounds
+            ):
+                if metrics := self._federated_evaluation(
+                    grid, server_round, evaluate_config, timeout
+                ):
+                    result.evaluate_metrics_clientapp[server_round] = metrics
+            if evaluate_fn is not None and (
+                metrics := self._central_evaluation(evaluate_fn, server_round)
+            ):
+                result.evaluate_metrics_serverapp[server_round] = metrics
+            models = [self.models[d] for d in self.hub_ids]
+            if self.on_round is not None and self.on_round(report, models):
+                log(INFO, "MLLSGD: stopped after round %s", server_round)
+                break
+        result.arrays = self.global_model()
+        if self.peer_layer is not None:
+            self.peer_layer.close()
+        return result
+
+    def _log_round(self, report: RoundReport, metrics: MetricRecord, num_rounds: int) -> None:
         log(
             INFO,
-            "MLL-SGD: %s hubs, %s workers, tau=%s, q=%s, %s rounds",
-            self.hierarchy.num_hubs,
-            self.hierarchy.num_workers,
-            self.tau,
-            self.q,
+            "[ROUND %s/%s] steps %s%s%s, %.2f s",
+            report.server_round,
             num_rounds,
+            metrics["steps"],
+            ", gossip" if report.gossip else "",
+            f", train-loss {metrics['train-loss']:.4f}" if "train-loss" in metrics else "",
+            report.seconds,
         )
-        models = [initial_arrays] * self.hierarchy.num_hubs
-        for server_round in range(first_round, first_round + num_rounds):
-            models, report = self.run_round(grid, server_round, models)
-            if report.dropped:
-                log(WARNING, "round %s: %s replies not averaged", server_round, len(report.dropped))
-            if on_round is not None and on_round(report, models):
-                log(INFO, "MLL-SGD: stopped after round %s", server_round)
-                break
-        return models
+        if report.dropped or report.missing:
+            log(
+                WARNING,
+                "round %s: %s replies not used, %s workers counted as taking no step",
+                report.server_round,
+                len(report.dropped),
+                len(report.missing),
+            )

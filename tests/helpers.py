@@ -3,27 +3,22 @@
 import csv
 
 import numpy as np
+from flwr.app import ConfigRecord
 
 from flwr_multilevel.client_app import app as client_app
-from flwr_multilevel.experiment import initial_model, prepare, train_config
+from flwr_multilevel.experiment import build_mllsgd, initial_model, prepare, train_config
 from flwr_multilevel.local_grid import LocalGrid
-from flwr_multilevel.strategies import MLLSGD
 
 
 def run_engine(cfg, strategy=None, on_round=None):
     """Return (experiment, hub models as lists of numpy arrays) after cfg.rounds rounds."""
     exp = prepare(cfg)
-    engine = MLLSGD(
-        exp.hierarchy,
-        tau=cfg.tau,
-        q=cfg.q,
-        mixing=exp.mixing,
-        strategy=strategy or exp.strategy,
-        train_config=train_config(exp),
-        wait_for_slowest=bool(cfg.wait_for_slowest),
-    )
+    if strategy is not None:
+        exp.strategy = strategy
+    mll = build_mllsgd(exp, on_round=on_round)
     grid = LocalGrid(client_app, exp.hierarchy.num_workers)
-    models = engine.start(grid, initial_model(exp), cfg.rounds, on_round=on_round)
+    mll.start(grid, initial_model(exp), cfg.rounds, train_config=ConfigRecord(train_config(exp)))
+    models = [mll.models[d] for d in range(exp.hierarchy.num_hubs)]
     return exp, [[a.numpy() for a in m.values()] for m in models]
 
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from flwr_multilevel.clients.worker import COIN_STREAM, step_schedule
+from flwr_multilevel.clients.worker import step_schedule
 from flwr_multilevel.clock import round_slots, slots_to_finish
+from flwr_multilevel.rates import COIN_STREAM
 
 from .helpers import run_engine
 

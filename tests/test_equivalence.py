@@ -158,3 +158,29 @@ def test_tau_q_one_with_full_rates_is_synchronous_sgd(config):
     for model in hubs:
         np.testing.assert_allclose(model[0], w, atol=1e-6, rtol=0)
         np.testing.assert_allclose(model[1], b, atol=1e-6, rtol=0)
+
+
+def test_equal_weights_on_unequal_data_match_algorithm_1_through_a_dp_chain(config):
+    """weighting=equal with unequal data: v_i != num-examples share. Plain FedAvg and a
+    no-noise, huge-clip DP chain must both average with v_i, as the reference does."""
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+
+    cfg = config(
+        "hubs.workers=[2,3]",
+        "data.partition=unequal",
+        "weighting=equal",
+        "rates.distribution=fixed",  # Flower's DP clipping cannot take a zero update
+        "tau=3",
+        "q=2",
+        "rounds=4",
+        "batch_size=8",
+        "seed=5",
+    )
+    dp = DifferentialPrivacyServerSideFixedClipping(FedAvg(), 0.0, 1e9, num_sampled_clients=3)
+    for strategy in (FedAvg(), dp):
+        exp, hubs = run_engine(cfg, strategy=strategy)
+        sizes = [len(p) for p in exp.partitions]
+        assert len(set(sizes)) > 1 and set(exp.hierarchy.weights) == {1.0}
+        for (w, b), model in zip(reference_models(exp), hubs, strict=True):
+            np.testing.assert_allclose(model[0], w, atol=1e-6, rtol=0)
+            np.testing.assert_allclose(model[1], b, atol=1e-6, rtol=0)

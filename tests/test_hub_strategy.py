@@ -1,15 +1,28 @@
-"""Hub strategies: invalid worker replies are dropped, stock strategies run unchanged."""
+"""Hub strategies: hostile or failed replies, stock strategies and Flower wrapper chains."""
+
+import copy
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
+from flwr.serverapp import strategy as flwr_strategies
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyServerSideAdaptiveClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    FedYogi,
+    Strategy,
+)
 
 from flwr_multilevel.client_app import app as client_app
-from flwr_multilevel.experiment import initial_model, prepare, train_config
+from flwr_multilevel.clients import multilevel_mod
+from flwr_multilevel.experiment import build_mllsgd, initial_model, prepare, train_config
 from flwr_multilevel.local_grid import LocalGrid
-from flwr_multilevel.strategies import MLLSGD
+from flwr_multilevel.strategies import HubStrategy, WorkerSpec
 
 from .helpers import flat, run_engine
 
@@ -18,10 +31,9 @@ def corrupt(reply: Message, mode: str, instruction: Message) -> Message:
     arrays = next(iter(reply.content.array_records.values()))
     metrics = dict(next(iter(reply.content.metric_records.values())).items())
     nds = {k: a.numpy().copy() for k, a in arrays.items()}
+    records = {}
     if mode == "nan":
         nds["linear.weight"][0, 0] = np.nan
-    elif mode == "inf-loss":
-        metrics["train-loss"] = float("inf")
     elif mode == "shape":
         nds["linear.weight"] = nds["linear.weight"][:-1]
     elif mode == "missing-key":
@@ -30,27 +42,44 @@ def corrupt(reply: Message, mode: str, instruction: Message) -> Message:
         del nds["linear.bias"]
     elif mode == "steps":
         metrics["steps"] = 99
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord({k: Array(v) for k, v in nds.items()}),
-            "metrics": MetricRecord(metrics),
-        }
-    )
-    return Message(content, reply_to=instruction)
+    elif mode == "extra-metric":  # Flower's own FedAvg raises on inconsistent keys
+        metrics["my-extra"] = 1.0
+    elif mode == "huge-text-error":
+        raise RuntimeError("x" * 1_000_000)
+    arrays_out = ArrayRecord({k: Array(v) for k, v in nds.items()})
+    if mode == "shape-lie":  # declared shape right, payload of another shape
+        real = Array(np.zeros((2, 2), dtype=np.float32))
+        fake = Array(
+            dtype=real.dtype,
+            shape=tuple(arrays["linear.weight"].shape),
+            stype=real.stype,
+            data=real.data,
+        )
+        arrays_out["linear.weight"] = fake
+    if mode == "bad-npy":
+        good = arrays_out["linear.bias"]
+        arrays_out["linear.bias"] = Array(
+            dtype=good.dtype, shape=tuple(good.shape), stype=good.stype, data=b"not npy"
+        )
+    records = {"arrays": arrays_out, "metrics": MetricRecord(metrics)}
+    return Message(RecordDict(records), reply_to=instruction)
 
 
-def test_invalid_replies_are_dropped_and_weights_renormalised(config):
-    modes = {
-        1: "nan",
-        2: "shape",
-        3: "missing-key",
-        4: "raise",
-        5: "steps",
-        6: "inf-loss",
-        7: "missing-array",
-    }
-    good: dict[int, np.ndarray] = {}
-    app = ClientApp()
+MODES = {
+    1: "nan",
+    2: "shape",
+    3: "missing-key",
+    4: "raise",
+    5: "steps",
+    6: "missing-array",
+    7: "shape-lie",
+    8: "bad-npy",
+    9: "huge-text-error",
+}
+
+
+def hostile_app(modes, good):
+    app = ClientApp(mods=[multilevel_mod])
 
     @app.train()
     def train(msg, context):
@@ -61,111 +90,217 @@ def test_invalid_replies_are_dropped_and_weights_renormalised(config):
         good[pid] = flat([a.numpy() for a in reply.content["arrays"].values()])
         return corrupt(reply, modes[pid], msg) if pid in modes else reply
 
-    @app.query("worker")
-    def query(msg, context):
-        return client_app(msg, context)
+    return app
 
-    cfg = config(
-        "hubs.count=1",
-        "hubs.workers=9",
-        "tau=3",
-        "q=1",
-        "rounds=1",
-        "data.partition=unequal",
-        "weighting=data_size",
-    )
+
+@pytest.mark.parametrize("missing", ["stay", "renormalize"])
+def test_hostile_replies_never_reach_the_average(config, missing):
+    good: dict[int, np.ndarray] = {}
+    cfg = config("hubs.count=1", "hubs.workers=11", "tau=3", "q=1", "rounds=1")
+    cfg.data.partition, cfg.weighting = "unequal", "data_size"
     exp = prepare(cfg)
-    engine = MLLSGD(exp.hierarchy, tau=3, q=1, mixing=exp.mixing, train_config=train_config(exp))
-    reports = []
-    models = engine.start(
-        LocalGrid(app, 9), initial_model(exp), 1, on_round=lambda report, _: reports.append(report)
+    mll = build_mllsgd(exp)
+    mll.missing = missing
+    init = initial_model(exp)
+    result = mll.start(
+        LocalGrid(hostile_app(MODES, good), 11),
+        init,
+        1,
+        train_config=ConfigRecord(train_config(exp)),
     )
-    valid = [0, 8]
-    w = exp.hierarchy.weights[valid]
-    expected = sum(wi * good[i] for wi, i in zip(w, valid, strict=False)) / w.sum()
-    np.testing.assert_allclose(flat([a.numpy() for a in models[0].values()]), expected, atol=1e-6)
-    report = reports[0]
-    assert sorted(report.steps) == valid
-    assert len(report.dropped) == 7
-    text = " ".join(report.dropped)
+    w = exp.hierarchy.weights
+    valid = [0, 10]
+    start = flat([a.numpy() for a in init.values()])
+    if missing == "stay":  # a worker without a valid reply took no step: x_i = y_d
+        xs = [good[i] if i in valid else start for i in range(11)]
+        expected = sum(w[i] * xs[i] for i in range(11)) / w.sum()
+    else:
+        expected = sum(w[i] * good[i] for i in valid) / w[valid].sum()
+    np.testing.assert_allclose(
+        flat([a.numpy() for a in result.arrays.values()]), expected, atol=1e-6
+    )
+    report = mll.report
+    assert sorted(report.steps) == valid and report.missing == list(range(1, 10))
+    assert len(report.dropped) == 9
+    text = " | ".join(report.dropped)
     for needle in (
         "NaN or Inf",
         "expected shape",
-        "missing metrics ['steps']",
+        "metric 'steps'",
         "worker crashed",
         "expected an integer in [0, 3]",
-        "'train-loss' is not a finite number",
         "expected arrays",
+        "payload holds shape (2, 2)",
+        "payload does not decode",
     ):
-        assert needle in text
+        assert needle in text, needle
+    assert len(text) < 3000  # a 1 MB error text is cut to one short line
+
+
+def test_extra_metric_keys_do_not_break_aggregation(config):
+    good: dict[int, np.ndarray] = {}
+    cfg = config("hubs.count=1", "hubs.workers=3", "tau=2", "q=1", "rounds=1")
+    exp = prepare(cfg)
+    mll = build_mllsgd(exp)
+    result = mll.start(
+        LocalGrid(hostile_app({1: "extra-metric"}, good), 3),
+        initial_model(exp),
+        1,
+        train_config=ConfigRecord(train_config(exp)),
+    )
+    v = exp.hierarchy.v
+    expected = sum(v[i] * good[i] for i in range(3))
+    np.testing.assert_allclose(
+        flat([a.numpy() for a in result.arrays.values()]), expected, atol=1e-6
+    )
+    assert not mll.report.dropped
 
 
 def test_hub_without_valid_reply_keeps_its_model(config):
-    app = ClientApp()
+    app = ClientApp(mods=[multilevel_mod])
 
     @app.train()
     def train(msg, context):
         raise RuntimeError("down")
 
-    @app.query("worker")
-    def query(msg, context):
-        return client_app(msg, context)
-
     cfg = config("hubs.count=1", "hubs.workers=2", "rounds=1", "q=1")
     exp = prepare(cfg)
-    engine = MLLSGD(
-        exp.hierarchy, tau=cfg.tau, q=1, mixing=exp.mixing, train_config=train_config(exp)
-    )
+    mll = build_mllsgd(exp)
     init = initial_model(exp)
-    models = engine.start(LocalGrid(app, 2), init, 1)
-    np.testing.assert_array_equal(
-        flat([a.numpy() for a in models[0].values()]), flat([a.numpy() for a in init.values()])
+    result = mll.start(LocalGrid(app, 2), init, 1, train_config=ConfigRecord(train_config(exp)))
+    assert flat([a.numpy() for a in result.arrays.values()]).tolist() == (
+        flat([a.numpy() for a in init.values()]).tolist()
     )
+    assert mll.report.failed_hubs == [0]
 
 
-@pytest.mark.parametrize(
-    "strategy",
-    [
-        FedAvg(),
-        FedProx(proximal_mu=0.5),
-        FedAdam(eta=0.05),
-        FedYogi(eta=0.05),
-        FedAvgM(server_learning_rate=0.8, server_momentum=0.5),
-    ],
-    ids=lambda s: type(s).__name__,
-)
-def test_stock_strategies_run_unchanged_at_every_hub(config, strategy):
+STOCK = [
+    FedAvg(),
+    FedProx(proximal_mu=0.5),
+    FedAdam(eta=0.05),
+    FedYogi(eta=0.05),
+    FedAvgM(server_learning_rate=0.8, server_momentum=0.5),
+]
+
+
+@pytest.mark.parametrize("strategy", STOCK, ids=lambda s: type(s).__name__)
+def test_stock_strategies_run_at_every_hub_and_stay_unchanged(config, strategy):
     cfg = config("hubs.count=3", "hubs.workers=[1,2,3]", "tau=2", "q=2", "rounds=4")
+    before = copy.deepcopy(vars(strategy))
     sent: list[tuple[int, int]] = []
     exp = prepare(cfg)
-    eng = MLLSGD(
-        exp.hierarchy,
-        tau=2,
-        q=2,
-        mixing=exp.mixing,
-        strategy=strategy,
-        train_config=train_config(exp),
-    )
+    exp.strategy = strategy
+    mll = build_mllsgd(exp)
     grid = LocalGrid(client_app, exp.hierarchy.num_workers)
     original = grid.push_messages
 
     def spy(messages):
         messages = list(messages)
         for m in messages:
+            if "config" not in m.content:  # the discovery message
+                continue
             cfg_rec = m.content["config"]
-            sent.append((int(cfg_rec["hub-id"]), int(cfg_rec["worker-id"])))
-            if isinstance(strategy, FedProx):
+            if "hub-id" in cfg_rec:
+                sent.append((int(cfg_rec["hub-id"]), int(cfg_rec["worker-id"])))
+            if isinstance(strategy, FedProx) and "hub-id" in cfg_rec:
                 assert cfg_rec["proximal-mu"] == 0.5
         return original(messages)
 
     grid.push_messages = spy  # type: ignore[method-assign]
-    models = eng.start(grid, initial_model(exp), cfg.rounds, worker_nodes=list(grid.get_node_ids()))
-    # each hub instructs exactly its own workers, once per round
+    result = mll.start(
+        grid, initial_model(exp), cfg.rounds, train_config=ConfigRecord(train_config(exp))
+    )
     expected = {(int(exp.hierarchy.hub_of[i]), i) for i in range(6)}
     assert set(sent) == expected and len(sent) == 6 * cfg.rounds
-    assert all(type(hub.strategy) is type(strategy) for hub in eng.hubs)
-    assert len({id(hub.strategy) for hub in eng.hubs}) == 3  # one instance per hub
-    assert all(np.all(np.isfinite(flat([a.numpy() for a in m.values()]))) for m in models)
+    assert len({id(hub.strategy) for hub in mll.hubs.values()}) == 3  # one copy per hub
+    assert all(hub.strategy is not strategy for hub in mll.hubs.values())
+    assert np.isfinite(flat([a.numpy() for a in result.arrays.values()])).all()
+    assert sorted(result.train_metrics_clientapp) == [1, 2, 3, 4]
+    assert repr(vars(strategy)) == repr(before)  # the caller's strategy is untouched
+
+
+def every_stock_strategy() -> list[Strategy]:
+    """One instance of every strategy Flower exports, with what it needs to run."""
+    made = []
+    for name in flwr_strategies.__all__:
+        cls = getattr(flwr_strategies, name)
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)) or cls is Strategy:
+            continue
+        if name.startswith("DifferentialPrivacy"):
+            kwargs = {"noise_multiplier": 0.0, "num_sampled_clients": 1}
+            norm = "initial_clipping_norm" if "Adaptive" in name else "clipping_norm"
+            made.append(cls(FedAvg(), **kwargs, **{norm: 1e6}))
+        elif name in ("Krum", "MultiKrum", "Bulyan"):
+            made.append(cls(num_malicious_nodes=0))
+        elif name == "QFedAvg":
+            made.append(cls(client_learning_rate=0.1))
+        else:
+            made.append(cls())
+    return made
+
+
+@pytest.mark.parametrize("strategy", every_stock_strategy(), ids=lambda s: type(s).__name__)
+def test_every_flower_strategy_finishes_on_a_one_worker_hub(config, strategy):
+    cfg = config("hubs.count=2", "hubs.workers=[1,2]", "tau=2", "q=1", "rounds=2")
+    exp = prepare(cfg)
+    exp.strategy = strategy
+    if type(strategy).__name__.startswith("FedXgb"):  # trees, not averages: refused up front
+        with pytest.raises(ValueError, match="combines XGBoost trees"):
+            build_mllsgd(exp).start(LocalGrid(client_app, 3), initial_model(exp), 1)
+        return
+    mll = build_mllsgd(exp)
+    result = mll.start(
+        LocalGrid(client_app, 3),
+        initial_model(exp),
+        2,
+        train_config=ConfigRecord(train_config(exp)),
+    )
+    assert sorted(result.train_metrics_clientapp) == [1, 2]  # finished, never waited forever
+    assert np.isfinite(flat([a.numpy() for a in result.arrays.values()])).all()
+
+
+def test_dp_fixed_clipping_without_noise_equals_fedavg_with_v(config):
+    """Zero noise and a huge clip: the DP chain must average exactly like FedAvg with v_i."""
+    # every worker steps (p = 1): Flower's DP clipping divides by the norm of a zero update
+    cfg = config("hubs.count=2", "hubs.workers=[2,3]", "tau=3", "q=2", "rounds=4")
+    cfg.data.partition, cfg.weighting = "unequal", "data_size"
+    cfg.rates.distribution = "fixed"
+    _, plain = run_engine(cfg, strategy=FedAvg())
+    dp = DifferentialPrivacyServerSideFixedClipping(FedAvg(), 0.0, 1e9, num_sampled_clients=3)
+    _, private = run_engine(cfg, strategy=dp)
+    ada = DifferentialPrivacyServerSideAdaptiveClipping(
+        FedAvg(), 0.0, num_sampled_clients=3, initial_clipping_norm=1e9
+    )
+    _, adaptive = run_engine(cfg, strategy=ada)
+    for hub in range(2):
+        np.testing.assert_allclose(flat(private[hub]), flat(plain[hub]), atol=1e-6)
+        np.testing.assert_allclose(flat(adaptive[hub]), flat(plain[hub]), atol=1e-6)
+
+
+def test_hub_strategy_refuses_a_chain_that_cannot_weight():
+    class Bare(FedAvg):
+        pass
+
+    bare = Bare()
+    del bare.weighted_by_key
+    with pytest.raises(ValueError, match="cannot average with the hub's weights"):
+        HubStrategy(bare, 0, {1: WorkerSpec(0, 1.0, 1.0)}, 2)
+
+
+def test_hub_never_changes_the_callers_replies(config):
+    cfg = config("hubs.count=1", "hubs.workers=2", "tau=2", "rounds=1", "q=1")
+    exp = prepare(cfg)
+    grid = LocalGrid(client_app, 2)
+    hub = HubStrategy(
+        FedAvg(), 0, {1000: WorkerSpec(0, 3.0, 1.0), 1001: WorkerSpec(1, 1.0, 1.0)}, 2
+    )
+    config_record = ConfigRecord(train_config(exp) | {"time-steps": 2})
+    messages = list(hub.configure_train(1, initial_model(exp), config_record, grid))
+    replies = list(grid.send_and_receive(messages))
+    snapshot = [(id(r.content), dict(r.content["metrics"].items())) for r in replies]
+    hub.aggregate_train(1, replies)
+    assert [(id(r.content), dict(r.content["metrics"].items())) for r in replies] == snapshot
+    assert "hub-id" not in config_record
 
 
 def test_fedprox_mu_changes_the_worker_update(config):
@@ -176,17 +311,12 @@ def test_fedprox_mu_changes_the_worker_update(config):
 
 
 def test_fedavgm_base_follows_the_gossiped_hub_model(config):
-    cfg = config("hubs.count=2", "hubs.workers=2", "rounds=2", "q=1", "tau=2")
+    cfg = config("hubs.count=2", "hubs.workers=2", "rounds=1", "q=1", "tau=2")
     exp = prepare(cfg)
-    eng = MLLSGD(
-        exp.hierarchy,
-        tau=2,
-        q=1,
-        mixing=exp.mixing,
-        strategy=FedAvgM(server_learning_rate=0.5, server_momentum=0.0),
-        train_config=train_config(exp),
-    )
+    exp.strategy = FedAvgM(server_learning_rate=0.5, server_momentum=0.0)
+    mll = build_mllsgd(exp)
     grid = LocalGrid(client_app, 4)
-    models = eng.start(grid, initial_model(exp), 1)
-    list(eng.hubs[0].configure_train(2, models[0], ConfigRecord(), grid))
-    assert eng.hubs[0].strategy.current_arrays is models[0]
+    mll.start(grid, initial_model(exp), 1, train_config=ConfigRecord(train_config(exp)))
+    model = mll.models[0]
+    list(mll.hubs[0].configure_train(2, model, ConfigRecord(), grid))
+    assert mll.hubs[0].strategy.current_arrays is model
