@@ -166,7 +166,7 @@ def test_equal_weights_on_unequal_data_match_algorithm_1_through_a_dp_chain(conf
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 
     cfg = config(
-        "hubs.workers=[2,3]",
+        "hubs.workers=[2,3,2]",
         "data.partition=unequal",
         "weighting=equal",
         "rates.distribution=fixed",  # Flower's DP clipping cannot take a zero update
