@@ -22,8 +22,8 @@ def short(text: object, limit: int = MAX_REASON) -> str:
 
     Examples
     --------
-    >>> short("a\\nb" + "x" * 300, 10)
-    'a b xxxxxx…'
+    >>> short("a\nb" + "x" * 300, 10)
+    'a bxxxxxxx…'
     """
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[:limit] + "…"
