@@ -311,7 +311,7 @@ def build_mllsgd(exp: Experiment, on_round: OnRound | None = None) -> MLLSGD:
         seed=int(cfg.seed),
         evaluate_every=0,
         wait_for_slowest=bool(cfg.wait_for_slowest),
-        discovery_timeout=float(cfg.simulation.timeout),
+        discovery_timeout=min(60.0, float(cfg.simulation.timeout)),
         on_round=on_round,
     )
 

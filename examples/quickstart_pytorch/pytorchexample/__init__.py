@@ -1,0 +1,1 @@
+"""pytorchexample: a Flower / PyTorch app (the shape of Flower's quickstart-pytorch)."""
