@@ -97,8 +97,8 @@ def multilevel_mod(msg: Message, context: Context, call_next: ClientAppCallable)
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, context)
     if DISCOVERY in msg.content.config_records:
-        reply = RecordDict({"worker": MetricRecord({"worker-id": worker_id(context)})})
-        return Message(reply, reply_to=msg)
+        answer = RecordDict({"worker": MetricRecord({"worker-id": worker_id(context)})})
+        return Message(answer, reply_to=msg)
     config = _round_config(msg)
     if config is None:  # a stock strategy drives this app
         return call_next(msg, context)

@@ -414,7 +414,7 @@ def run(exp: Experiment, grid: Grid, progress: Progress | None = None) -> dict[s
         init,
         exp.num_rounds,
         timeout=float(cfg.simulation.timeout),
-        train_config=ConfigRecord(train_config(exp)),
+        train_config=ConfigRecord(dict(train_config(exp))),  # type: ignore[arg-type]
     )
     summary = {
         **last_row,

@@ -140,7 +140,7 @@ def coin_stream(seed: int, server_round: int, worker_id: int) -> np.random.Gener
 def coin_flips(
     seed: int, server_round: int, worker_id: int, time_steps: int, rate: float
 ) -> np.ndarray:
-    """Return one Bernoulli(``rate``) draw per time step: does the worker step then?
+    """Return one Bernoulli(``rate``) draw per time step: whether the worker steps then.
 
     Examples
     --------

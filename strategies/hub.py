@@ -402,7 +402,7 @@ class HubStrategy(Strategy):
         """Return the train metrics: ``v_i``-weighted averages, and total steps and examples."""
         metrics = weighted_metrics(records, [float(w.weight or 1.0) for w in workers])
         for key in REQUIRED_METRICS:
-            metrics[key] = int(sum(float(r[key]) for r in records))  # type: ignore[arg-type]
+            metrics[key] = int(sum(finite_number(r, key) or 0.0 for r in records))
         return metrics
 
     def _as_sent(self, arrays: ArrayRecord) -> ArrayRecord:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 import numpy as np
@@ -115,7 +115,7 @@ def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> d
         if reply.has_error():
             raise WorkerDiscoveryError(
                 f"node {node} could not say which worker it is (is multilevel_mod in its "
-                f"ClientApp's mods?): {' '.join(reply.error.reason.split())[:200]}"
+                f"ClientApp's mods?): {' '.join(str(reply.error.reason).split())[:200]}"
             )
         record = reply.content.metric_records.get("worker")
         value = None if record is None else record.get("worker-id")
@@ -142,6 +142,11 @@ def _sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:
     if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
         raise ValueError(f"hubs: expected the number of workers of each hub (>= 1), got {hubs!r}")
     return sizes
+
+
+def _number(value: Any) -> float:
+    """Return a metric value known to be a number as a float."""
+    return float(value)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -259,9 +264,10 @@ class MLLSGD(Strategy):
                 )
             self._weights: list[float | None] = [1.0 if weights == "equal" else None] * n
         else:
-            self._weights = [float(w) for w in weights]
-            if len(self._weights) != n or not all(np.isfinite(w) and w > 0 for w in self._weights):
+            given = [float(w) for w in weights]
+            if len(given) != n or not all(np.isfinite(w) and w > 0 for w in given):
                 raise ValueError(f"weights: expected {n} positive numbers, got {weights!r}")
+            self._weights = list(given)
         try:
             self.graph = hub_graph(graph, self.num_hubs, seed=seed)
         except ConfigError as err:
@@ -437,7 +443,7 @@ class MLLSGD(Strategy):
         start = time.perf_counter()
         self.report = report = RoundReport(server_round, gossip=server_round % self.q == 0)
         report.slots = round_slots(
-            int(config["seed"]),
+            int(cast(int, config["seed"])),
             server_round,
             self.rates.tolist(),
             self.tau,
@@ -553,8 +559,8 @@ class MLLSGD(Strategy):
             for key in sorted(keys):
                 if all(isinstance(m[key], (int, float)) for m in hub_records.values()):
                     metrics[key] = float(
-                        sum(b[d] * float(m[key]) for d, m in hub_records.items()) / total
-                    )  # type: ignore[arg-type]
+                        sum(b[d] * _number(m[key]) for d, m in hub_records.items()) / total
+                    )
         if len(self.hub_ids) == self.num_hubs and self.num_hubs > 1:
             stacked, _ = stack([self.models[d] for d in self.hub_ids])
             metrics["consensus"] = consensus_distance(b, stacked)
@@ -588,7 +594,7 @@ class MLLSGD(Strategy):
         total = sum(b[d] for d in present)
         return MetricRecord(
             {
-                k: float(sum(b[d] * float(m[k]) for d, m in present.items()) / total)
+                k: float(sum(b[d] * _number(m[k]) for d, m in present.items()) / total)
                 for k in sorted(keys)
             }  # type: ignore[arg-type]
         )
