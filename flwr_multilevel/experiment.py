@@ -28,8 +28,7 @@ from .mixing import Spectrum, consensus_distance, mixing_matrix, spectrum, weigh
 from .models import build_model, resolve_device
 from .rates import operating_rates
 from .results import RunRecorder
-from .strategies import MLLSGD, RoundReport
-from .strategies.mllsgd import OnRound
+from .strategies import MLLSGD, OnRound, RoundReport
 from .theory import theory_report
 from .topology import hub_graph
 

@@ -5,12 +5,15 @@
 * :class:`PeerLayer`: hub-to-hub gossip, in-process (:class:`InProcessPeerLayer`) or networked.
 """
 
+from .discovery import WorkerDiscoveryError, discover_workers
 from .hub import HubStrategy, SubGrid, WorkerSpec, check_reply
-from .mllsgd import MLLSGD, RoundReport, WorkerDiscoveryError, discover_workers
+from .mllsgd import MLLSGD
 from .peer import Gossip, InProcessPeerLayer, PeerLayer, in_neighbours, mix_one
+from .report import OnRound, RoundReport
 
 __all__ = [
     "MLLSGD",
+    "OnRound",
     "Gossip",
     "HubStrategy",
     "InProcessPeerLayer",

@@ -8,7 +8,6 @@ Local SGD and returns Flower's ``Result`` with ``u = sum_d b_d y_d``.
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any, cast
 
@@ -20,114 +19,18 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
 from flwr_multilevel.arrays import message_bytes, stack, unstack
-from flwr_multilevel.clients.mod import discovery_message
 from flwr_multilevel.clock import round_slots
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.hierarchy import Hierarchy, build_hierarchy
 from flwr_multilevel.mixing import consensus_distance, mixing_matrix, weighted_average
 from flwr_multilevel.topology import hub_graph
 
+from .discovery import discover_workers
 from .hub import HubStrategy, Missing, WorkerSpec
 from .peer import InProcessPeerLayer, PeerLayer
+from .report import OnRound, RoundReport, combine_hubs, round_record
 
 RESERVED = ("worker-id", "hub-id", "operating-rate")  # the hubs set these per worker
-
-
-@dataclass
-class RoundReport:
-    """What one round did.
-
-    Attributes
-    ----------
-    server_round : int
-        The round (1-based); it ends at time step ``server_round * tau``.
-    gossip : bool
-        Whether the hubs mixed their models at the end of it.
-    steps : dict[int, int]
-        Gradient steps taken by each worker whose reply was valid.
-    dropped : list[str]
-        One line per reply that was not used, and why.
-    missing : list[int]
-        Workers without a valid reply (they count as taking no step).
-    hub_metrics : dict[int, MetricRecord | None]
-        Each hub's aggregated train metrics.
-    failed_hubs : list[int]
-        Hubs that kept their model this round (no valid reply, or aggregation failed).
-    skipped_peers : dict[int, list[int]]
-        Per hub, the neighbours left out of this round's gossip.
-    slots : int
-        Time slots the round lasted on the virtual clock (tau for MLL-SGD).
-    bytes_down, bytes_up, bytes_hubs : int
-        Serialized array bytes hub -> workers, workers -> hub, hub -> hub.
-    seconds : float
-        Wall time of the round.
-    """
-
-    server_round: int
-    gossip: bool
-    steps: dict[int, int] = field(default_factory=dict)
-    dropped: list[str] = field(default_factory=list)
-    missing: list[int] = field(default_factory=list)
-    hub_metrics: dict[int, MetricRecord | None] = field(default_factory=dict)
-    failed_hubs: list[int] = field(default_factory=list)
-    skipped_peers: dict[int, list[int]] = field(default_factory=dict)
-    slots: int = 0
-    bytes_down: int = 0
-    bytes_up: int = 0
-    bytes_hubs: int = 0
-    seconds: float = 0.0
-
-
-OnRound = Callable[[RoundReport, list[ArrayRecord]], bool | None]
-
-
-class WorkerDiscoveryError(RuntimeError):
-    """The grid does not hold the expected workers."""
-
-
-def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> dict[int, int]:
-    """Return the node ID of each expected worker, asking every connected node.
-
-    Waits until ``len(worker_ids)`` nodes are connected, then sends each a
-    discovery message that :func:`flwr_multilevel.clients.multilevel_mod`
-    answers with the node's worker id (node config ``worker-id`` or
-    ``partition-id``).
-
-    Raises
-    ------
-    WorkerDiscoveryError
-        Too few nodes within ``timeout``, a node that cannot answer, a worker
-        id reported twice, or an expected worker that no node reports.
-    """
-    deadline = time.monotonic() + timeout
-    while len(nodes := sorted(grid.get_node_ids())) < len(worker_ids):
-        if time.monotonic() > deadline:
-            raise WorkerDiscoveryError(
-                f"expected {len(worker_ids)} nodes (one per worker), found {len(nodes)} after "
-                f"{timeout:.0f} s; in simulation pass --federation-config "
-                f'"num-supernodes={len(worker_ids)}"'
-            )
-        time.sleep(0.1)
-    replies = grid.send_and_receive([discovery_message(n) for n in nodes], timeout=timeout)
-    node_of: dict[int, int] = {}
-    for reply in replies:
-        node = reply.metadata.src_node_id
-        if reply.has_error():
-            raise WorkerDiscoveryError(
-                f"node {node} could not say which worker it is (is multilevel_mod in its "
-                f"ClientApp's mods?): {' '.join(str(reply.error.reason).split())[:200]}"
-            )
-        record = reply.content.metric_records.get("worker")
-        value = None if record is None else record.get("worker-id")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise WorkerDiscoveryError(f"node {node} answered the discovery without a worker-id")
-        if value in node_of:
-            raise WorkerDiscoveryError(f"nodes {node_of[value]} and {node} are both worker {value}")
-        node_of[value] = node
-    missing = sorted(set(worker_ids) - set(node_of))
-    if missing:
-        raise WorkerDiscoveryError(f"no node is worker {missing[:5]} (node config partition-id)")
-    return {w: node_of[w] for w in worker_ids}
 
 
 def _sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:
@@ -142,11 +45,6 @@ def _sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:
     if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
         raise ValueError(f"hubs: expected the number of workers of each hub (>= 1), got {hubs!r}")
     return sizes
-
-
-def _number(value: Any) -> float:
-    """Return a metric value known to be a number as a float."""
-    return float(value)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -538,35 +436,11 @@ class MLLSGD(Strategy):
 
     def round_metrics(self) -> MetricRecord:
         """Return the last round's metrics: of u (b-weighted over hubs) and of every hub."""
-        report, b = self.report, self.hierarchy.b
-        metrics = MetricRecord(
-            {
-                "steps": sum(report.steps.values()),
-                "missing": len(report.missing),
-                "dropped": len(report.dropped),
-                "slots": report.slots,
-                "bytes-down": report.bytes_down,
-                "bytes-up": report.bytes_up,
-                "bytes-hubs": report.bytes_hubs,
-            }
-        )
-        hub_records = {d: m for d, m in report.hub_metrics.items() if m}
-        if hub_records:
-            keys = set.intersection(*(set(m.keys()) for m in hub_records.values())) - set(
-                metrics.keys()
-            )
-            total = sum(b[d] for d in hub_records)
-            for key in sorted(keys):
-                if all(isinstance(m[key], (int, float)) for m in hub_records.values()):
-                    metrics[key] = float(
-                        sum(b[d] * _number(m[key]) for d, m in hub_records.items()) / total
-                    )
+        b = self.hierarchy.b
+        metrics = round_record(self.report, b)
         if len(self.hub_ids) == self.num_hubs and self.num_hubs > 1:
             stacked, _ = stack([self.models[d] for d in self.hub_ids])
             metrics["consensus"] = consensus_distance(b, stacked)
-        for d, record in hub_records.items():
-            for key, value in record.items():
-                metrics[f"hub{d}-{key}"] = value
         return metrics
 
     def configure_evaluate(
@@ -587,17 +461,7 @@ class MLLSGD(Strategy):
                 routed[hub_id].append(reply)
         per_hub = {d: self.hubs[d].aggregate_evaluate(server_round, routed[d]) for d in self.hubs}
         present = {d: m for d, m in per_hub.items() if m}
-        if not present:
-            return None
-        b = self.hierarchy.b
-        keys = set.intersection(*(set(m.keys()) for m in present.values()))
-        total = sum(b[d] for d in present)
-        return MetricRecord(
-            {
-                k: float(sum(b[d] * _number(m[k]) for d, m in present.items()) / total)
-                for k in sorted(keys)
-            }  # type: ignore[arg-type]
-        )
+        return combine_hubs(present, self.hierarchy.b) if present else None
 
     def _federated_evaluation(
         self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float

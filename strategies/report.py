@@ -1,0 +1,110 @@
+"""What a round did, and its metrics as Flower records."""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, MetricRecord
+
+
+@dataclass
+class RoundReport:
+    """What one round did.
+
+    Attributes
+    ----------
+    server_round : int
+        The round (1-based); it ends at time step ``server_round * tau``.
+    gossip : bool
+        Whether the hubs mixed their models at the end of it.
+    steps : dict[int, int]
+        Gradient steps taken by each worker whose reply was valid.
+    dropped : list[str]
+        One line per reply that was not used, and why.
+    missing : list[int]
+        Workers without a valid reply (they count as taking no step).
+    hub_metrics : dict[int, MetricRecord | None]
+        Each hub's aggregated train metrics.
+    failed_hubs : list[int]
+        Hubs that kept their model this round (no valid reply, or aggregation failed).
+    skipped_peers : dict[int, list[int]]
+        Per hub, the neighbours left out of this round's gossip.
+    slots : int
+        Time slots the round lasted on the virtual clock (tau for MLL-SGD).
+    bytes_down, bytes_up, bytes_hubs : int
+        Serialized array bytes hub -> workers, workers -> hub, hub -> hub.
+    seconds : float
+        Wall time of the round.
+    """
+
+    server_round: int
+    gossip: bool
+    steps: dict[int, int] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+    hub_metrics: dict[int, MetricRecord | None] = field(default_factory=dict)
+    failed_hubs: list[int] = field(default_factory=list)
+    skipped_peers: dict[int, list[int]] = field(default_factory=dict)
+    slots: int = 0
+    bytes_down: int = 0
+    bytes_up: int = 0
+    bytes_hubs: int = 0
+    seconds: float = 0.0
+
+
+OnRound = Callable[[RoundReport, list[ArrayRecord]], bool | None]
+
+
+def _number(value: Any) -> float:
+    return float(value)
+
+
+def combine_hubs(per_hub: Mapping[int, MetricRecord], b: np.ndarray) -> MetricRecord:
+    """Return the ``b_d``-weighted average over hubs of every numeric metric all hubs have.
+
+    Hubs missing from ``per_hub`` are left out and the weights renormalised.
+
+    Examples
+    --------
+    >>> rec = combine_hubs({0: MetricRecord({"loss": 1.0}), 2: MetricRecord({"loss": 4.0})},
+    ...                    np.array([0.5, 0.3, 0.25]))
+    >>> round(float(rec["loss"]), 6)
+    2.0
+    """
+    keys = set.intersection(*(set(m.keys()) for m in per_hub.values()))
+    numeric = [
+        k for k in sorted(keys) if all(isinstance(m[k], (int, float)) for m in per_hub.values())
+    ]
+    total = sum(b[d] for d in per_hub)
+    return MetricRecord(
+        {k: float(sum(b[d] * _number(m[k]) for d, m in per_hub.items()) / total) for k in numeric}
+    )
+
+
+def round_record(report: RoundReport, b: np.ndarray) -> MetricRecord:
+    """Return a round's metrics.
+
+    Its counters, the hubs' metrics combined with ``b_d``, and each hub's own
+    under ``hub<d>-<key>``.
+    """
+    metrics = MetricRecord(
+        {
+            "steps": sum(report.steps.values()),
+            "missing": len(report.missing),
+            "dropped": len(report.dropped),
+            "slots": report.slots,
+            "bytes-down": report.bytes_down,
+            "bytes-up": report.bytes_up,
+            "bytes-hubs": report.bytes_hubs,
+        }
+    )
+    hub_records = {d: m for d, m in report.hub_metrics.items() if m}
+    if hub_records:
+        for key, value in combine_hubs(hub_records, b).items():
+            if key not in metrics:
+                metrics[key] = value
+    for d, record in hub_records.items():
+        for key, value in record.items():
+            metrics[f"hub{d}-{key}"] = value
+    return metrics
