@@ -23,9 +23,7 @@ def main(grid: Grid, context: Context) -> None:
     global_model = Net()
     arrays = ArrayRecord(global_model.state_dict())
 
-    strategy = MLLSGD.from_run_config(
-        FedAvg(fraction_evaluate=fraction_evaluate), context.run_config
-    )
+    strategy = MLLSGD.from_run_config(FedAvg(fraction_evaluate=fraction_evaluate), context.run_config)
 
     result = strategy.start(
         grid=grid,
