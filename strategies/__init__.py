@@ -7,7 +7,7 @@
 
 from .discovery import WorkerDiscoveryError, discover_workers
 from .hub import HubStrategy, SubGrid, WorkerSpec, check_reply
-from .mllsgd import MLLSGD
+from .mllsgd import MLLSGD, RunAborted
 from .peer import Gossip, InProcessPeerLayer, PeerLayer, in_neighbours, mix_one
 from .report import OnRound, RoundReport
 
@@ -19,6 +19,7 @@ __all__ = [
     "InProcessPeerLayer",
     "PeerLayer",
     "RoundReport",
+    "RunAborted",
     "SubGrid",
     "WorkerDiscoveryError",
     "WorkerSpec",

@@ -113,6 +113,18 @@ class HubRoundReport:
     failed: bool = False  # no valid reply, or aggregation failed: the hub kept its model
 
 
+def common_numeric_keys(records: list[MetricRecord]) -> list[str]:
+    """Return the metric keys every record holds as a finite number (the weight key aside).
+
+    Examples
+    --------
+    >>> common_numeric_keys([MetricRecord({"a": 1.0, "b": 2}), MetricRecord({"a": 3.0})])
+    ['a']
+    """
+    keys = set.intersection(*(set(r.keys()) for r in records)) - {WEIGHT_KEY}
+    return sorted(k for k in keys if all(finite_number(r, k) is not None for r in records))
+
+
 def weighted_metrics(records: list[MetricRecord], weights: list[float]) -> MetricRecord:
     """Return the weighted average of every metric that all records hold as a finite number.
 
@@ -123,11 +135,7 @@ def weighted_metrics(records: list[MetricRecord], weights: list[float]) -> Metri
     >>> dict(weighted_metrics([a, b], [1.0, 3.0]))
     {'loss': 2.5}
     """
-    keys = sorted(
-        set.intersection(*(set(r.keys()) for r in records))
-        - {WEIGHT_KEY}
-        - {k for r in records for k in r.keys() if finite_number(r, k) is None}
-    )
+    keys = common_numeric_keys(records)
     clean = [
         RecordDict({"metrics": MetricRecord({**{k: r[k] for k in keys}, WEIGHT_KEY: float(w)})})
         for r, w in zip(records, weights, strict=True)
@@ -311,10 +319,11 @@ class HubStrategy(Strategy):
                 server_round,
             )
             return None, None
-        inputs = {w: self._input(r, by_id[w], m) for w, (r, m) in valid.items()}
+        shared = common_numeric_keys([m for _, m in valid.values()])
+        inputs = {w: self._input(r, by_id[w], m, shared) for w, (r, m) in valid.items()}
         if self.missing == "stay" and self._model is not None:
             for w in report.missing:  # took no step: x_i = y_d, with its own weight
-                inputs[w] = self._stand_in(by_id[w], self._model)
+                inputs[w] = self._stand_in(by_id[w], self._model, shared)
         ordered = [inputs[w] for w in sorted(inputs)]  # a fixed order: bit-identical reruns
         try:
             arrays, _ = self.strategy.aggregate_train(server_round, ordered)
@@ -372,28 +381,25 @@ class HubStrategy(Strategy):
                 mean,
             )
 
-    def _input(self, reply: Message, worker: WorkerSpec, metrics: MetricRecord) -> Message:
-        """Return a new message for the chain: the reply's arrays, the hub's weight ``w_i``."""
+    def _input(
+        self, reply: Message, worker: WorkerSpec, metrics: MetricRecord, keys: list[str]
+    ) -> Message:
+        """Return a new message for the chain: the reply's arrays, its metrics ``keys``, ``w_i``.
+
+        Every input carries the same metric keys (those all valid replies hold as
+        finite numbers), so no stock strategy meets inconsistent replies.
+        """
         arrays = next(iter(reply.content.array_records.values()))
-        content = RecordDict(
-            {
-                self._keys[0]: arrays,
-                "metrics": MetricRecord(
-                    {
-                        "num-examples": metrics["num-examples"],
-                        "steps": metrics["steps"],
-                        WEIGHT_KEY: float(worker.weight or 0.0),
-                    }
-                ),
-            }
-        )
+        record = MetricRecord({k: metrics[k] for k in keys})
+        record[WEIGHT_KEY] = float(worker.weight or 0.0)
+        content = RecordDict({self._keys[0]: arrays, "metrics": record})
         return Message(metadata=reply.metadata, content=content)  # type: ignore[call-overload]
 
-    def _stand_in(self, worker: WorkerSpec, model: ArrayRecord) -> Message:
-        """Return the input of a worker that took no step: the hub model ``y_d``."""
-        metrics = MetricRecord(
-            {"num-examples": 0, "steps": 0, WEIGHT_KEY: float(worker.weight or 0.0)}
-        )
+    def _stand_in(self, worker: WorkerSpec, model: ArrayRecord, keys: list[str]) -> Message:
+        """Return the input of a worker that took no step: the hub model ``y_d``, metrics 0."""
+        metrics = MetricRecord({k: 0.0 for k in keys})
+        metrics["num-examples"], metrics["steps"] = 0, 0
+        metrics[WEIGHT_KEY] = float(worker.weight or 0.0)
         node = next(n for n, s in self.workers.items() if s is worker)
         sent = Message(RecordDict(), dst_node_id=node, message_type="train")
         return Message(RecordDict({self._keys[0]: model, "metrics": metrics}), reply_to=sent)

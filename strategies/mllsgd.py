@@ -33,6 +33,10 @@ from .report import OnRound, RoundReport, combine_hubs, round_record
 RESERVED = ("worker-id", "hub-id", "operating-rate")  # the hubs set these per worker
 
 
+class RunAborted(RuntimeError):
+    """A hub kept failing (no valid reply, or its strategy failed) round after round."""
+
+
 def _sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:
     if isinstance(hubs, str):
         try:
@@ -103,6 +107,10 @@ class MLLSGD(Strategy):
     hub_ids : Sequence[int] | None (default: None)
         The hubs this server runs (all by default). A deployment runs one hub
         per server, with a networked ``peer_layer``.
+    max_failed_rounds : int (default: 5)
+        Stop the run (:class:`RunAborted`) when a hub has kept its model this
+        many rounds in a row because no reply was valid or its strategy
+        failed; 0 never stops.
     discovery_timeout : float (default: 60)
         Seconds to wait for every worker to be connected and identified.
     on_round : Callable[[RoundReport, list[ArrayRecord]], bool | None] | None (default: None)
@@ -139,6 +147,7 @@ class MLLSGD(Strategy):
         wait_for_slowest: bool = False,
         peer_layer: PeerLayer | None = None,
         hub_ids: Sequence[int] | None = None,
+        max_failed_rounds: int = 5,
         discovery_timeout: float = 60.0,
         on_round: OnRound | None = None,
     ) -> None:
@@ -193,6 +202,16 @@ class MLLSGD(Strategy):
                 "peer_layer: a server that runs only some hubs needs a networked peer layer"
             )
         self.peer_layer = peer_layer
+        if (
+            isinstance(max_failed_rounds, bool)
+            or not isinstance(max_failed_rounds, int)
+            or (max_failed_rounds < 0)
+        ):
+            raise ValueError(
+                f"max_failed_rounds: expected an integer >= 0, got {max_failed_rounds!r}"
+            )
+        self.max_failed_rounds = max_failed_rounds
+        self._failed_in_a_row: dict[int, int] = {}
         self.discovery_timeout = float(discovery_timeout)
         self.on_round = on_round
         self.hubs: dict[int, HubStrategy] = {}
@@ -532,6 +551,7 @@ class MLLSGD(Strategy):
             result.evaluate_metrics_serverapp[0] = metrics
         for server_round in range(1, num_rounds + 1):
             report = self.run_round(grid, server_round, config, timeout)
+            self._check_failures(report)
             result.train_metrics_clientapp[server_round] = train = self.round_metrics()
             self._log_round(report, train, num_rounds)
             if self.evaluate_every and (
@@ -553,6 +573,22 @@ class MLLSGD(Strategy):
         if self.peer_layer is not None:
             self.peer_layer.close()
         return result
+
+    def _check_failures(self, report: RoundReport) -> None:
+        """Raise :class:`RunAborted` once a hub has failed ``max_failed_rounds`` rounds in a row."""
+        for d in self.hub_ids:
+            failed = d in report.failed_hubs
+            self._failed_in_a_row[d] = self._failed_in_a_row.get(d, 0) + 1 if failed else 0
+            if self.max_failed_rounds and self._failed_in_a_row[d] >= self.max_failed_rounds:
+                mine = tuple(f"worker {w}:" for w in self._members(d))
+                why = next(
+                    (r for r in report.dropped if r.startswith(mine)),
+                    "its strategy could not aggregate (see the log)",
+                )
+                raise RunAborted(
+                    f"hub {d} kept its model for {self._failed_in_a_row[d]} rounds in a row "
+                    f"(round {report.server_round}); last reason: {why}"
+                )
 
     def _log_round(self, report: RoundReport, metrics: MetricRecord, num_rounds: int) -> None:
         log(

@@ -22,7 +22,7 @@ from flwr_multilevel.client_app import app as client_app
 from flwr_multilevel.clients import multilevel_mod
 from flwr_multilevel.experiment import build_mllsgd, initial_model, prepare, train_config
 from flwr_multilevel.local_grid import LocalGrid
-from flwr_multilevel.strategies import HubStrategy, WorkerSpec
+from flwr_multilevel.strategies import HubStrategy, RunAborted, WorkerSpec
 
 from .helpers import flat, run_engine
 
@@ -156,6 +156,28 @@ def test_extra_metric_keys_do_not_break_aggregation(config):
     assert not mll.report.dropped
 
 
+def test_a_hub_failing_round_after_round_stops_the_run(config):
+    app = ClientApp(mods=[multilevel_mod])
+
+    @app.train()
+    def train(msg, context):
+        if context.node_config["partition-id"] == 2:
+            raise RuntimeError("disk full")
+        return client_app(msg, context)
+
+    cfg = config("hubs.count=2", "hubs.workers=[2,1]", "rounds=6", "q=1")
+    exp = prepare(cfg)
+    mll = build_mllsgd(exp)
+    mll.max_failed_rounds = 3
+    seen = []
+    mll.on_round = lambda report, _: seen.append(report.server_round)
+    with pytest.raises(RunAborted, match=r"hub 1 kept its model for 3 rounds .*disk full"):
+        mll.start(
+            LocalGrid(app, 3), initial_model(exp), 6, train_config=ConfigRecord(train_config(exp))
+        )
+    assert seen == [1, 2]  # stopped in round 3, before anything of it was recorded
+
+
 def test_hub_without_valid_reply_keeps_its_model(config):
     app = ClientApp(mods=[multilevel_mod])
 
@@ -232,8 +254,8 @@ def every_stock_strategy() -> list[Strategy]:
             made.append(cls(FedAvg(), **kwargs, **{norm: 1e6}))
         elif name in ("Krum", "MultiKrum", "Bulyan"):
             made.append(cls(num_malicious_nodes=0))
-        elif name == "QFedAvg":
-            made.append(cls(client_learning_rate=0.1))
+        elif name == "QFedAvg":  # it reads the loss the workers report
+            made.append(cls(client_learning_rate=0.1, train_loss_key="train-loss"))
         else:
             made.append(cls())
     return made
