@@ -111,6 +111,7 @@ class HubRoundReport:
     missing: list[int] = field(default_factory=list)  # workers without a valid reply
     metrics: MetricRecord | None = None
     failed: bool = False  # no valid reply, or aggregation failed: the hub kept its model
+    error: str = ""  # why the aggregation failed, if it did
 
 
 def common_numeric_keys(records: list[MetricRecord]) -> list[str]:
@@ -329,6 +330,9 @@ class HubStrategy(Strategy):
             arrays, _ = self.strategy.aggregate_train(server_round, ordered)
         except Exception as err:  # pylint: disable=broad-except
             arrays = None
+            report.error = short(
+                f"{type(self.strategy).__name__} failed: {type(err).__name__}: {err}"
+            )
             log(
                 WARNING,
                 "hub %s round %s: %s failed, the hub keeps its model: %s",
@@ -347,6 +351,7 @@ class HubStrategy(Strategy):
                     server_round,
                 )
                 arrays = None
+                report.error = "the aggregate is not finite"
         report.failed = arrays is None
         report.metrics = self._metrics([m for _, m in valid.values()], [by_id[w] for w in valid])
         return arrays, report.metrics

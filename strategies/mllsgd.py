@@ -412,7 +412,9 @@ class MLLSGD(Strategy):
             report.missing.extend(hub.report.missing)
             report.hub_metrics[d] = metrics
             if hub.report.failed:
-                report.failed_hubs.append(d)
+                report.failed_hubs[d] = hub.report.error or next(
+                    iter(hub.report.dropped), "no worker replied"
+                )
         return averages
 
     def _gossip(
@@ -580,14 +582,9 @@ class MLLSGD(Strategy):
             failed = d in report.failed_hubs
             self._failed_in_a_row[d] = self._failed_in_a_row.get(d, 0) + 1 if failed else 0
             if self.max_failed_rounds and self._failed_in_a_row[d] >= self.max_failed_rounds:
-                mine = tuple(f"worker {w}:" for w in self._members(d))
-                why = next(
-                    (r for r in report.dropped if r.startswith(mine)),
-                    "its strategy could not aggregate (see the log)",
-                )
                 raise RunAborted(
                     f"hub {d} kept its model for {self._failed_in_a_row[d]} rounds in a row "
-                    f"(round {report.server_round}); last reason: {why}"
+                    f"(round {report.server_round}); last reason: {report.failed_hubs[d]}"
                 )
 
     def _log_round(self, report: RoundReport, metrics: MetricRecord, num_rounds: int) -> None:

@@ -26,8 +26,9 @@ class RoundReport:
         Workers without a valid reply (they count as taking no step).
     hub_metrics : dict[int, MetricRecord | None]
         Each hub's aggregated train metrics.
-    failed_hubs : list[int]
-        Hubs that kept their model this round (no valid reply, or aggregation failed).
+    failed_hubs : dict[int, str]
+        Hubs that kept their model this round, and why (no valid reply, or
+        aggregation failed).
     skipped_peers : dict[int, list[int]]
         Per hub, the neighbours left out of this round's gossip.
     slots : int
@@ -44,7 +45,7 @@ class RoundReport:
     dropped: list[str] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
     hub_metrics: dict[int, MetricRecord | None] = field(default_factory=dict)
-    failed_hubs: list[int] = field(default_factory=list)
+    failed_hubs: dict[int, str] = field(default_factory=dict)
     skipped_peers: dict[int, list[int]] = field(default_factory=dict)
     slots: int = 0
     bytes_down: int = 0

@@ -193,7 +193,7 @@ def test_hub_without_valid_reply_keeps_its_model(config):
     assert flat([a.numpy() for a in result.arrays.values()]).tolist() == (
         flat([a.numpy() for a in init.values()]).tolist()
     )
-    assert mll.report.failed_hubs == [0]
+    assert list(mll.report.failed_hubs) == [0]
 
 
 STOCK = [
