@@ -1,0 +1,624 @@
+"""Start and stop a local multi-hub Flower federation: SuperLinks, SuperNodes, runs.
+
+Process management only (no MLL-SGD logic): one SuperLink per hub on a free
+port with its own ``FLWR_HOME``, one SuperNode per worker with its own port,
+``FLWR_HOME``, node config and authentication key, and ``flwr run`` against
+one hub's SuperLink. Every process is started in its own session and recorded
+by PID; :class:`ProcessGroup` stops all of them, and what they spawned, on
+success, on error and on SIGINT/SIGTERM.
+
+Commands (Flower 1.42), for hub d on port P:
+
+* ``flower-superlink --ssl-certfile hub-d/superlink.pem --ssl-keyfile
+  hub-d/superlink.key --ssl-ca-certfile ca.pem --enable-supernode-auth
+  --host 127.0.0.1 --port P --disable-runtime-dependency-installation``
+  (``--insecure`` instead of the TLS and auth flags to opt out);
+* ``flwr supernode register hub-d/supernode-k.pub hub-d`` with a
+  ``$FLWR_HOME/config.toml`` connection ``[superlink.hub-d] address =
+  "127.0.0.1:P"`` and ``root-certificates = "ca.pem"``;
+* ``flower-supernode --root-certificates ca.pem --superlink 127.0.0.1:P
+  --port Q --auth-supernode-private-key hub-d/supernode-k --node-config
+  "partition-id=i worker-id=i hub-id=d"``;
+* ``flwr run APP hub-d --stream --run-config overrides.toml``.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from flwr.common.logger import log
+
+from .certs import FederationFiles, make_federation
+
+READY_S = 60.0  # seconds a SuperLink or SuperNode gets to come up
+STOP_GRACE_S = 5.0  # seconds between SIGTERM and SIGKILL
+BIN = Path(sys.executable).parent
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+class DeploymentError(RuntimeError):
+    """A process of the federation failed to start or to become ready."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now.
+
+    Examples
+    --------
+    >>> 0 < free_port() < 65536
+    True
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    """Return whether process ``pid`` runs (a zombie, exited but not reaped, does not).
+
+    Examples
+    --------
+    >>> pid_alive(os.getpid())
+    True
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def descendants(pid: int) -> list[int]:
+    """Return the PIDs of every process below ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int(entry.joinpath("stat").read_text().rsplit(")", 1)[-1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _wait_gone(pids: Sequence[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [p for p in pids if pid_alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+@dataclass
+class ProcessGroup:
+    """Every process a deployment started, by PID; a context manager that stops them all.
+
+    Leaving the ``with`` block (normally, by an exception, by Ctrl-C, or by
+    SIGTERM, which it turns into ``SystemExit``) stops the processes in reverse
+    start order: SIGTERM, ``STOP_GRACE_S`` seconds, then SIGKILL, each time to
+    the recorded PID and every process below it.
+
+    Examples
+    --------
+    >>> with ProcessGroup() as group:
+    ...     proc = group.start("sleeper", ["sleep", "30"])
+    >>> pid_alive(proc.pid)
+    False
+    """
+
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    logs: list[Any] = field(default_factory=list)
+    _old_sigterm: Any = None
+
+    @property
+    def pids(self) -> list[int]:
+        """PIDs of every process started, in start order."""
+        return [proc.pid for _, proc in self.procs]
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        log_path: str | Path | None = None,
+        cwd: str | Path | None = None,
+    ) -> "subprocess.Popen[bytes]":
+        """Start ``argv`` in its own session, stdout+stderr to ``log_path``; return it."""
+        out: Any = subprocess.DEVNULL
+        if log_path is not None:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            out = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
+            self.logs.append(out)
+        full_env = {**os.environ, **FLOWER_ENV, **(env or {})}
+        full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.procs.append((name, proc))
+        log(INFO, "started %s (pid %s)", name, proc.pid)
+        return proc
+
+    def stop(self) -> None:
+        """Stop every process started and everything below it; wait until they are gone.
+
+        All recorded processes get SIGTERM at once (so they shut down in
+        parallel); whatever still runs after ``STOP_GRACE_S`` seconds, recorded
+        or below a recorded one, gets SIGTERM again and then SIGKILL.
+        """
+        trees = {proc.pid: [proc.pid, *descendants(proc.pid)] for _, proc in self.procs}
+        running = [proc.pid for _, proc in reversed(self.procs) if proc.poll() is None]
+        _signal(running, signal.SIGTERM)
+        everyone = [pid for tree in trees.values() for pid in tree]
+        self._reap(STOP_GRACE_S)
+        alive = _wait_gone(everyone, STOP_GRACE_S)
+        if alive:
+            log(WARNING, "processes %s still run after SIGTERM; stopping them", alive)
+            _signal(alive, signal.SIGTERM)
+            alive = _wait_gone(alive, STOP_GRACE_S)
+            _signal(alive, signal.SIGKILL)
+            alive = _wait_gone(alive, STOP_GRACE_S)
+        self._reap(STOP_GRACE_S)
+        if alive:
+            log(WARNING, "processes %s did not exit", alive)
+        for file in self.logs:
+            file.close()
+        self.logs.clear()
+
+    def _reap(self, seconds: float) -> None:
+        """Wait (up to ``seconds`` in all) for the recorded processes, reaping them."""
+        deadline = time.monotonic() + seconds
+        for _, proc in self.procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    def __enter__(self) -> "ProcessGroup":
+        try:
+            self._old_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        except ValueError:  # not the main thread: leave SIGTERM alone
+            self._old_sigterm = None
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            self.stop()
+        finally:
+            if self._old_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._old_sigterm)
+
+
+def wait_for_port(
+    host: str, port: int, proc: "subprocess.Popen[bytes]", timeout: float = READY_S
+) -> None:
+    """Return once ``host:port`` accepts TCP connections.
+
+    Raises
+    ------
+    DeploymentError
+        If ``proc`` exits first or ``timeout`` seconds pass.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DeploymentError(f"pid {proc.pid} exited with {proc.returncode} before {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise DeploymentError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def wait_for_log(
+    path: str | Path, pattern: str, proc: "subprocess.Popen[bytes]", timeout: float = READY_S
+) -> str:
+    """Return the first line of the log at ``path`` matching ``pattern`` (regex).
+
+    Raises
+    ------
+    DeploymentError
+        If ``proc`` exits first or ``timeout`` seconds pass.
+    """
+    regex = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = Path(path).read_text(errors="replace") if Path(path).exists() else ""
+        for line in text.splitlines():
+            if regex.search(line):
+                return line
+        if proc.poll() is not None:
+            tail = " | ".join(text.strip().splitlines()[-3:])
+            raise DeploymentError(f"pid {proc.pid} exited with {proc.returncode}: {tail}")
+        time.sleep(0.1)
+    raise DeploymentError(f"no line matching {pattern!r} in {path} after {timeout:.0f} s")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    raise ValueError(f"run config: expected bool, int, float or str, got {value!r}")
+
+
+def write_run_config(path: str | Path, config: Mapping[str, Any]) -> Path:
+    """Write flat run-config overrides as a TOML file ``flwr run --run-config`` reads.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = write_run_config(Path(tempfile.mkdtemp()) / "c.toml", {"hubs.count": 3, "x": "a"})
+    >>> p.read_text().splitlines()
+    ['"hubs.count" = 3', '"x" = "a"']
+    """
+    lines = [f"{json.dumps(k)} = {_toml_value(v)}\n" for k, v in config.items()]
+    Path(path).write_text("".join(lines))
+    return Path(path)
+
+
+def write_connections(
+    flwr_home: str | Path, addresses: Mapping[str, str], root_certificates: str | Path | None
+) -> Path:
+    """Write ``$FLWR_HOME/config.toml`` with one SuperLink connection per name; return it.
+
+    ``root_certificates`` None means insecure connections.
+    """
+    home = Path(flwr_home)
+    home.mkdir(parents=True, exist_ok=True)
+    lines = ["[superlink]\n", f"default = {json.dumps(next(iter(addresses)))}\n"]
+    for name, address in addresses.items():
+        lines += [f"\n[superlink.{name}]\n", f"address = {json.dumps(address)}\n"]
+        if root_certificates is None:
+            lines.append("insecure = true\n")
+        else:
+            lines.append(f"root-certificates = {json.dumps(str(Path(root_certificates)))}\n")
+    path = home / "config.toml"
+    path.write_text("".join(lines))
+    return path
+
+
+def node_config_arg(config: Mapping[str, Any]) -> str:
+    """Return ``--node-config``'s value for ``config``.
+
+    Examples
+    --------
+    >>> node_config_arg({"partition-id": 3, "worker-id": 3, "hub-id": 1})
+    'partition-id=3 worker-id=3 hub-id=1'
+    """
+    return " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())
+
+
+@dataclass
+class SuperLinkHandle:
+    """A started SuperLink: its hub, address, connection name and process."""
+
+    hub_id: int
+    address: str
+    connection: str
+    proc: "subprocess.Popen[bytes]"
+
+
+@dataclass
+class SuperNodeHandle:
+    """A started SuperNode: its hub, worker id, node config and process."""
+
+    hub_id: int
+    worker_id: int
+    node_config: dict[str, Any]
+    proc: "subprocess.Popen[bytes]"
+
+
+def start_superlink(
+    group: ProcessGroup,
+    folder: str | Path,
+    hub_id: int,
+    files: FederationFiles | None,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+) -> SuperLinkHandle:
+    """Start hub ``hub_id``'s SuperLink and return once it listens.
+
+    With ``files`` it uses TLS (the hub's SuperLink certificate) and
+    ``--enable-supernode-auth``; ``files=None`` starts it ``--insecure``. Its
+    ``FLWR_HOME`` and log are ``folder/superlink-<d>/``.
+
+    Raises
+    ------
+    DeploymentError
+        If it exits or does not listen within ``READY_S`` seconds.
+    """
+    port = port or free_port(host)
+    home = Path(folder) / f"superlink-{hub_id}"
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [str(BIN / "flower-superlink"), "--host", host, "--port", str(port)]
+    if files is None:
+        argv.append("--insecure")
+    else:
+        cert, key = files.superlink[hub_id]
+        argv += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+        argv += ["--ssl-ca-certfile", str(files.ca_cert), "--enable-supernode-auth"]
+    argv.append("--disable-runtime-dependency-installation")
+    name = f"superlink-{hub_id}"
+    proc = group.start(name, argv, env={"FLWR_HOME": str(home)}, log_path=home / "superlink.log")
+    wait_for_port(host, port, proc)
+    return SuperLinkHandle(hub_id, f"{host}:{port}", f"hub-{hub_id}", proc)
+
+
+def register_supernode(
+    flwr_home: str | Path, connection: str, public_key: str | Path, *, timeout: float = READY_S
+) -> int:
+    """Register a SuperNode public key with a SuperLink; return the node id it got.
+
+    Runs ``flwr supernode register PUBLIC_KEY CONNECTION`` with ``FLWR_HOME``
+    holding the connection (see :func:`write_connections`).
+
+    Raises
+    ------
+    DeploymentError
+        If the registration fails.
+    """
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home)}
+    argv = [str(BIN / "flwr"), "supernode", "register", str(public_key), connection]
+    argv += ["--format", "json"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    match = re.search(r'"node-id":\s*(\d+)', done.stdout)
+    if done.returncode != 0 or match is None:
+        text = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+        raise DeploymentError(f"registering {public_key} with {connection} failed: {text}")
+    return int(match.group(1))
+
+
+def start_supernode(
+    group: ProcessGroup,
+    folder: str | Path,
+    superlink: SuperLinkHandle,
+    worker_id: int,
+    node_config: Mapping[str, Any],
+    *,
+    root_certificates: str | Path | None,
+    private_key: str | Path | None,
+    host: str = "127.0.0.1",
+    wait: bool = True,
+) -> SuperNodeHandle:
+    """Start one SuperNode connected to ``superlink``.
+
+    ``root_certificates`` None connects ``--insecure``; ``private_key`` (an
+    OpenSSH EC key, see :func:`flwr_multilevel.certs.make_supernode_keys`)
+    authenticates it. Its ``FLWR_HOME`` and log are ``folder/supernode-<i>/``.
+    With ``wait`` it returns once the SuperNode logged its ``SuperNode ID``.
+
+    Raises
+    ------
+    DeploymentError
+        If it exits (a refused key: exit code 305) or is not up within ``READY_S``.
+    """
+    home = Path(folder) / f"supernode-{worker_id}"
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [str(BIN / "flower-supernode"), "--superlink", superlink.address]
+    argv += ["--host", host, "--port", str(free_port(host))]
+    if root_certificates is None:
+        argv.append("--insecure")
+    else:
+        argv += ["--root-certificates", str(root_certificates)]
+    if private_key is not None:
+        argv += ["--auth-supernode-private-key", str(private_key)]
+    argv += ["--node-config", node_config_arg(node_config)]
+    log_path = home / "supernode.log"
+    proc = group.start(
+        f"supernode-{worker_id}", argv, env={"FLWR_HOME": str(home)}, log_path=log_path
+    )
+    if wait:
+        wait_for_log(log_path, r"SuperNode ID", proc)
+    return SuperNodeHandle(superlink.hub_id, worker_id, dict(node_config), proc)
+
+
+def submit_run(
+    group: ProcessGroup,
+    app_dir: str | Path,
+    flwr_home: str | Path,
+    connection: str,
+    run_config: Mapping[str, Any],
+    log_path: str | Path,
+) -> "subprocess.Popen[bytes]":
+    """Submit the Flower App in ``app_dir`` to one SuperLink; stream its log to a file.
+
+    Runs ``flwr run APP_DIR CONNECTION --stream --run-config overrides.toml``
+    with ``FLWR_HOME=flwr_home`` (its ``config.toml`` names the connection).
+    The process ends when the run ends; its exit status is the run's.
+
+    Returns
+    -------
+    subprocess.Popen
+        The ``flwr run`` process, recorded in ``group``.
+    """
+    overrides = write_run_config(Path(log_path).with_suffix(".run_config.toml"), run_config)
+    argv = [str(BIN / "flwr"), "run", str(app_dir), connection, "--stream"]
+    if run_config:
+        argv += ["--run-config", str(overrides)]
+    return group.start(
+        f"flwr-run-{connection}", argv, env={"FLWR_HOME": str(flwr_home)}, log_path=log_path
+    )
+
+
+@dataclass
+class LocalFederation:
+    """D SuperLinks with their SuperNodes on this machine.
+
+    Use :func:`local_federation` to start one; it stops every process on exit.
+
+    Attributes
+    ----------
+    folder : Path
+        Its folder: ``certs/``, ``cli/`` (the ``FLWR_HOME`` of ``flwr``, with
+        one connection ``hub-<d>`` per SuperLink), ``superlink-<d>/``,
+        ``supernode-<i>/`` (each a ``FLWR_HOME`` with its log).
+    group : ProcessGroup
+        Every process started.
+    files : FederationFiles | None
+        Certificates and keys (None: insecure).
+    superlinks : list[SuperLinkHandle]
+        One per hub.
+    supernodes : list[SuperNodeHandle]
+        One per worker, numbered across hubs.
+    """
+
+    folder: Path
+    group: ProcessGroup
+    files: FederationFiles | None
+    superlinks: list[SuperLinkHandle] = field(default_factory=list)
+    supernodes: list[SuperNodeHandle] = field(default_factory=list)
+
+    @property
+    def flwr_home(self) -> Path:
+        """``FLWR_HOME`` of the ``flwr`` CLI (connections ``hub-<d>``)."""
+        return self.folder / "cli"
+
+    def submit(
+        self, hub_id: int, app_dir: str | Path, run_config: Mapping[str, Any]
+    ) -> "subprocess.Popen[bytes]":
+        """Submit ``app_dir`` to hub ``hub_id``'s SuperLink; log to ``folder/run-<d>.log``."""
+        return submit_run(
+            self.group,
+            app_dir,
+            self.flwr_home,
+            self.superlinks[hub_id].connection,
+            run_config,
+            self.folder / f"run-{hub_id}.log",
+        )
+
+
+@contextmanager
+def local_federation(
+    folder: str | Path,
+    workers_per_hub: Sequence[int],
+    *,
+    insecure: bool = False,
+    files: FederationFiles | None = None,
+    host: str = "127.0.0.1",
+) -> Iterator[LocalFederation]:
+    """Start one SuperLink per hub and one SuperNode per worker; stop them all on exit.
+
+    Secure by default: TLS everywhere, ``--enable-supernode-auth`` on every
+    SuperLink, each SuperNode's public key registered before it starts.
+    Worker i (numbered across hubs) gets node config ``partition-id=i
+    worker-id=i hub-id=d``.
+
+    Parameters
+    ----------
+    folder : str | Path
+        Where homes, logs and (unless ``files``) certificates go.
+    workers_per_hub : Sequence[int]
+        Workers of each hub.
+    insecure : bool (default: False)
+        Explicit opt-out: no TLS, no SuperNode authentication.
+    files : FederationFiles | None (default: None)
+        Certificates to use; made under ``folder/certs`` if None.
+    host : str (default: "127.0.0.1")
+        Address every process binds to.
+
+    Yields
+    ------
+    LocalFederation
+        The started federation.
+
+    Raises
+    ------
+    DeploymentError
+        If a process does not come up (every process started is stopped first).
+    """
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    if not insecure and files is None:
+        files = make_federation(root / "certs", len(workers_per_hub), list(workers_per_hub))
+    with ProcessGroup() as group:
+        fed = LocalFederation(root, group, None if insecure else files)
+        for d in range(len(workers_per_hub)):
+            fed.superlinks.append(start_superlink(group, root, d, fed.files, host=host))
+        write_connections(
+            fed.flwr_home,
+            {s.connection: s.address for s in fed.superlinks},
+            None if fed.files is None else fed.files.ca_cert,
+        )
+        worker = 0
+        for d, count in enumerate(workers_per_hub):
+            for k in range(count):
+                key = None
+                if fed.files is not None:
+                    private, public = fed.files.supernode[d][k]
+                    register_supernode(fed.flwr_home, fed.superlinks[d].connection, public)
+                    key = private
+                config = {"partition-id": worker, "worker-id": worker, "hub-id": d}
+                fed.supernodes.append(
+                    start_supernode(
+                        group,
+                        root,
+                        fed.superlinks[d],
+                        worker,
+                        config,
+                        root_certificates=None if fed.files is None else fed.files.ca_cert,
+                        private_key=key,
+                        host=host,
+                        wait=False,
+                    )
+                )
+                worker += 1
+        for node in fed.supernodes:
+            wait_for_log(
+                root / f"supernode-{node.worker_id}" / "supernode.log", "SuperNode ID", node.proc
+            )
+        log(INFO, "federation up: %s SuperLinks, %s SuperNodes", len(fed.superlinks), worker)
+        yield fed
