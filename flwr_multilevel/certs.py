@@ -312,9 +312,7 @@ def make_federation(
     if num_hubs < 1:
         raise ValueError(f"num_hubs: expected an integer >= 1, got {num_hubs}")
     counts = (
-        [workers_per_hub] * num_hubs
-        if isinstance(workers_per_hub, int)
-        else list(workers_per_hub)
+        [workers_per_hub] * num_hubs if isinstance(workers_per_hub, int) else list(workers_per_hub)
     )
     if len(counts) != num_hubs or any(c < 1 for c in counts):
         raise ValueError(

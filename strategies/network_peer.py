@@ -195,9 +195,13 @@ class NetworkPeerLayer(PeerLayer):
         self.neighbours = in_neighbours(self.mixing, hub_id)
         missing = [j for j in self.neighbours if j not in peers]
         if missing:
-            raise ValueError(f"peers: expected an address for in-neighbours {missing} of hub {hub_id}")
+            raise ValueError(
+                f"peers: expected an address for in-neighbours {missing} of hub {hub_id}"
+            )
         # hubs allowed to fetch our model: our out-neighbours
-        self.readers = {e for e in range(len(self.mixing)) if e != hub_id and self.mixing[hub_id, e]}
+        self.readers = {
+            e for e in range(len(self.mixing)) if e != hub_id and self.mixing[hub_id, e]
+        }
         self.wire_bytes_in = 0
         self._published: dict[int, bytes] = {}
         self._models: dict[int, ArrayRecord] = {}
@@ -226,7 +230,7 @@ class NetworkPeerLayer(PeerLayer):
         log(INFO, "hub %s: peer layer serves on port %s", hub_id, self.port)
 
     def _channel(self, j: int, address: str) -> grpc.Channel:
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", self.max_model_bytes + HEADER.size + 2**16),
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
@@ -258,7 +262,7 @@ class NetworkPeerLayer(PeerLayer):
             payload = self._published.get(server_round)
         if payload is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"round {server_round} not published")
-        return payload
+        return payload  # type: ignore[return-value]  # abort() raises
 
     # ---- PeerLayer ----
     def _check_hub(self, hub_id: int) -> None:
@@ -266,7 +270,7 @@ class NetworkPeerLayer(PeerLayer):
             raise ValueError(f"hub_id: this layer serves hub {self.hub_id}, got {hub_id}")
 
     def publish(self, hub_id: int, server_round: int, model: ArrayRecord) -> None:
-        """Serve ``z_d`` of ``server_round`` to the out-neighbours (the last few rounds are kept)."""
+        """Serve ``z_d`` of ``server_round`` to the out-neighbours (keeps the last few rounds)."""
         self._check_hub(hub_id)
         payload = encode(hub_id, server_round, model)
         with self._lock:
