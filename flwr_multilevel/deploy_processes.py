@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
@@ -183,14 +184,15 @@ class ProcessGroup:
     def stop(self) -> None:
         """Stop every process started and everything below it; wait until they are gone.
 
-        All recorded processes get SIGTERM at once (so they shut down in
-        parallel); whatever still runs after ``STOP_GRACE_S`` seconds, recorded
-        or below a recorded one, gets SIGTERM again and then SIGKILL.
+        All recorded processes and every process below them get SIGTERM at
+        once (so they shut down in parallel); whatever still runs after
+        ``STOP_GRACE_S`` seconds gets SIGTERM again and then SIGKILL.
         """
-        trees = {proc.pid: [proc.pid, *descendants(proc.pid)] for _, proc in self.procs}
         running = [proc.pid for _, proc in reversed(self.procs) if proc.poll() is None]
-        _signal(running, signal.SIGTERM)
-        everyone = [pid for tree in trees.values() for pid in tree]
+        below = [pid for root in running for pid in descendants(root)]
+        everyone = [*running, *below]
+        # the SuperExecs run in their own sessions and can outlive their parent: signal all
+        _signal(everyone, signal.SIGTERM)
         self._reap(STOP_GRACE_S)
         alive = _wait_gone(everyone, STOP_GRACE_S)
         if alive:
@@ -369,8 +371,9 @@ def start_superlink(
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
+    wait: bool = True,
 ) -> SuperLinkHandle:
-    """Start hub ``hub_id``'s SuperLink and return once it listens.
+    """Start hub ``hub_id``'s SuperLink; with ``wait``, return once it listens.
 
     With ``files`` it uses TLS (the hub's SuperLink certificate) and
     ``--enable-supernode-auth``; ``files=None`` starts it ``--insecure``. Its
@@ -394,7 +397,8 @@ def start_superlink(
     argv.append("--disable-runtime-dependency-installation")
     name = f"superlink-{hub_id}"
     proc = group.start(name, argv, env={"FLWR_HOME": str(home)}, log_path=home / "superlink.log")
-    wait_for_port(host, port, proc)
+    if wait:
+        wait_for_port(host, port, proc)
     return SuperLinkHandle(hub_id, f"{host}:{port}", f"hub-{hub_id}", proc)
 
 
@@ -586,39 +590,46 @@ def local_federation(
         files = make_federation(root / "certs", len(workers_per_hub), list(workers_per_hub))
     with ProcessGroup() as group:
         fed = LocalFederation(root, group, None if insecure else files)
+        # start everything of one kind at once, then wait: the processes' start-up overlaps
         for d in range(len(workers_per_hub)):
-            fed.superlinks.append(start_superlink(group, root, d, fed.files, host=host))
+            fed.superlinks.append(start_superlink(group, root, d, fed.files, host=host, wait=False))
+        for link in fed.superlinks:
+            link_host, port = link.address.rsplit(":", 1)
+            wait_for_port(link_host, int(port), link.proc)
         write_connections(
             fed.flwr_home,
             {s.connection: s.address for s in fed.superlinks},
             None if fed.files is None else fed.files.ca_cert,
         )
-        worker = 0
-        for d, count in enumerate(workers_per_hub):
-            for k in range(count):
-                key = None
-                if fed.files is not None:
-                    private, public = fed.files.supernode[d][k]
-                    register_supernode(fed.flwr_home, fed.superlinks[d].connection, public)
-                    key = private
-                config = {"partition-id": worker, "worker-id": worker, "hub-id": d}
-                fed.supernodes.append(
-                    start_supernode(
-                        group,
-                        root,
-                        fed.superlinks[d],
-                        worker,
-                        config,
-                        root_certificates=None if fed.files is None else fed.files.ca_cert,
-                        private_key=key,
-                        host=host,
-                        wait=False,
+        workers = [(d, k) for d, count in enumerate(workers_per_hub) for k in range(count)]
+        if fed.files is not None:
+            keys = fed.files.supernode
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(
+                    pool.map(
+                        lambda dk: register_supernode(
+                            fed.flwr_home, fed.superlinks[dk[0]].connection, keys[dk[0]][dk[1]][1]
+                        ),
+                        workers,
                     )
                 )
-                worker += 1
-        for node in fed.supernodes:
-            wait_for_log(
-                root / f"supernode-{node.worker_id}" / "supernode.log", "SuperNode ID", node.proc
+        for worker, (d, k) in enumerate(workers):
+            config = {"partition-id": worker, "worker-id": worker, "hub-id": d}
+            fed.supernodes.append(
+                start_supernode(
+                    group,
+                    root,
+                    fed.superlinks[d],
+                    worker,
+                    config,
+                    root_certificates=None if fed.files is None else fed.files.ca_cert,
+                    private_key=None if fed.files is None else fed.files.supernode[d][k][0],
+                    host=host,
+                    wait=False,
+                )
             )
-        log(INFO, "federation up: %s SuperLinks, %s SuperNodes", len(fed.superlinks), worker)
+        for node in fed.supernodes:
+            node_log = root / f"supernode-{node.worker_id}" / "supernode.log"
+            wait_for_log(node_log, "SuperNode ID", node.proc)
+        log(INFO, "federation up: %s SuperLinks, %s SuperNodes", len(fed.superlinks), len(workers))
         yield fed
