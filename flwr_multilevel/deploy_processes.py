@@ -130,9 +130,14 @@ class ProcessGroup:
     """Every process a deployment started, by PID; a context manager that stops them all.
 
     Leaving the ``with`` block (normally, by an exception, by Ctrl-C, or by
-    SIGTERM, which it turns into ``SystemExit``) stops the processes in reverse
-    start order: SIGTERM, ``STOP_GRACE_S`` seconds, then SIGKILL, each time to
-    the recorded PID and every process below it.
+    SIGTERM, which it turns into ``SystemExit``) stops the processes: SIGTERM
+    to every recorded PID and every process below it, ``STOP_GRACE_S`` seconds,
+    then SIGKILL to what still runs.
+
+    Parameters
+    ----------
+    env : dict[str, str] (default: {})
+        Extra environment of every process started.
 
     Examples
     --------
@@ -142,6 +147,7 @@ class ProcessGroup:
     False
     """
 
+    env: dict[str, str] = field(default_factory=dict)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     logs: list[Any] = field(default_factory=list)
     _old_sigterm: Any = None
@@ -166,7 +172,7 @@ class ProcessGroup:
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
             out = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
             self.logs.append(out)
-        full_env = {**os.environ, **FLOWER_ENV, **(env or {})}
+        full_env = {**os.environ, **FLOWER_ENV, **self.env, **(env or {})}
         full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
         proc = subprocess.Popen(
             list(argv),
@@ -516,6 +522,9 @@ class LocalFederation:
         Certificates and keys (None: insecure).
     superlinks : list[SuperLinkHandle]
         One per hub.
+    peer_addresses : dict[int, str]
+        A free ``host:port`` per hub for its peer layer (nothing listens there
+        yet: the hub's ServerApp binds it).
     supernodes : list[SuperNodeHandle]
         One per worker, numbered across hubs.
     """
@@ -525,6 +534,14 @@ class LocalFederation:
     files: FederationFiles | None
     superlinks: list[SuperLinkHandle] = field(default_factory=list)
     supernodes: list[SuperNodeHandle] = field(default_factory=list)
+    peer_addresses: dict[int, str] = field(default_factory=dict)
+
+    def peer_tls_files(self, hub_id: int) -> dict[str, str]:
+        """Return hub ``hub_id``'s peer TLS paths (``ca``, ``cert``, ``key``); {} if insecure."""
+        if self.files is None:
+            return {}
+        cert, key = self.files.peer[hub_id]
+        return {"ca": str(self.files.ca_cert), "cert": str(cert), "key": str(key)}
 
     @property
     def flwr_home(self) -> Path:
@@ -553,6 +570,7 @@ def local_federation(
     insecure: bool = False,
     files: FederationFiles | None = None,
     host: str = "127.0.0.1",
+    superexec_poll_s: float | None = None,
 ) -> Iterator[LocalFederation]:
     """Start one SuperLink per hub and one SuperNode per worker; stop them all on exit.
 
@@ -573,6 +591,10 @@ def local_federation(
         Certificates to use; made under ``folder/certs`` if None.
     host : str (default: "127.0.0.1")
         Address every process binds to.
+    superexec_poll_s : float | None (default: None)
+        How often the SuperExecs look for work to start (ServerApp and ClientApp
+        processes), via ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (0.01 to 60); None
+        keeps Flower's 1 s.
 
     Yields
     ------
@@ -588,8 +610,12 @@ def local_federation(
     root.mkdir(parents=True, exist_ok=True)
     if not insecure and files is None:
         files = make_federation(root / "certs", len(workers_per_hub), list(workers_per_hub))
-    with ProcessGroup() as group:
+    env = {}
+    if superexec_poll_s is not None:
+        env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(superexec_poll_s)
+    with ProcessGroup(env) as group:
         fed = LocalFederation(root, group, None if insecure else files)
+        fed.peer_addresses = {d: f"{host}:{free_port(host)}" for d in range(len(workers_per_hub))}
         # start everything of one kind at once, then wait: the processes' start-up overlaps
         for d in range(len(workers_per_hub)):
             fed.superlinks.append(start_superlink(group, root, d, fed.files, host=host, wait=False))

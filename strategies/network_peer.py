@@ -84,6 +84,34 @@ def identities(auth_context: Mapping[str, list[bytes]]) -> set[int]:
     return hubs
 
 
+def format_peers(peers: Mapping[int, str]) -> str:
+    """Return peer addresses as one run-config string ``"0=host:port,1=host:port"``.
+
+    Examples
+    --------
+    >>> format_peers({0: "127.0.0.1:9000", 2: "10.0.0.3:9000"})
+    '0=127.0.0.1:9000,2=10.0.0.3:9000'
+    """
+    return ",".join(f"{d}={address}" for d, address in sorted(peers.items()))
+
+
+def parse_peers(text: str) -> dict[int, str]:
+    """Inverse of :func:`format_peers`; raise ValueError naming the bad entry.
+
+    Examples
+    --------
+    >>> parse_peers("0=127.0.0.1:9000, 2=10.0.0.3:9000")
+    {0: '127.0.0.1:9000', 2: '10.0.0.3:9000'}
+    """
+    peers = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        hub, _, address = entry.partition("=")
+        if not hub.strip().isdigit() or ":" not in address:
+            raise ValueError(f"peers: expected entries like '0=host:port', got {entry!r}")
+        peers[int(hub)] = address.strip()
+    return peers
+
+
 def encode(hub_id: int, server_round: int, model: ArrayRecord) -> bytes:
     """Return the wire form of a published model: header + ArrayRecord proto."""
     return HEADER.pack(hub_id, server_round) + array_record_to_proto(model).SerializeToString()
