@@ -230,7 +230,7 @@ class NetworkPeerLayer(PeerLayer):
         self.readers = {
             e for e in range(len(self.mixing)) if e != hub_id and self.mixing[hub_id, e]
         }
-        self.wire_bytes_in = 0
+        self.wire_bytes_in = 0  # every payload received, refused ones included
         self._published: dict[int, bytes] = {}
         self._models: dict[int, ArrayRecord] = {}
         self._lock = threading.Lock()
@@ -368,7 +368,8 @@ class NetworkPeerLayer(PeerLayer):
                     last,
                 )
                 return None
-            self.wire_bytes_in += len(payload)
+            with self._lock:
+                self.wire_bytes_in += len(payload)
             return self._accept(j, server_round, own, payload)
         log(
             WARNING,
