@@ -214,6 +214,12 @@ class NetworkPeerLayer(PeerLayer):
     ) -> None:
         self.hub_id = hub_id
         self.mixing = np.asarray(mixing, dtype=np.float64)
+        size = len(self.mixing)
+        if self.mixing.shape != (size, size) or not 0 <= hub_id < size:
+            raise ValueError(
+                f"mixing: expected a square D x D matrix with hub {hub_id} < D, "
+                f"got shape {self.mixing.shape}"
+            )
         if tls is None and not insecure:
             raise ValueError("tls: expected PeerTls, or insecure=True to opt out of TLS")
         self.tls = None if insecure else tls
@@ -241,17 +247,22 @@ class NetworkPeerLayer(PeerLayer):
                     SERVICE, {"Fetch": grpc.unary_unary_rpc_method_handler(self._serve)}
                 )
             ],
-            options=[("grpc.max_send_message_length", -1)],
+            options=[("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)],
         )
-        if self.tls is None:
-            self.port = self._server.add_insecure_port(listen_address)
-        else:
-            credentials = grpc.ssl_server_credentials(
-                [(self.tls.key, self.tls.cert)],
-                root_certificates=self.tls.ca_cert,
-                require_client_auth=True,
-            )
-            self.port = self._server.add_secure_port(listen_address, credentials)
+        try:
+            if self.tls is None:
+                self.port = self._server.add_insecure_port(listen_address)
+            else:
+                credentials = grpc.ssl_server_credentials(
+                    [(self.tls.key, self.tls.cert)],
+                    root_certificates=self.tls.ca_cert,
+                    require_client_auth=True,
+                )
+                self.port = self._server.add_secure_port(listen_address, credentials)
+        except RuntimeError as err:
+            raise ValueError(
+                f"listen_address: expected a free host:port, could not bind {listen_address!r}"
+            ) from err
         self._server.start()
         self._channels = {j: self._channel(j, peers[j]) for j in self.neighbours}
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.neighbours)))

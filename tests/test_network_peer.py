@@ -261,6 +261,23 @@ def test_insecure_needs_explicit_opt_out():
         NetworkPeerLayer(0, H, "127.0.0.1:0", {1: "127.0.0.1:1"})
 
 
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="peers: expected an address for in-neighbours \\[1\\]"):
+        NetworkPeerLayer(0, H, "127.0.0.1:0", {}, insecure=True)
+    with pytest.raises(ValueError, match="mixing: expected a square"):
+        NetworkPeerLayer(3, H, "127.0.0.1:0", {}, insecure=True)
+    layer = NetworkPeerLayer(0, H, "127.0.0.1:0", {1: "127.0.0.1:1"}, insecure=True)
+    try:
+        with pytest.raises(ValueError, match="listen_address"):
+            NetworkPeerLayer(0, H, f"127.0.0.1:{layer.port}", {1: "x:1"}, insecure=True)
+        with pytest.raises(ValueError, match="this layer serves hub 0"):
+            layer.publish(1, 1, model(np.random.default_rng(0)))
+        with pytest.raises(RuntimeError, match="hub 0 has not published"):
+            layer.collect(0, 1)
+    finally:
+        layer.close()
+
+
 # ---- mutual TLS: who may fetch a hub's model ----
 
 
