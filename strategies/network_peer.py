@@ -34,6 +34,7 @@ from flwr_multilevel.strategies.peer import Gossip, PeerLayer, in_neighbours, mi
 SERVICE = "flwr_multilevel.Peer"
 METHOD = f"/{SERVICE}/Fetch"
 HEADER = struct.Struct(">qq")  # (sender hub id, round)
+REQUEST = struct.Struct(">qq")  # (round, requesting hub id)
 POLL_S = 0.05  # pause between two fetches of a model not published yet
 KEEP_ROUNDS = 4
 _IDENTITY = re.compile(r"hub-(\d+)")
@@ -240,6 +241,8 @@ class NetworkPeerLayer(PeerLayer):
         self._published: dict[int, bytes] = {}
         self._models: dict[int, ArrayRecord] = {}
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._fetched: dict[int, set[int]] = {}  # round -> readers that fetched it
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max(4, 2 * len(self.readers))),
             handlers=[
@@ -288,17 +291,23 @@ class NetworkPeerLayer(PeerLayer):
 
     # ---- server side ----
     def _serve(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            server_round, claimed = REQUEST.unpack(request)
+        except struct.error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expected (round, hub id)")
         if self.tls is not None:
             hubs = identities(context.auth_context())
             if not hubs & self.readers:
                 log(WARNING, "hub %s: refused peer %s (not a neighbour)", self.hub_id, hubs)
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a neighbour of this hub")
-        try:
-            (server_round,) = struct.unpack(">q", request)
-        except struct.error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expected an 8-byte round number")
+            requester = min(hubs & self.readers)  # who the certificate says, not the request
+        else:
+            requester = claimed
         with self._lock:
             payload = self._published.get(server_round)
+            if payload is not None:
+                self._fetched.setdefault(server_round, set()).add(requester)
+                self._changed.notify_all()
         if payload is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"round {server_round} not published")
         return payload  # type: ignore[return-value]  # abort() raises
@@ -317,6 +326,7 @@ class NetworkPeerLayer(PeerLayer):
             self._models[server_round] = model
             for old in sorted(self._published)[: -self.keep_rounds]:
                 del self._published[old], self._models[old]
+                self._fetched.pop(old, None)
 
     def collect(self, hub_id: int, server_round: int) -> Gossip:
         """Fetch the in-neighbours' models of ``server_round`` and return ``y_d``.
@@ -357,7 +367,7 @@ class NetworkPeerLayer(PeerLayer):
     ) -> ArrayRecord | None:
         """Return neighbour j's model of ``server_round``, or None (logged) if none usable."""
         call = self._channels[j].unary_unary(METHOD)
-        request = struct.pack(">q", server_round)
+        request = REQUEST.pack(server_round, self.hub_id)
         last = "no answer"
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -422,8 +432,29 @@ class NetworkPeerLayer(PeerLayer):
             return None
         return model
 
-    def close(self) -> None:
-        """Stop the server and close the channels."""
+    def close(self, linger: float | None = None) -> None:
+        """Stop the server and close the channels.
+
+        Before stopping, keep serving until every out-neighbour fetched the
+        last round published (a slower neighbour still gets it), for at most
+        ``linger`` seconds (default: ``timeout``; 0 stops at once).
+        """
+        linger = self.timeout if linger is None else linger
+        deadline = time.monotonic() + linger
+        with self._lock:
+            last = max(self._published, default=None)
+            while last is not None and not self.readers <= self._fetched.get(last, set()):
+                if not self._changed.wait(max(0.0, deadline - time.monotonic())):
+                    break
+            if last is not None and not self.readers <= self._fetched.get(last, set()):
+                missing = sorted(self.readers - self._fetched.get(last, set()))
+                log(
+                    WARNING,
+                    "hub %s: closing; hubs %s never fetched round %s",
+                    self.hub_id,
+                    missing,
+                    last,
+                )
         self._server.stop(grace=None)
         for channel in self._channels.values():
             channel.close()

@@ -2,6 +2,7 @@
 
 import logging
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -76,7 +77,7 @@ class Hubs:
     def stop(self, d: int) -> None:
         layer = self.layers[d]
         assert layer is not None
-        layer.close()
+        layer.close(linger=0)
         self.layers[d] = None
 
     def close(self) -> None:
@@ -173,6 +174,23 @@ def test_model_of_another_round_is_never_mixed_in(hubs):
     assert net.layers[1].collect(1, 1).skipped == []
 
 
+def test_a_hub_that_finishes_keeps_serving_its_last_round_to_slower_neighbours(hubs):
+    net = hubs(timeout=5.0)
+    rng = np.random.default_rng(6)
+    z = [model(rng) for _ in range(3)]
+    net.layers[1].publish(1, 1, z[1])
+    done = threading.Thread(target=net.layers[1].close)  # its readers 0 and 2 have not fetched
+    done.start()
+    done.join(0.3)
+    assert done.is_alive()
+    for d in (0, 2):
+        net.layers[d].publish(d, 1, z[d])
+        assert net.layers[d].collect(d, 1).skipped == []
+    done.join(5.0)
+    assert not done.is_alive()
+    net.layers[1] = None
+
+
 class FakeHub:
     """A peer server that answers every fetch with a fixed payload."""
 
@@ -200,7 +218,7 @@ def mix_from_fake(payload: bytes, caplog, **kwargs):
             with caplog.at_level(logging.WARNING, logger="flwr"):
                 gossip = layer.collect(1, 3)
         finally:
-            layer.close()
+            layer.close(linger=0)
     finally:
         fake.close()
     return gossip
@@ -290,7 +308,7 @@ def fetch(port: int, tls: PeerTls | None, server_identity: str = "hub-0") -> grp
         options = [("grpc.ssl_target_name_override", server_identity)]
         channel = grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=options)
     try:
-        channel.unary_unary(METHOD)(struct.pack(">q", 1), timeout=5)
+        channel.unary_unary(METHOD)(struct.pack(">qq", 1, 1), timeout=5)
         return grpc.StatusCode.OK
     except grpc.RpcError as err:
         return err.code()
@@ -306,7 +324,7 @@ def hub0(federation):
     )
     layer.publish(0, 1, model(np.random.default_rng(5)))
     yield layer
-    layer.close()
+    layer.close(linger=0)
 
 
 def test_tls_neighbour_may_fetch(hub0, federation):
