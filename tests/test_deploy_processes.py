@@ -18,6 +18,7 @@ from flwr_multilevel.deploy_processes import (
     start_supernode,
     wait_for_log,
 )
+from flwr_multilevel.strategies.network_peer import format_peers
 
 pytestmark = pytest.mark.deployment
 
@@ -30,13 +31,13 @@ def tree(pids: list[int]) -> list[int]:
     return sorted({*pids, *(c for p in pids for c in descendants(p))})
 
 
-def test_auth_registered_supernode_connects_unregistered_is_refused_and_flwr_run(tmp_path):
-    with local_federation(tmp_path / "fed", [2]) as fed:
-        # both registered SuperNodes came up (local_federation waits for their SuperNode ID)
-        logs = [tmp_path / "fed" / f"supernode-{i}" / "supernode.log" for i in (0, 1)]
-        assert all("SuperNode ID" in p.read_text() for p in logs)
-        superlink_cmd = fed.superlinks[0].proc.args
-        assert "--enable-supernode-auth" in superlink_cmd and "--insecure" not in superlink_cmd
+def test_tls_auth_flwr_run_and_gossip_between_two_hub_server_apps(tmp_path):
+    """Two TLS SuperLinks with SuperNode auth; each hub's ServerApp gossips over mutual TLS."""
+    with local_federation(tmp_path / "fed", [2, 1]) as fed:
+        # the registered SuperNodes came up (local_federation waits for their SuperNode ID)
+        for link in fed.superlinks:
+            assert "--enable-supernode-auth" in link.proc.args
+            assert "--insecure" not in link.proc.args
 
         private, _ = make_supernode_keys()
         key = write_private(tmp_path / "stranger", private)
@@ -50,16 +51,26 @@ def test_auth_registered_supernode_connects_unregistered_is_refused_and_flwr_run
             private_key=key,
             wait=False,
         )
-        run = fed.submit(0, APP, {"min-nodes": 2, "tag": "hub0"})
+        runs = []
+        for d, nodes in enumerate([2, 1]):
+            others = {j: a for j, a in fed.peer_addresses.items() if j != d}
+            config = {"min-nodes": nodes, "tag": f"hub{d}", "hub-id": d}
+            config |= {"listen": fed.peer_addresses[d], "peers": format_peers(others)}
+            runs.append(fed.submit(d, APP, config | fed.peer_tls_files(d)))
         stranger_log = tmp_path / "fed" / "supernode-9" / "supernode.log"
         with pytest.raises(DeploymentError, match="exited with"):
             wait_for_log(stranger_log, "SuperNode ID", stranger.proc)
         assert "Failed to activate SuperNode" in stranger_log.read_text()
 
-        assert run.wait(120) == 0
-        text = (tmp_path / "fed" / "run-0.log").read_text()
-        echoes = [line for line in text.splitlines() if line.startswith("ECHO tag=hub0")]
-        assert sorted(e.split("'worker-id': '")[1][0] for e in echoes) == ["0", "1"]
+        assert [run.wait(120) for run in runs] == [0, 0]
+        for d, workers in enumerate([["0", "1"], ["2"]]):
+            lines = (tmp_path / "fed" / f"run-{d}.log").read_text().splitlines()
+            echoes = [line for line in lines if line.startswith(f"ECHO tag=hub{d}")]
+            assert sorted(e.split("'worker-id': '")[1][0] for e in echoes) == workers
+            gossip = [line for line in lines if line.startswith(f"GOSSIP hub={d}")]
+            assert gossip == [
+                f"GOSSIP hub={d} round={r} w=[0.5, 0.5, 0.5] skipped=[]" for r in (1, 2, 3)
+            ]
         pids = tree(fed.group.pids)
     assert [p for p in pids if pid_alive(p)] == []
 

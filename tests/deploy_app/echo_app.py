@@ -1,10 +1,18 @@
-"""A tiny Flower App for the deployment tests: each node echoes its node config."""
+"""A tiny hub app for the deployment tests.
+
+Its ServerApp asks each node of its SuperLink for its node config and prints
+it (``ECHO ...``); with ``peers`` set it then gossips three rounds with the
+other hub through :class:`NetworkPeerLayer` (``GOSSIP ...``), H = all halves.
+"""
 
 import time
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+
+from flwr_multilevel.strategies.network_peer import NetworkPeerLayer, PeerTls, parse_peers
 
 server = ServerApp()
 client = ClientApp()
@@ -12,8 +20,9 @@ client = ClientApp()
 
 @server.main()
 def main(grid: Grid, context: Context) -> None:
-    """Wait for ``min-nodes`` nodes, ask each for its node config, print it."""
-    want = int(context.run_config["min-nodes"])
+    """Echo every node's config, then gossip with the peer hub if there is one."""
+    config = context.run_config
+    want = int(config["min-nodes"])
     nodes: list[int] = []
     for _ in range(300):
         nodes = list(grid.get_node_ids())
@@ -25,12 +34,38 @@ def main(grid: Grid, context: Context) -> None:
         for n in nodes
     ]
     for reply in grid.send_and_receive(messages, timeout=60):
-        config = dict(reply.content["c"])
-        print(f"ECHO tag={context.run_config['tag']} node={reply.metadata.src_node_id} {config}")
+        node = dict(reply.content["c"])
+        print(f"ECHO tag={config['tag']} node={reply.metadata.src_node_id} {node}", flush=True)
+    if config["peers"]:
+        gossip(config)
+
+
+def gossip(config: dict) -> None:
+    """Three gossip rounds of hub ``hub-id``; its model starts at its hub id."""
+    d = int(config["hub-id"])
+    tls = PeerTls.from_files(config["ca"], config["cert"], config["key"]) if config["ca"] else None
+    layer = NetworkPeerLayer(
+        d,
+        np.full((2, 2), 0.5),
+        str(config["listen"]),
+        parse_peers(str(config["peers"])),
+        tls=tls,
+        insecure=tls is None,
+        timeout=60,
+    )
+    z = ArrayRecord({"w": Array(np.full(3, float(d), np.float32))})
+    try:
+        for server_round in range(1, 4):
+            mixed = layer.exchange(d, server_round, z)
+            w = mixed.model["w"].numpy().tolist()
+            print(f"GOSSIP hub={d} round={server_round} w={w} skipped={mixed.skipped}", flush=True)
+            z = mixed.model
+    finally:
+        layer.close()
 
 
 @client.query()
 def query(msg: Message, context: Context) -> Message:
     """Reply with this node's config."""
-    config = {k: str(v) for k, v in context.node_config.items()}
-    return Message(RecordDict({"c": ConfigRecord(config)}), reply_to=msg)
+    node = {k: str(v) for k, v in context.node_config.items()}
+    return Message(RecordDict({"c": ConfigRecord(node)}), reply_to=msg)
