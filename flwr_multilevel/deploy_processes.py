@@ -25,6 +25,7 @@ Commands (Flower 1.42), for hub d on port P:
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,6 +56,23 @@ FLOWER_ENV = {
 
 class DeploymentError(RuntimeError):
     """A process of the federation failed to start or to become ready."""
+
+
+def executable(name: str) -> str:
+    """Return the path of Flower's ``name`` command: beside this Python, else on PATH.
+
+    Raises
+    ------
+    DeploymentError
+        If it is in neither place.
+    """
+    beside = BIN / name
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise DeploymentError(f"{name}: not found beside {sys.executable} or on PATH")
+    return found
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -240,8 +258,14 @@ class ProcessGroup:
         traceback: TracebackType | None,
     ) -> None:
         try:
+            old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a 2nd Ctrl-C waits
+        except ValueError:  # not the main thread
+            old_sigint = None
+        try:
             self.stop()
         finally:
+            if old_sigint is not None:
+                signal.signal(signal.SIGINT, old_sigint)
             if self._old_sigterm is not None:
                 signal.signal(signal.SIGTERM, self._old_sigterm)
 
@@ -393,7 +417,7 @@ def start_superlink(
     port = port or free_port(host)
     home = Path(folder) / f"superlink-{hub_id}"
     home.mkdir(parents=True, exist_ok=True)
-    argv = [str(BIN / "flower-superlink"), "--host", host, "--port", str(port)]
+    argv = [executable("flower-superlink"), "--host", host, "--port", str(port)]
     if files is None:
         argv.append("--insecure")
     else:
@@ -422,7 +446,7 @@ def register_supernode(
         If the registration fails.
     """
     env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home)}
-    argv = [str(BIN / "flwr"), "supernode", "register", str(public_key), connection]
+    argv = [executable("flwr"), "supernode", "register", str(public_key), connection]
     argv += ["--format", "json"]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
     match = re.search(r'"node-id":\s*(\d+)', done.stdout)
@@ -458,7 +482,7 @@ def start_supernode(
     """
     home = Path(folder) / f"supernode-{worker_id}"
     home.mkdir(parents=True, exist_ok=True)
-    argv = [str(BIN / "flower-supernode"), "--superlink", superlink.address]
+    argv = [executable("flower-supernode"), "--superlink", superlink.address]
     argv += ["--host", host, "--port", str(free_port(host))]
     if root_certificates is None:
         argv.append("--insecure")
@@ -496,7 +520,7 @@ def submit_run(
         The ``flwr run`` process, recorded in ``group``.
     """
     overrides = write_run_config(Path(log_path).with_suffix(".run_config.toml"), run_config)
-    argv = [str(BIN / "flwr"), "run", str(app_dir), connection, "--stream"]
+    argv = [executable("flwr"), "run", str(app_dir), connection, "--stream"]
     if run_config:
         argv += ["--run-config", str(overrides)]
     return group.start(
