@@ -23,6 +23,7 @@ USAGE = """examples:
   flwr-multilevel plot cmp/ runs/20260101-120000        # redraw plots of finished runs
   flwr-multilevel theory theory.L=1 theory.sigma2=1 theory.beta=0 theory.f_gap=2
   flwr-multilevel config                                # every key, with its default
+  flwr-multilevel certs certs/ --hubs 3 --workers 4     # CA, hub and SuperNode keys for deploy
 """
 
 
@@ -53,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("results", nargs="+", metavar="RESULTS", help="run or comparison folders")
     sub.add_argument("--out", help="folder for the PNGs (default: the one folder given, or plots/)")
     sub.add_argument("--title", help="title of the plots")
+    text = "make a federation CA, per-hub peer and SuperLink certificates, SuperNode keys"
+    sub = commands.add_parser("certs", help=text, description=text)
+    sub.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created)")
+    sub.add_argument("--hubs", type=int, default=3, help="number of hubs (default: 3)")
+    sub.add_argument("--workers", type=int, default=4, help="workers per hub (default: 4)")
+    sub.add_argument(
+        "--host",
+        action="append",
+        help="host name or IP of the servers (repeatable; default: localhost and 127.0.0.1)",
+    )
     return parser
 
 
@@ -157,6 +168,20 @@ def plot(ns: argparse.Namespace) -> int:
     return 0
 
 
+def certs(ns: argparse.Namespace) -> int:
+    """Write a federation's certificates and keys; return the exit status."""
+    from .certs import DEFAULT_HOSTS, make_federation  # pylint: disable=import-outside-toplevel
+
+    for name, value in (("--hubs", ns.hubs), ("--workers", ns.workers)):
+        if value < 1:
+            raise ConfigError(name, f"expected an integer >= 1, got {value}")
+    files = make_federation(ns.out_dir, ns.hubs, ns.workers, ns.host or DEFAULT_HOSTS)
+    print(f"CA: {files.ca_cert} (its key {files.ca_key}: keep it off the hubs)")
+    print(f"per hub: {Path(ns.out_dir) / 'hub-<d>'}/ peer.pem/.key, superlink.pem/.key, ", end="")
+    print("supernode-<k> (private, 0600) and supernode-<k>.pub")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flwr-multilevel``; returns the exit status.
 
@@ -171,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return compare(ns)
         if ns.command == "plot":
             return plot(ns)
+        if ns.command == "certs":
+            return certs(ns)
         if ns.command == "theory":
             return theory(ns.args)
         return run(ns.args)

@@ -1,0 +1,117 @@
+"""Flower SuperLinks and SuperNodes on loopback: auth, flwr run, and no process left behind."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flwr_multilevel.certs import make_supernode_keys, write_private
+from flwr_multilevel.deploy_processes import (
+    DeploymentError,
+    descendants,
+    local_federation,
+    pid_alive,
+    start_supernode,
+    wait_for_log,
+)
+from flwr_multilevel.strategies.network_peer import format_peers
+
+pytestmark = pytest.mark.deployment
+
+APP = Path(__file__).parent / "deploy_app"
+ROOT = Path(__file__).parent.parent
+
+
+def tree(pids: list[int]) -> list[int]:
+    """The recorded PIDs and every process below them (SuperExecs, ServerApps)."""
+    return sorted({*pids, *(c for p in pids for c in descendants(p))})
+
+
+def test_tls_auth_flwr_run_and_gossip_between_two_hub_server_apps(tmp_path):
+    """Two TLS SuperLinks with SuperNode auth; each hub's ServerApp gossips over mutual TLS."""
+    with local_federation(tmp_path / "fed", [2, 1]) as fed:
+        # the registered SuperNodes came up (local_federation waits for their SuperNode ID)
+        for link in fed.superlinks:
+            assert "--enable-supernode-auth" in link.proc.args
+            assert "--insecure" not in link.proc.args
+
+        private, _ = make_supernode_keys()
+        key = write_private(tmp_path / "stranger", private)
+        stranger = start_supernode(
+            fed.group,
+            fed.folder,
+            fed.superlinks[0],
+            9,
+            {"partition-id": 9},
+            root_certificates=fed.files.ca_cert,
+            private_key=key,
+            wait=False,
+        )
+        runs = []
+        for d, nodes in enumerate([2, 1]):
+            others = {j: a for j, a in fed.peer_addresses.items() if j != d}
+            config = {"min-nodes": nodes, "tag": f"hub{d}", "hub-id": d}
+            config |= {"listen": fed.peer_addresses[d], "peers": format_peers(others)}
+            runs.append(fed.submit(d, APP, config | fed.peer_tls_files(d)))
+        stranger_log = tmp_path / "fed" / "supernode-9" / "supernode.log"
+        with pytest.raises(DeploymentError, match="exited with"):
+            wait_for_log(stranger_log, "SuperNode ID", stranger.proc)
+        assert "Failed to activate SuperNode" in stranger_log.read_text()
+
+        assert [run.wait(120) for run in runs] == [0, 0]
+        for d, workers in enumerate([["0", "1"], ["2"]]):
+            lines = (tmp_path / "fed" / f"run-{d}.log").read_text().splitlines()
+            echoes = [line for line in lines if line.startswith(f"ECHO tag=hub{d}")]
+            assert sorted(e.split("'worker-id': '")[1][0] for e in echoes) == workers
+            gossip = [line for line in lines if line.startswith(f"GOSSIP hub={d}")]
+            assert gossip == [
+                f"GOSSIP hub={d} round={r} w=[0.5, 0.5, 0.5] skipped=[]" for r in (1, 2, 3)
+            ]
+        pids = tree(fed.group.pids)
+    assert [p for p in pids if pid_alive(p)] == []
+
+
+def test_no_process_left_after_an_exception(tmp_path):
+    pids: list[int] = []
+    with pytest.raises(RuntimeError, match="boom"):
+        with local_federation(tmp_path, [1], insecure=True) as fed:
+            pids = tree(fed.group.pids)
+            assert len(pids) >= 4  # SuperLink, SuperNode and their SuperExecs
+            raise RuntimeError("boom")
+    assert [p for p in pids if pid_alive(p)] == []
+
+
+SCRIPT = """
+import json, sys, time
+from flwr_multilevel.deploy_processes import descendants, local_federation
+with local_federation(sys.argv[1], [1], insecure=True) as fed:
+    pids = [*fed.group.pids, *(c for p in fed.group.pids for c in descendants(p))]
+    print(json.dumps(pids), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_no_process_left_after_sigint(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    manager = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert manager.stdout is not None
+        pids = json.loads(manager.stdout.readline())
+        assert len(pids) >= 4 and all(pid_alive(p) for p in pids[:2])
+        os.kill(manager.pid, signal.SIGINT)
+        assert manager.wait(60) != 0
+    finally:
+        if manager.poll() is None:
+            manager.kill()
+            manager.wait()
+    assert [p for p in pids if pid_alive(p)] == []
