@@ -144,6 +144,30 @@ def weighted_metrics(records: list[MetricRecord], weights: list[float]) -> Metri
     return aggregate_metricrecords(clean, WEIGHT_KEY)
 
 
+def clip_update(reply: Message, model: ArrayRecord, clip_norm: float) -> Message:
+    """Return ``reply`` with its update ``x_i - y_d`` clipped to L2 norm ``clip_norm``.
+
+    The reply itself is not modified; an update within the norm is returned as is.
+    The norm is computed in float64, so float32 extremes (3e38) cannot overflow it.
+    """
+    arrays = next(iter(reply.content.array_records.values()))
+    own = {k: model[k].numpy().astype(np.float64) for k in model.keys()}
+    update = {k: arrays[k].numpy().astype(np.float64) - own[k] for k in own}
+    norm = float(np.sqrt(sum(float(np.sum(u * u)) for u in update.values())))
+    if norm <= clip_norm:
+        return reply
+    scale = clip_norm / norm
+    clipped = ArrayRecord(
+        {
+            k: Array(np.ascontiguousarray((own[k] + scale * update[k]).astype(model[k].dtype)))
+            for k in own
+        }
+    )
+    content = RecordDict(dict(reply.content.items()))
+    content[next(iter(reply.content.array_records))] = clipped
+    return Message(metadata=reply.metadata, content=content)  # type: ignore[call-overload]
+
+
 def strategy_chain(strategy: Strategy) -> list[Strategy]:
     """Return ``strategy`` and every strategy it wraps, outermost first.
 
@@ -187,6 +211,12 @@ class HubStrategy(Strategy):
         A worker without a valid reply: ``"stay"`` counts it as a worker that
         took no step (``x_i = y_d``, weight ``v_i``), as the paper's model has
         it; ``"renormalize"`` leaves it out and renormalises the others.
+    clip_norm : float | None (default: None)
+        Clip every worker's update ``x_i - y_d`` to this L2 norm before the
+        chain sees it, which bounds what one poisoned reply can do.
+    min_replies : float (default: 0.0)
+        Fraction of the hub's workers whose replies must be valid; below it
+        the hub keeps its model for the round.
 
     Raises
     ------
@@ -202,9 +232,16 @@ class HubStrategy(Strategy):
         workers: Mapping[int, WorkerSpec],
         time_steps: int,
         missing: Missing = "stay",
+        clip_norm: float | None = None,
+        min_replies: float = 0.0,
     ) -> None:
         if missing not in ("stay", "renormalize"):
             raise ValueError(f"missing: expected 'stay' or 'renormalize', got {missing!r}")
+        if clip_norm is not None and not (np.isfinite(clip_norm) and clip_norm > 0):
+            raise ValueError(f"clip_norm: expected a number > 0, got {clip_norm!r}")
+        if not 0.0 <= min_replies <= 1.0:
+            raise ValueError(f"min_replies: expected a fraction in [0, 1], got {min_replies!r}")
+        self.clip_norm, self.min_replies = clip_norm, float(min_replies)
         self.strategy = copy.deepcopy(strategy)
         self.hub_id = hub_id
         self.workers = {int(node): copy.copy(spec) for node, spec in workers.items()}
@@ -311,8 +348,9 @@ class HubStrategy(Strategy):
         by_id = {spec.worker_id: spec for spec in self.workers.values()}
         report.missing = sorted(set(by_id) - set(valid))
         report.steps = {w: int(m["steps"]) for w, (_, m) in valid.items()}  # type: ignore[arg-type]
-        if not valid:
+        if len(valid) < self.min_replies * len(self.workers) or not valid:
             report.failed = True
+            report.error = f"{len(valid)} of {len(self.workers)} replies were valid"
             log(
                 WARNING,
                 "hub %s round %s: no valid reply, the hub keeps its model",
@@ -320,6 +358,10 @@ class HubStrategy(Strategy):
                 server_round,
             )
             return None, None
+        if self.clip_norm is not None and self._model is not None:
+            valid = {
+                w: (clip_update(r, self._model, self.clip_norm), m) for w, (r, m) in valid.items()
+            }
         shared = common_numeric_keys([m for _, m in valid.values()])
         inputs = {w: self._input(r, by_id[w], m, shared) for w, (r, m) in valid.items()}
         if self.missing == "stay" and self._model is not None:

@@ -95,6 +95,11 @@ class MLLSGD(Strategy):
     missing : str (default: "stay")
         A worker without a valid reply takes no step (``"stay"``, the paper's
         model) or is left out and the others renormalised (``"renormalize"``).
+    clip_norm : float | None (default: None)
+        Each hub clips every worker's update ``x_i - y_d`` to this L2 norm.
+    min_replies : float (default: 0.0)
+        Fraction of a hub's workers that must reply validly, or the hub keeps
+        its model for the round (and counts a failed round).
     evaluate_every : int (default: 1)
         Rounds between federated evaluations of u (0: never).
     evaluate_hubs : bool (default: False)
@@ -142,6 +147,8 @@ class MLLSGD(Strategy):
         weights: str | Sequence[float] = "num-examples",
         seed: int = 0,
         missing: Missing = "stay",
+        clip_norm: float | None = None,
+        min_replies: float = 0.0,
         evaluate_every: int = 1,
         evaluate_hubs: bool = False,
         wait_for_slowest: bool = False,
@@ -184,6 +191,8 @@ class MLLSGD(Strategy):
         if missing not in ("stay", "renormalize"):
             raise ValueError(f"missing: expected 'stay' or 'renormalize', got {missing!r}")
         self.missing = missing
+        self.clip_norm, self.min_replies = clip_norm, min_replies
+        HubStrategy(self.strategy, 0, {}, self.tau, missing, clip_norm, min_replies)  # checks
         if (
             isinstance(evaluate_every, bool)
             or not isinstance(evaluate_every, int)
@@ -313,7 +322,9 @@ class MLLSGD(Strategy):
                 )
                 for w in self._members(d)
             }
-            self.hubs[d] = HubStrategy(self.strategy, d, workers, self.tau, self.missing)
+            self.hubs[d] = HubStrategy(
+                self.strategy, d, workers, self.tau, self.missing, self.clip_norm, self.min_replies
+            )
             self.hub_of_node.update({node: d for node in workers})
         self.models = {d: initial_arrays for d in self.hub_ids}
 

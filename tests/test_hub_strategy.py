@@ -342,3 +342,55 @@ def test_fedavgm_base_follows_the_gossiped_hub_model(config):
     model = mll.models[0]
     list(mll.hubs[0].configure_train(2, model, ConfigRecord(), grid))
     assert mll.hubs[0].strategy.current_arrays is model
+
+
+def poisoner(scale=None, value=None):
+    app = ClientApp(mods=[multilevel_mod])
+
+    @app.train()
+    def train(msg, context):
+        reply = client_app(msg, context)
+        if context.node_config["partition-id"] != 1:
+            return reply
+        arrays = reply.content["arrays"]
+        poisoned = {
+            k: Array(a.numpy() * scale if scale is not None else np.full_like(a.numpy(), value))
+            for k, a in arrays.items()
+        }
+        reply.content["arrays"] = ArrayRecord(poisoned)
+        return reply
+
+    return app
+
+
+@pytest.mark.parametrize("attack", [{"scale": 1e6}, {"value": 3e38}], ids=["x1e6", "3e38"])
+def test_update_clipping_bounds_a_poisoned_worker(config, attack):
+    cfg = config("hubs.count=1", "hubs.workers=4", "tau=2", "q=1", "rounds=3")
+    exp = prepare(cfg)
+    clean = build_mllsgd(exp)
+    clean.start(
+        LocalGrid(client_app, 4),
+        initial_model(exp),
+        3,
+        train_config=ConfigRecord(train_config(exp)),
+    )
+    reference = flat([a.numpy() for a in clean.models[0].values()])
+
+    results = {}
+    for clip in (None, 1.0):
+        mll = build_mllsgd(exp)
+        mll.clip_norm = clip
+        mll.start(
+            LocalGrid(poisoner(**attack), 4),
+            initial_model(exp),
+            3,
+            train_config=ConfigRecord(train_config(exp)),
+        )
+        results[clip] = (flat([a.numpy() for a in mll.models[0].values()]), mll.report)
+    unclipped, _ = results[None]
+    assert np.isfinite(unclipped).all()  # never NaN: a non-finite aggregate is refused
+    assert np.abs(unclipped - reference).max() > 100  # the attack works without clipping
+    clipped, report = results[1.0]
+    assert not report.failed_hubs
+    # one worker's update is bounded by the clip norm: the hub moves by at most v_1 * 1.0 per round
+    assert np.linalg.norm(clipped - reference) < 3 * 1.0
