@@ -350,7 +350,8 @@ class HubStrategy(Strategy):
         report.steps = {w: int(m["steps"]) for w, (_, m) in valid.items()}  # type: ignore[arg-type]
         if len(valid) < self.min_replies * len(self.workers) or not valid:
             report.failed = True
-            report.error = f"{len(valid)} of {len(self.workers)} replies were valid"
+            first = f" (first: {report.dropped[0]})" if report.dropped else ""
+            report.error = f"{len(valid)} of {len(self.workers)} replies were valid{first}"
             log(
                 WARNING,
                 "hub %s round %s: no valid reply, the hub keeps its model",
