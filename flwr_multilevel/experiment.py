@@ -398,6 +398,10 @@ def run(exp: Experiment, grid: Grid, progress: Progress | None = None) -> dict[s
                 "missing": len(report.missing),
                 "seconds": round(report.seconds, 4),
                 **{f"hub{d}_train_loss": loss for d, loss in enumerate(losses)},
+                "failed_hubs": " ".join(str(d) for d in report.failed_hubs),
+                "skipped_peers": " ".join(
+                    f"{d}:{'/'.join(map(str, peers))}" for d, peers in report.skipped_peers.items()
+                ),
                 "dropped_reasons": " | ".join(report.dropped),
             },
         )
