@@ -82,4 +82,4 @@ def test_real_process_prints_no_traceback():
         check=False,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "flwr-multilevel: error: q: expected an integer >= 1, got 0"
+    assert proc.stderr.strip() == "flwr-multilevel: error: q: expected an integer in [1, 10000000], got 0"
