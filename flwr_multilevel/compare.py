@@ -189,8 +189,12 @@ def load_comparison(sources: Sequence[str], overrides: Sequence[str] = ()) -> Co
         raise ConfigError("compare", f"expected distinct run labels, {duplicates[0]!r} repeats")
     folders: dict[str, str] = {}
     for label in labels:
-        if len(label) > 100 or not label.strip():
-            raise ConfigError("compare", f"expected run labels of 1 to 100 characters, got {label[:40]!r}")
+        if len(label) > 100 or not re.search(r"[A-Za-z0-9]", label):
+            raise ConfigError(
+                "compare",
+                f"expected run labels of 1 to 100 characters with a letter or digit, "
+                f"got {label[:40]!r}",
+            )
         folder = slug(label)
         if folder in folders:
             raise ConfigError(
