@@ -134,13 +134,14 @@ def theory(args: Sequence[str]) -> int:
 def compare(ns: argparse.Namespace) -> int:
     """Run a comparison; return the exit status."""
     # pylint: disable=import-outside-toplevel
-    from .compare import load_comparison, quiet_flower, run_comparison
-
-    from .compare import check_comparison_dir
+    from .compare import check_comparison_dir, load_comparison, quiet_flower, run_comparison
 
     sources = [a for a in ns.args if "=" not in a]
     overrides = [a for a in ns.args if "=" in a]
-    for key, value in (("--target-accuracy", ns.target_accuracy), ("--target-loss", ns.target_loss)):
+    for key, value in (
+        ("--target-accuracy", ns.target_accuracy),
+        ("--target-loss", ns.target_loss),
+    ):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise ConfigError(key, f"expected a finite number >= 0, got {value!r}")
     comparison = load_comparison(sources, overrides)

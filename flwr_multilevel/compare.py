@@ -110,7 +110,7 @@ def _mapping(key: str, value: Any) -> dict[str, Any]:
     plain = OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
     if not isinstance(plain, dict):
         raise ConfigError(key, f"expected a mapping, got {plain!r}"[:300])
-    return plain
+    return {str(k): v for k, v in plain.items()}
 
 
 def _target(key: str, value: Any) -> float | None:

@@ -17,7 +17,7 @@ from dataclasses import is_dataclass
 from importlib import resources
 from logging import ERROR, WARNING
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from flwr.common.config import unflatten_dict
@@ -113,6 +113,26 @@ def _expected(key: str) -> str:
     return base + (" or null" if type(None) in typing.get_args(hint) else "")
 
 
+def _strict_bools(other: Any, source: str) -> None:
+    """Refuse anything but true/false for a boolean key (omegaconf would take 1, -1, 'yes')."""
+    plain = OmegaConf.to_container(other, resolve=False) if OmegaConf.is_config(other) else other
+
+    def walk(node: Any, cls: Any, prefix: str) -> None:
+        if not (isinstance(node, Mapping) and is_dataclass(cls)):
+            return
+        hints = typing.get_type_hints(cls)
+        for key, value in node.items():
+            hint = hints.get(str(key))
+            if hint is bool and not isinstance(value, bool):
+                raise ConfigError(
+                    f"{prefix}{key}",
+                    f"expected true or false in {source}, got {schema.show(value)}",
+                )
+            walk(value, hint, f"{prefix}{key}.")
+
+    walk(plain, schema.Config, "")
+
+
 def merge(base: DictConfig, other: Any, source: str) -> DictConfig:
     """Return ``base`` merged with ``other``; errors name the key and ``source``.
 
@@ -122,6 +142,7 @@ def merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         An unknown key, a value of the wrong type, or an interpolation.
     """
     refuse_interpolations(other, source)
+    _strict_bools(other, source)
     try:
         return OmegaConf.merge(base, other)  # type: ignore[return-value]
     except ConfigKeyError as err:
@@ -129,21 +150,23 @@ def merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(
             str(key), f"unknown key in {source} (`flwr-multilevel config` lists every key)"
         ) from None
-    except OmegaConfBaseException as err:
+    except (OmegaConfBaseException, TypeError, ValueError) as err:
         key = getattr(err, "full_key", None)
         plain = OmegaConf.to_container(other) if OmegaConf.is_config(other) else other
         if not key and isinstance(plain, Mapping):  # find the top-level key at fault
             for name, value in plain.items():
                 try:
                     OmegaConf.merge(base, {name: value})
-                except OmegaConfBaseException:
+                except (OmegaConfBaseException, TypeError, ValueError):
                     key = str(name)
                     break
         key = str(key or "config")
         got: Any = plain
         for part in key.split("."):
             got = got.get(part) if isinstance(got, Mapping) else got
-        raise ConfigError(key, f"expected {_expected(key)} in {source}, got {schema.show(got)}") from None
+        raise ConfigError(
+            key, f"expected {_expected(key)} in {source}, got {schema.show(got)}"
+        ) from None
 
 
 def _read_yaml_file(path: str | Path, key: str) -> Any:
@@ -319,7 +342,7 @@ def to_run_config(cfg: DictConfig) -> dict[str, Any]:
             else:
                 flat[f"{prefix}{key}"] = "" if value is None else value
 
-    walk(plain, "")
+    walk(cast(dict[str, Any], plain), "")
     flat["strategy.options"] = ",".join(f"{k}={v}" for k, v in options.items())
     return flat
 
@@ -394,8 +417,11 @@ def _check_names(cfg: DictConfig) -> None:
     choice("simulation.device", cfg.simulation.device, DEVICES)
     for key, names in (("hubs.graph", GRAPHS), ("hubs.mixing", MIXINGS)):
         value = OmegaConf.select(cfg, key)
-        if value not in names:  # a file: checked when read
-            path_text(key, value)
+        if value not in names and not Path(path_text(key, value)).is_file():
+            raise ConfigError(
+                key,
+                f"expected one of {', '.join(names)} or an existing file, got {schema.show(value)}",
+            )
     path_text("data.root", cfg.data.root)
     if cfg.output_dir is not None:
         cfg.output_dir = path_text("output_dir", cfg.output_dir) if cfg.output_dir else None
@@ -439,7 +465,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     integer("data.shards_per_worker", cfg.data.shards_per_worker, 1, 10**6)
     integer("eval.every", cfg.eval.every, 0, 10**12)
     if cfg.eval.train_examples is not None:
-        integer("eval.train_examples", cfg.eval.train_examples, 1)
+        integer("eval.train_examples", cfg.eval.train_examples, 1, 10**9)
     flag("eval.train_loss", cfg.eval.train_loss)
     flag("eval.hubs", cfg.eval.hubs)
     sim = cfg.simulation
@@ -451,10 +477,12 @@ def validate(cfg: DictConfig) -> DictConfig:
         if cfg.theory[name] is not None:
             number(f"theory.{name}", cfg.theory[name], 0, MAX_CONSTANT, low_open=name == "L")
     if not isinstance(cfg.strategy.name, str):
-        raise ConfigError("strategy.name", f"expected a strategy name, got {schema.show(cfg.strategy.name)}")
+        raise ConfigError(
+            "strategy.name", f"expected a strategy name, got {schema.show(cfg.strategy.name)}"
+        )
     options = OmegaConf.to_container(cfg.strategy.options, resolve=False)
     assert isinstance(options, dict)
-    schema.check_strategy(cfg.strategy.name, options)
+    schema.check_strategy(cfg.strategy.name, cast(dict[str, Any], options))
     for text in warnings_of(cfg):
         log(WARNING, "flwr-multilevel: warning: %s", text)
     return cfg

@@ -157,7 +157,9 @@ class RunRecorder:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ConfigError("output_dir", f"cannot create {str(folder)!r} ({err.strerror})") from None
+            raise ConfigError(
+                "output_dir", f"cannot create {str(folder)!r} ({err.strerror})"
+            ) from None
         for name in (HISTORY, "rounds.csv", "summary.json"):  # only the run's own files
             (self.folder / name).unlink(missing_ok=True)
 
@@ -247,7 +249,9 @@ def read_history(folder: str | Path, key: str = "plot") -> list[dict[str, float]
         try:
             values = {k: float(v) for k, v in row.items()}
         except ValueError:
-            raise ConfigError(key, f"{path}: line {number} holds a value that is not a number") from None
+            raise ConfigError(
+                key, f"{path}: line {number} holds a value that is not a number"
+            ) from None
         if not all(math.isfinite(values[c]) for c in ("time_step",)):
             raise ConfigError(key, f"{path}: line {number} has no finite time_step")
         history.append(values)

@@ -201,7 +201,9 @@ def number(
         if high == math.inf:
             span = f"{'>' if low_open else '>='} {_fmt(low)}"
         else:
-            span = f"in {'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
+            span = (
+                f"in {'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
+            )
         raise ConfigError(key, f"expected a finite number {span}, got {show(value)}")
     return x
 
@@ -251,7 +253,9 @@ def int_list(key: str, value: Any) -> int | list[int]:
         try:
             return [int(v) for v in value.split(",") if v.strip()]
         except ValueError:
-            raise ConfigError(key, f"expected comma-separated integers, got {show(value)}") from None
+            raise ConfigError(
+                key, f"expected comma-separated integers, got {show(value)}"
+            ) from None
     if isinstance(value, list | tuple):
         return [integer(key, v, 1, MAX_WORKERS_PER_HUB) for v in value]
     return integer(key, value, 1, MAX_WORKERS_PER_HUB)
@@ -298,7 +302,9 @@ OPTION_RANGES: dict[str, OptionCheck] = {
     "client_learning_rate": lambda k, v: number(k, v, 0, low_open=True),
 }
 RESERVED_OPTIONS = ("weighted_by_key", "arrayrecord_key", "configrecord_key")
-def _of_type(key: str, value: Any, kind: type, what: str) -> Any:
+
+
+def _of_type(key: str, value: Any, kind: Any, what: str) -> Any:
     ok = isinstance(value, kind) and not isinstance(value, bool)
     if not ok or (isinstance(value, float) and not math.isfinite(value)):
         raise ConfigError(key, f"expected {what}, got {show(value)}")
@@ -336,8 +342,9 @@ def strategy_class(name: Any) -> type:
             and n != "Strategy"
         ]
         raise ConfigError(
-            "strategy.name", f"expected a strategy of flwr.serverapp.strategy, got {name!r}"
-            f" (one of {', '.join(sorted(known))})"
+            "strategy.name",
+            f"expected a strategy of flwr.serverapp.strategy, got {name!r}"
+            f" (one of {', '.join(sorted(known))})",
         )
     return cls
 
@@ -365,9 +372,7 @@ def check_strategy(name: Any, options: Mapping[str, Any]) -> None:
     import inspect  # pylint: disable=import-outside-toplevel
 
     cls = strategy_class(name)
-    params = {
-        p.name: p for p in inspect.signature(cls).parameters.values() if p.name != "self"
-    }
+    params = {p.name: p for p in inspect.signature(cls).parameters.values() if p.name != "self"}
     kinds = {key: _kind(p.annotation) for key, p in params.items()}
     settable = sorted(k for k in params if kinds[k] in TYPES and k not in RESERVED_OPTIONS)
     for param in params.values():

@@ -145,7 +145,9 @@ def load_graph_file(path: str | Path, num_hubs: int) -> nx.Graph:
         graph.add_nodes_from(range(num_hubs))
         for u, v in values:
             if not (u.is_integer() and v.is_integer() and 0 <= u < num_hubs and 0 <= v < num_hubs):
-                raise ConfigError("hubs.graph", f"{file}: expected hub ids 0..{num_hubs - 1}, got {u:g} {v:g}")
+                raise ConfigError(
+                    "hubs.graph", f"{file}: expected hub ids 0..{num_hubs - 1}, got {u:g} {v:g}"
+                )
             graph.add_edge(int(u), int(v))
     else:
         raise ConfigError(

@@ -82,15 +82,18 @@ def test_real_process_prints_no_traceback():
         check=False,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "flwr-multilevel: error: q: expected an integer in [1, 10000000], got 0"
+    assert (
+        proc.stderr.strip()
+        == "flwr-multilevel: error: q: expected an integer in [1, 10000000], got 0"
+    )
 
 
 # ---- one schema, every key under `flwr run .` ----------------------------------------------
 
 import os  # noqa: E402
-import tomllib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import tomllib  # noqa: E402
 import yaml  # noqa: E402
 from flwr.common.config import flatten_dict  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
