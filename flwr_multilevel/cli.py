@@ -111,11 +111,17 @@ def run(args: Sequence[str]) -> int:
     # pylint: disable=import-outside-toplevel
     from . import experiment
     from .launch import launch
-    from .results import plan_output_dir
+    from .results import plan_output_dir, release_output_dir, reserve_output_dir
 
     cfg = validate(load_config(*_split(args)))
-    cfg.output_dir = str(plan_output_dir(cfg.output_dir, bool(cfg.overwrite)))  # before loading
-    exp = experiment.prepare(cfg)
+    output = plan_output_dir(cfg.output_dir, bool(cfg.overwrite))  # checked before loading
+    made = reserve_output_dir(output)
+    cfg.output_dir = str(output)
+    try:
+        exp = experiment.prepare(cfg)
+    except BaseException:
+        release_output_dir(made)  # stopped before writing: leave nothing behind
+        raise
     _print_summary(launch(exp), exp)
     return 0
 

@@ -43,7 +43,7 @@ from .config import (
 )
 from .errors import ConfigError
 from .plots import plot_histories
-from .results import check_output_dir, read_history
+from .results import check_output_dir, read_history, release_output_dir, reserve_output_dir
 
 SHARED_KEYS = ("seed", "data")
 TABLE = "comparison"
@@ -490,12 +490,16 @@ def run_comparison(
 
         launch = launch_run
     out = check_comparison_dir(comparison, folder)
+    made = reserve_output_dir(out)
     experiments = []
-    for spec in comparison.runs:  # everything is checked before anything runs
-        spec.cfg.output_dir = str(out / slug(spec.label))
-        spec.cfg.overwrite = True
-        experiments.append(experiment.prepare(spec.cfg))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        for spec in comparison.runs:  # everything is checked before anything runs
+            spec.cfg.output_dir = str(out / slug(spec.label))
+            spec.cfg.overwrite = True
+            experiments.append(experiment.prepare(spec.cfg))
+    except BaseException:
+        release_output_dir(made)
+        raise
     index: dict[str, Any] = {
         "title": comparison.title,
         "runs": {spec.label: slug(spec.label) for spec in comparison.runs},

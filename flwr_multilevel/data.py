@@ -220,8 +220,8 @@ def _flwr_partition(
                 seed=seed,
             )
         partitioner.dataset = table
-        with warnings.catch_warnings():  # pyarrow's sort-option deprecation inside flwr-datasets
-            warnings.simplefilter("ignore", FutureWarning)
+        with warnings.catch_warnings():  # pyarrow deprecations and Dirichlet resampling notes
+            warnings.simplefilter("ignore")  # (a split that fails raises ValueError below)
             parts = [
                 np.sort(np.asarray(partitioner.load_partition(i)["index"], dtype=np.int64))
                 for i in range(num_workers)
@@ -229,7 +229,9 @@ def _flwr_partition(
     except (ValueError, ZeroDivisionError) as err:
         field = "data.alpha" if scheme == "dirichlet" else "data.shards_per_worker"
         raise ConfigError(
-            field, f"the '{scheme}' partition of {len(labels)} examples failed: {err}"
+            field,
+            f"the '{scheme}' partition of {len(labels)} examples failed: "
+            + " ".join(str(err).split())[:200],
         ) from None
     if min(len(p) for p in parts) < 1:
         raise ConfigError(

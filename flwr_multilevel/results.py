@@ -107,6 +107,36 @@ def check_output_dir(folder: str | Path, overwrite: bool = False) -> Path:
     return path
 
 
+def reserve_output_dir(folder: Path) -> list[Path]:
+    """Create a checked results folder now; return the folders this call created.
+
+    Creating it before the data are loaded proves it can be written (and
+    claims a unique name); :func:`release_output_dir` removes it again if
+    the run stops before writing anything.
+
+    Raises
+    ------
+    ConfigError
+        ``output_dir``: the file system refused to create it.
+    """
+    made = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        release_output_dir(made)
+        raise ConfigError("output_dir", f"cannot create {str(folder)!r} ({err.strerror})") from None
+    return made
+
+
+def release_output_dir(made: Sequence[Path]) -> None:
+    """Remove the folders :func:`reserve_output_dir` created, if they are still empty."""
+    for path in made:  # deepest first
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
 def plan_output_dir(folder: str | Path | None, overwrite: bool = False, base: str = "runs") -> Path:
     """Return the checked results folder of a run: ``folder``, or a new unique one.
 
