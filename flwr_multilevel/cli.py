@@ -1,12 +1,11 @@
 """The ``flwr-multilevel`` command line."""
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import OmegaConf
 
@@ -27,8 +26,15 @@ USAGE = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one-line ConfigErrors."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102
+        raise ConfigError(self.prog.replace("flwr-multilevel", "arguments").strip(), message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flwr-multilevel",
         description="Multi-Level Local SGD (MLL-SGD) on Flower.",
         epilog=USAGE,
@@ -116,8 +122,17 @@ def run(args: Sequence[str]) -> int:
     # pylint: disable=import-outside-toplevel
     from . import experiment
     from .launch import launch
+    from .results import plan_output_dir, release_output_dir, reserve_output_dir
 
-    exp = experiment.prepare(validate(load_config(*_split(args))))
+    cfg = validate(load_config(*_split(args)))
+    output = plan_output_dir(cfg.output_dir, bool(cfg.overwrite))  # checked before loading
+    made = reserve_output_dir(output)
+    cfg.output_dir = str(output)
+    try:
+        exp = experiment.prepare(cfg)
+    except BaseException:
+        release_output_dir(made)  # stopped before writing: leave nothing behind
+        raise
     _print_summary(launch(exp), exp)
     return 0
 
@@ -136,13 +151,20 @@ def theory(args: Sequence[str]) -> int:
 def compare(ns: argparse.Namespace) -> int:
     """Run a comparison; return the exit status."""
     # pylint: disable=import-outside-toplevel
-    from .compare import load_comparison, quiet_flower, run_comparison
+    from .compare import check_comparison_dir, load_comparison, quiet_flower, run_comparison
 
     sources = [a for a in ns.args if "=" not in a]
     overrides = [a for a in ns.args if "=" in a]
+    for key, value in (
+        ("--target-accuracy", ns.target_accuracy),
+        ("--target-loss", ns.target_loss),
+    ):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(key, f"expected a finite number >= 0, got {value!r}")
     comparison = load_comparison(sources, overrides)
     comparison.target_accuracy = ns.target_accuracy or comparison.target_accuracy
     comparison.target_loss = ns.target_loss or comparison.target_loss
+    check_comparison_dir(comparison, ns.out)
     if not ns.verbose:
         quiet_flower()
     out = run_comparison(comparison, ns.out)
@@ -154,15 +176,16 @@ def compare(ns: argparse.Namespace) -> int:
 def plot(ns: argparse.Namespace) -> int:
     """Redraw plots of finished runs; return the exit status."""
     # pylint: disable=import-outside-toplevel
-    from .compare import load_finished
-    from .plots import plot_histories
+    from .compare import load_finished, read_index
+    from .plots import check_plot_dir, plot_histories
 
     histories = load_finished(ns.results)
     out = ns.out or (ns.results[0] if len(ns.results) == 1 else "plots")
+    check_plot_dir(out)
     title = ns.title
     index = Path(ns.results[0]) / "comparison.json"
     if title is None and len(ns.results) == 1 and index.is_file():
-        title = json.loads(index.read_text()).get("title")
+        title = read_index(Path(ns.results[0]))[0]
     for path in plot_histories(histories, out, title):
         print(path)
     return 0
@@ -187,8 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Invalid input ends with one line on stderr and status 2.
     """
-    ns = _parser().parse_args(argv)
     try:
+        ns = _parser().parse_args(argv)
         if ns.command == "config":
             print(OmegaConf.to_yaml(validate(load_config(*_split(ns.args)))), end="")
             return 0

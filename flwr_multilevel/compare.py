@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,17 +33,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .config import (
+    _read_yaml_file,
     apply_overrides,
     default_config,
     load_config,
     merge,
     num_rounds,
-    struct,
     validate,
 )
 from .errors import ConfigError
 from .plots import plot_histories
-from .results import read_history
+from .results import check_output_dir, read_history, release_output_dir, reserve_output_dir
 
 SHARED_KEYS = ("seed", "data")
 TABLE = "comparison"
@@ -94,15 +95,31 @@ def _read_yaml(source: str) -> tuple[Path, DictConfig]:
         names = baseline_names()
         raise ConfigError(
             "compare",
-            f"expected a YAML file or a baseline name ({', '.join(names)}), got {source!r}",
+            f"expected a YAML file or a baseline name ({', '.join(names)}), got {source[:200]!r}",
         )
-    try:
-        loaded = OmegaConf.load(path)
-    except Exception as err:  # pylint: disable=broad-except
-        raise ConfigError("compare", f"{path} is not valid YAML ({type(err).__name__})") from None
+    loaded = _read_yaml_file(path, "compare")
     if not isinstance(loaded, DictConfig):
         raise ConfigError("compare", f"{path}: expected a mapping of config keys")
     return path, loaded
+
+
+def _mapping(key: str, value: Any) -> dict[str, Any]:
+    """Return ``value`` (a mapping or null) as a plain dict; else raise ConfigError."""
+    if value is None:
+        return {}
+    plain = OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
+    if not isinstance(plain, dict):
+        raise ConfigError(key, f"expected a mapping, got {plain!r}"[:300])
+    return {str(k): v for k, v in plain.items()}
+
+
+def _target(key: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    real = isinstance(value, int | float) and not isinstance(value, bool)
+    if not real or not math.isfinite(value) or value < 0:
+        raise ConfigError(key, f"expected a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def _comparison_file(path: Path, spec: DictConfig, overrides: Sequence[str]) -> Comparison:
@@ -112,25 +129,35 @@ def _comparison_file(path: Path, spec: DictConfig, overrides: Sequence[str]) -> 
             f"{path.name}: {sorted(unknown)[0]}",
             "unknown key in a comparison file (expected comparison, common, runs, targets)",
         )
-    if not OmegaConf.is_dict(spec.runs) or not spec.runs:
-        raise ConfigError(f"{path.name}: runs", "expected a mapping of run label -> config keys")
-    common = spec.get("common") or {}
+    where = path.name
+    runs_spec = _mapping(f"{where}: runs", spec.get("runs"))
+    if not runs_spec:
+        raise ConfigError(f"{where}: runs", "expected a mapping of run label -> config keys")
+    common = _mapping(f"{where}: common", spec.get("common"))
+    title = spec.get("comparison", path.stem)
+    if not isinstance(title, str | int | float) or isinstance(title, bool):
+        raise ConfigError(f"{where}: comparison", f"expected a title, got {title!r}"[:300])
     runs = []
-    for label, keys in spec.runs.items():
-        keys = OmegaConf.create(keys or {})
-        base = keys.pop("base", None) if OmegaConf.is_dict(keys) else None
-        cfg = merge(struct(default_config()), common, f"{path.name}: common")
+    for label, value in runs_spec.items():
+        keys = _mapping(f"{where}: runs.{label}", value)
+        base = keys.pop("base", None)
+        cfg = merge(default_config(), common, f"{where}: common")
         if base is not None:
-            base_path, base_keys = _read_yaml(str(base))
+            if not isinstance(base, str):
+                raise ConfigError(f"{where}: runs.{label}.base", f"expected a name, got {base!r}")
+            base_path, base_keys = _read_yaml(base)
             cfg = merge(cfg, base_keys, str(base_path))
-        cfg = merge(cfg, keys, f"{path.name}: runs.{label}")
+        cfg = merge(cfg, keys, f"{where}: runs.{label}")
         runs.append(RunSpec(str(label), apply_overrides(cfg, overrides)))
-    targets = spec.get("targets") or {}
+    targets = _mapping(f"{where}: targets", spec.get("targets"))
+    extra = set(targets) - {"accuracy", "loss"}
+    if extra:
+        raise ConfigError(f"{where}: targets.{sorted(extra)[0]}", "expected accuracy or loss")
     return Comparison(
-        str(spec.get("comparison", path.stem)),
+        str(title),
         runs,
-        targets.get("accuracy"),
-        targets.get("loss"),
+        _target(f"{where}: targets.accuracy", targets.get("accuracy")),
+        _target(f"{where}: targets.loss", targets.get("loss")),
     )
 
 
@@ -160,8 +187,23 @@ def load_comparison(sources: Sequence[str], overrides: Sequence[str] = ()) -> Co
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ConfigError("compare", f"expected distinct run labels, {duplicates[0]!r} repeats")
-    for run in comparison.runs:
-        validate(run.cfg)
+    folders: dict[str, str] = {}
+    for label in labels:
+        if len(label) > 100 or not re.search(r"[A-Za-z0-9]", label):
+            raise ConfigError(
+                "compare",
+                f"expected run labels of 1 to 100 characters with a letter or digit, "
+                f"got {label[:40]!r}",
+            )
+        folder = slug(label)
+        if folder in folders:
+            raise ConfigError(
+                "compare",
+                f"run labels {folders[folder]!r} and {label!r} map to one folder {folder!r}; "
+                "rename one",
+            )
+        folders[folder] = label
+    comparison.runs = [RunSpec(run.label, validate(run.cfg)) for run in comparison.runs]
     first = comparison.runs[0]
     for run in comparison.runs[1:]:
         for key in SHARED_KEYS:
@@ -195,7 +237,8 @@ def slug(label: str) -> str:
     'mll-sgd_q4_tau8'
     """
     text = re.sub(r"[^a-z0-9.+-]+", "_", label.lower().replace("=", ""))
-    return text.strip("_") or "run"
+    text = text.strip("_.") or "run"  # never '.', '..' or a hidden folder
+    return text
 
 
 def first_reaching(
@@ -354,14 +397,49 @@ def _same_run(folder: Path, cfg: DictConfig) -> bool:
     """Whether ``folder`` holds a finished run of exactly ``cfg``."""
     if not (folder / "summary.json").is_file() or not (folder / "config.yaml").is_file():
         return False
-    done = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"))
-    want = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        done = OmegaConf.to_container(_read_yaml_file(folder / "config.yaml", "compare"))
+        json.loads((folder / "summary.json").read_text())
+    except (ConfigError, ValueError, OSError):
+        return False
+    want = OmegaConf.to_container(cfg, resolve=False)
     for side in (done, want):
-        assert isinstance(side, dict)
+        if not isinstance(side, dict) or not isinstance(side.get("data"), dict):
+            return False
         for key in ("output_dir", "overwrite", "simulation"):
             side.pop(key, None)
         side["data"].pop("root", None)
     return done == want
+
+
+def comparison_dir(folder: str | Path | None) -> Path:
+    """Return the absolute folder of a comparison (default: ``runs/compare-<time>-<random>``)."""
+    if folder is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = Path("runs", f"compare-{stamp}-{secrets.token_hex(3)}")
+    return Path(folder).expanduser().absolute()
+
+
+def check_comparison_dir(comparison: Comparison, folder: str | Path | None) -> Path:
+    """Check, before anything is loaded, that a comparison may write ``folder``.
+
+    Raises
+    ------
+    ConfigError
+        ``--out`` is a file, a link, read-only or too long, or one of its run
+        folders or files is a link.
+    """
+    out = comparison_dir(folder)
+    try:
+        check_output_dir(out, overwrite=True)
+    except ConfigError as err:
+        raise ConfigError("--out", err.message) from None
+    for name in (f"{TABLE}.md", f"{TABLE}.csv", f"{TABLE}.json"):
+        if (out / name).is_symlink() or (out / name).is_dir():
+            raise ConfigError("--out", f"{out / name} is a link or a folder")
+    for spec in comparison.runs:
+        check_output_dir(out / slug(spec.label), overwrite=True)
+    return out
 
 
 class Progress:
@@ -411,14 +489,17 @@ def run_comparison(
         from .launch import launch as launch_run
 
         launch = launch_run
-    out = Path(folder or Path("runs", "compare-" + datetime.now().strftime("%Y%m%d-%H%M%S")))
-    out = out.expanduser().absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_comparison_dir(comparison, folder)
+    made = reserve_output_dir(out)
     experiments = []
-    for spec in comparison.runs:  # everything is checked before anything runs
-        spec.cfg.output_dir = str(out / slug(spec.label))
-        spec.cfg.overwrite = True
-        experiments.append(experiment.prepare(spec.cfg))
+    try:
+        for spec in comparison.runs:  # everything is checked before anything runs
+            spec.cfg.output_dir = str(out / slug(spec.label))
+            spec.cfg.overwrite = True
+            experiments.append(experiment.prepare(spec.cfg))
+    except BaseException:
+        release_output_dir(made)
+        raise
     index: dict[str, Any] = {
         "title": comparison.title,
         "runs": {spec.label: slug(spec.label) for spec in comparison.runs},
@@ -475,8 +556,7 @@ def load_finished(folders: Sequence[str]) -> dict[str, list[dict[str, float]]]:
     for name in folders:
         folder = Path(name)
         if (folder / "comparison.json").is_file():
-            index = json.loads((folder / "comparison.json").read_text())
-            for label, sub in index["runs"].items():
+            for label, sub in read_index(folder)[1].items():
                 if (folder / sub / "history.csv").is_file():
                     histories[label] = read_history(folder / sub)
         elif (folder / "history.csv").is_file():
@@ -486,6 +566,33 @@ def load_finished(folders: Sequence[str]) -> dict[str, list[dict[str, float]]]:
                 "plot", f"expected a run or comparison folder, {name!r} holds no results"
             )
     return histories
+
+
+def read_index(folder: Path) -> tuple[str | None, dict[str, str]]:
+    """Return (title, label -> run subfolder) of a comparison folder's ``comparison.json``.
+
+    Raises
+    ------
+    ConfigError
+        ``plot``: the index is unreadable, not JSON, or names a folder outside.
+    """
+    path = folder / f"{TABLE}.json"
+    try:
+        if path.stat().st_size > 10_000_000:
+            raise ConfigError("plot", f"{path}: larger than 10 MB")
+        index = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise ConfigError("plot", f"{path} cannot be read ({err.strerror})") from None
+    except (UnicodeDecodeError, ValueError):
+        raise ConfigError("plot", f"{path} is not a JSON file") from None
+    runs = index.get("runs") if isinstance(index, dict) else None
+    title = index.get("title") if isinstance(index, dict) else None
+    if not isinstance(runs, dict) or not isinstance(title, str | None):
+        raise ConfigError("plot", f"{path}: expected a title and a mapping of runs")
+    for label, sub in runs.items():
+        if not isinstance(sub, str) or sub in ("", ".", "..") or "/" in sub or "\\" in sub:
+            raise ConfigError("plot", f"{path}: run {label!r} names no folder inside")
+    return title, runs
 
 
 def quiet_flower() -> None:

@@ -12,6 +12,8 @@ gets a few label-sorted shards) are flwr-datasets partitioners applied to the
 local labels.
 """
 
+import contextlib
+import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,12 +77,22 @@ def _torchvision_splits(name: str, root: str) -> tuple[Any, Any]:
         "emnist_letters": partial(datasets.EMNIST, split="letters"),
         "cifar10": datasets.CIFAR10,
     }
+    made = [p for p in (Path(root), *Path(root).parents) if not p.exists()]
+    chatter = io.StringIO()  # torchvision prints download progress and retries
     try:
-        train = classes[name](root=root, train=True, download=True)
-        test = classes[name](root=root, train=False, download=True)
-    except (RuntimeError, OSError) as err:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            train = classes[name](root=root, train=True, download=True)
+            test = classes[name](root=root, train=False, download=True)
+    except (RuntimeError, OSError, ValueError) as err:
+        for folder in made:  # leave no folders behind that this attempt created
+            for sub in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+                if sub.is_dir() and not sub.is_symlink() and not any(sub.iterdir()):
+                    sub.rmdir()
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        reason = " ".join(str(err).split())[:200]
         raise ConfigError(
-            "data.root", f"could not find or download {name} under {root!r} ({err})"
+            "data.root", f"could not find or download {name} under {root!r} ({reason})"
         ) from None
     return train, test
 
@@ -208,8 +220,8 @@ def _flwr_partition(
                 seed=seed,
             )
         partitioner.dataset = table
-        with warnings.catch_warnings():  # pyarrow's sort-option deprecation inside flwr-datasets
-            warnings.simplefilter("ignore", FutureWarning)
+        with warnings.catch_warnings():  # pyarrow deprecations and Dirichlet resampling notes
+            warnings.simplefilter("ignore")  # (a split that fails raises ValueError below)
             parts = [
                 np.sort(np.asarray(partitioner.load_partition(i)["index"], dtype=np.int64))
                 for i in range(num_workers)
@@ -217,7 +229,9 @@ def _flwr_partition(
     except (ValueError, ZeroDivisionError) as err:
         field = "data.alpha" if scheme == "dirichlet" else "data.shards_per_worker"
         raise ConfigError(
-            field, f"the '{scheme}' partition of {len(labels)} examples failed: {err}"
+            field,
+            f"the '{scheme}' partition of {len(labels)} examples failed: "
+            + " ".join(str(err).split())[:200],
         ) from None
     if min(len(p) for p in parts) < 1:
         raise ConfigError(

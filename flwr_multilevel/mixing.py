@@ -145,16 +145,13 @@ def load_mixing_file(path: str | Path, num_hubs: int) -> np.ndarray:
     ConfigError
         Missing file, non-numeric entries or a wrong shape.
     """
+    from .topology import read_number_rows  # pylint: disable=import-outside-toplevel
+
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(
-            "hubs.mixing",
-            f"expected one of {', '.join(MIXINGS)} or a matrix file, got {str(path)!r}",
-        )
-    try:
-        mix = np.loadtxt(file, delimiter="," if "," in file.read_text() else None, ndmin=2)
-    except ValueError as err:
-        raise ConfigError("hubs.mixing", f"{file}: expected a numeric matrix ({err})") from None
+    rows = read_number_rows(path, "hubs.mixing", f"one of {', '.join(MIXINGS)} or a matrix file")
+    if len({len(row) for row in rows}) != 1:
+        raise ConfigError("hubs.mixing", f"{file}: expected rows of equal length")
+    mix = np.array(rows, dtype=np.float64)
     if mix.shape != (num_hubs, num_hubs):
         raise ConfigError(
             "hubs.mixing", f"{file}: expected a {num_hubs}x{num_hubs} matrix, got {mix.shape}"

@@ -10,6 +10,29 @@ AXES = {"time_step": "time steps", "time_slot": "time slots"}
 STYLES = ("-", "--", "-.", ":")  # overlapping curves stay visible
 
 
+def check_plot_dir(folder: str | Path) -> Path:
+    """Check that the PNGs may go to ``folder`` (a folder or new; no links); return it.
+
+    Raises
+    ------
+    ConfigError
+        ``--out``: a file, a link, or a read-only place.
+    """
+    from .errors import ConfigError  # pylint: disable=import-outside-toplevel
+    from .results import check_output_dir  # pylint: disable=import-outside-toplevel
+
+    try:
+        out = check_output_dir(folder, overwrite=True)
+    except ConfigError as err:
+        raise ConfigError("--out", err.message) from None
+    for metric in METRICS:
+        for axis in AXES:
+            path = out / f"{metric}_vs_{axis}.png"
+            if path.is_symlink() or path.is_dir():
+                raise ConfigError("--out", f"{path} is a link or a folder")
+    return out
+
+
 def plot_histories(
     histories: Mapping[str, Sequence[Mapping[str, float]]],
     folder: str | Path,

@@ -6,7 +6,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from . import experiment
-from .config import from_run_config, validate
+from .config import checked_run_config
 
 app = ServerApp()
 
@@ -14,7 +14,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the experiment that ``run_config`` (``[tool.flwr.app.config]``) describes."""
-    exp = experiment.prepare(validate(from_run_config(context.run_config)))
+    exp = experiment.prepare(checked_run_config(context.run_config))
     experiment.run(exp, grid)
 
 

@@ -495,8 +495,11 @@ def _check_constant(name: str, value: Any, positive: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ConfigError(f"theory.{name}", f"expected a number {relation}, got {value!r}")
     number = float(value)
-    if not math.isfinite(number) or number < 0 or (positive and number == 0):
-        raise ConfigError(f"theory.{name}", f"expected a number {relation}, got {value!r}")
+    too_big = number > 1e15  # the bound's products of four constants overflow beyond
+    if not math.isfinite(number) or number < 0 or (positive and number == 0) or too_big:
+        raise ConfigError(
+            f"theory.{name}", f"expected a number {relation}, got {value!r} (finite, <= 1e15)"
+        )
     return number
 
 

@@ -4,6 +4,7 @@ Every function returns a connected, undirected :class:`networkx.Graph` on the
 nodes ``0..D-1`` or raises :class:`~flwr_multilevel.errors.ConfigError`.
 """
 
+import math
 from pathlib import Path
 
 import networkx as nx
@@ -12,6 +13,51 @@ import numpy as np
 from .errors import ConfigError
 
 GRAPHS = ("complete", "ring", "path", "star", "erdos_renyi")
+MAX_FILE_BYTES = 1_000_000
+
+
+def read_number_rows(path: str | Path, key: str, what: str) -> list[list[float]]:
+    r"""Return the rows of numbers of a small text file (``#`` comments, commas or spaces).
+
+    Errors never quote the file's contents.
+
+    Raises
+    ------
+    ConfigError
+        ``key``: missing, unreadable, large, binary or non-numeric file.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> f = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+    >>> _ = f.write("0 1  # an edge\n1,2\n"); f.close()
+    >>> read_number_rows(f.name, "hubs.graph", "a graph file")
+    [[0.0, 1.0], [1.0, 2.0]]
+    >>> os.unlink(f.name)
+    """
+    file = Path(path)
+    try:
+        if not file.is_file():
+            raise ConfigError(key, f"expected {what}, got {str(path)[:200]!r}")
+        if file.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(key, f"{file}: expected a text file under {MAX_FILE_BYTES} bytes")
+        text = file.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(key, f"{file} cannot be read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"{file} is not a text file") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].replace(",", " ").strip()
+        if not line:
+            continue
+        try:
+            rows.append([float(x) for x in line.split()])
+        except ValueError:
+            raise ConfigError(key, f"{file}: line {number} expected numbers only") from None
+    if not rows:
+        raise ConfigError(key, f"{file}: expected rows of numbers, the file has none")
+    return rows
 
 
 def check_hub_graph(graph: nx.Graph, num_hubs: int, key: str = "hubs.graph") -> nx.Graph:
@@ -84,21 +130,13 @@ def load_graph_file(path: str | Path, num_hubs: int) -> nx.Graph:
     >>> os.unlink(f.name)
     """
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(
-            "hubs.graph", f"expected a graph name or an existing file, got {str(path)!r}"
-        )
-    rows = []
-    for line in file.read_text().splitlines():
-        line = line.split("#", 1)[0].replace(",", " ").strip()
-        if line:
-            rows.append(line.split())
-    try:
-        values = [[float(x) for x in row] for row in rows]
-    except ValueError:
-        raise ConfigError("hubs.graph", f"{file}: expected numbers only") from None
+    values = read_number_rows(path, "hubs.graph", "a graph name or an existing file")
+    if not all(math.isfinite(x) for row in values for x in row):
+        raise ConfigError("hubs.graph", f"{file}: expected finite numbers")
     if len(values) == num_hubs and all(len(r) == num_hubs for r in values):
         adjacency = np.array(values)
+        if (adjacency < 0).any():
+            raise ConfigError("hubs.graph", f"{file}: expected adjacency entries >= 0")
         if not np.allclose(adjacency, adjacency.T):
             raise ConfigError("hubs.graph", f"{file}: expected a symmetric adjacency matrix")
         graph = nx.from_numpy_array((adjacency != 0).astype(int))
@@ -106,8 +144,10 @@ def load_graph_file(path: str | Path, num_hubs: int) -> nx.Graph:
         graph = nx.Graph()
         graph.add_nodes_from(range(num_hubs))
         for u, v in values:
-            if not (u.is_integer() and v.is_integer()):
-                raise ConfigError("hubs.graph", f"{file}: expected integer hub ids, got {u} {v}")
+            if not (u.is_integer() and v.is_integer() and 0 <= u < num_hubs and 0 <= v < num_hubs):
+                raise ConfigError(
+                    "hubs.graph", f"{file}: expected hub ids 0..{num_hubs - 1}, got {u:g} {v:g}"
+                )
             graph.add_edge(int(u), int(v))
     else:
         raise ConfigError(
