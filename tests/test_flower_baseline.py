@@ -8,6 +8,8 @@ import pytest
 import tomllib
 import yaml
 from flwr.app import Context, RecordDict
+from flwr.cli.config_utils import load_and_validate
+from flwr.cli.utils import validate_project_name
 from flwr.common.config import flatten_dict, fuse_dicts, parse_config_args
 
 from flwr_multilevel.config import load_config, validate
@@ -35,8 +37,10 @@ def test_the_baseline_has_flowers_layout_and_readme_front_matter():
     # the files Flower's baseline CI (test-baseline-structure.sh) requires
     for name in ("client_app", "dataset", "model", "server_app", "strategy", "utils"):
         assert (BASELINE / "mll_sgd" / f"{name}.py").is_file(), name
-    with (BASELINE / "pyproject.toml").open("rb") as file:
-        flwr = tomllib.load(file)["tool"]["flwr"]
+    # what flwr run checks before it builds the app bundle
+    project, _ = load_and_validate(BASELINE / "pyproject.toml", check_module=True)
+    validate_project_name(project["project"]["name"], "[project].name")
+    flwr = project["tool"]["flwr"]
     assert flwr["app"]["publisher"]
     assert flwr["app"]["components"] == {
         "serverapp": "mll_sgd.server_app:app",
