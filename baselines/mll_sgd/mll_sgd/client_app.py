@@ -1,0 +1,31 @@
+"""The worker ClientApp: the paper's worker (tau time steps, Bernoulli(p_i) coins, plain SGD).
+
+``multilevel_mod`` answers the hubs' worker discovery and counts steps;
+``make_worker_train`` turns a model and local data into MLL-SGD's time steps.
+"""
+
+from flwr.app import ConfigRecord, Context
+from flwr.clientapp import ClientApp
+
+from flwr_multilevel.clients import WorkerTask, make_worker_train, multilevel_mod
+
+from .dataset import load_partition, split_of
+from .model import device_of, resident_model
+
+app = ClientApp(mods=[multilevel_mod])
+
+
+def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
+    """Return this worker's model and local partition (loaded once per process).
+
+    The hub names the worker in ``config["worker-id"]``; without it (a stock
+    strategy driving the app) the node's ``partition-id`` is used.
+    """
+    worker_id = int(config.get("worker-id", context.node_config.get("partition-id", 0)))  # type: ignore[arg-type]
+    run_config = context.run_config
+    split, device = split_of(run_config), device_of(str(run_config.get("device", "cpu")))
+    x, y = load_partition(split, worker_id, device)
+    return WorkerTask(resident_model(str(run_config["model"]), split, device), x, y)
+
+
+app.train()(make_worker_train(load_task))
