@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 from omegaconf import OmegaConf
 
 from .config import load_config, validate
-from .errors import ConfigError, SimulationError
+from .errors import ConfigError, RunAborted, SimulationError
 
 USAGE = """examples:
   flwr-multilevel run                                   # the default experiment (digits)
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 2
-    except SimulationError as err:
+    except (SimulationError, RunAborted) as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -23,3 +23,7 @@ class ConfigError(ValueError):
 
 class SimulationError(RuntimeError):
     """The simulation engine ended without the ServerApp finishing (exit status 1)."""
+
+
+class RunAborted(RuntimeError):
+    """A hub kept failing (no valid reply, or its strategy failed) round after round (exit 1)."""

@@ -149,6 +149,18 @@ def prepare(cfg: DictConfig) -> Experiment:
     )
 
 
+def torch_threads(cfg: DictConfig) -> int:
+    """Return the torch threads of every worker and of the server's evaluation.
+
+    ``simulation.threads``, or by default the CPUs a Ray worker is given
+    (``simulation.cpus_per_worker``, at least 1) on every backend: the same
+    thread count everywhere makes float sums, and so results, bit-identical
+    between backends and reruns, whatever else runs on the machine.
+    """
+    threads = int(cfg.simulation.threads)
+    return threads if threads > 0 else max(1, int(cfg.simulation.cpus_per_worker))
+
+
 def train_config(exp: Experiment) -> dict[str, int | float | str | bool]:
     """Return what every worker receives each round besides its own instructions."""
     cfg = exp.cfg
@@ -164,9 +176,7 @@ def train_config(exp: Experiment) -> dict[str, int | float | str | bool]:
         "num-workers": exp.hierarchy.num_workers,
         "model": str(cfg.model.name),
         "device": str(cfg.simulation.device),
-        "torch-threads": int(cfg.simulation.cpus_per_worker)
-        if cfg.simulation.backend == "ray"
-        else 0,
+        "torch-threads": torch_threads(cfg),
     }
 
 
@@ -334,6 +344,7 @@ def run(exp: Experiment, grid: Grid, progress: Progress | None = None) -> dict[s
         the folder, wall time and network quantities.
     """
     cfg, h = exp.cfg, exp.hierarchy
+    torch.set_num_threads(torch_threads(cfg))  # the server's evaluation, and in-process workers
     recorder = RunRecorder(exp.output_dir, overwrite=bool(cfg.overwrite))
     recorder.write_config(cfg)
     recorder.write_json("network.json", network_record(exp))

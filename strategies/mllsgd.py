@@ -20,7 +20,7 @@ from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
 from flwr_multilevel.arrays import message_bytes, stack, unstack
 from flwr_multilevel.clock import round_slots
-from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.errors import ConfigError, RunAborted
 from flwr_multilevel.hierarchy import Hierarchy, build_hierarchy
 from flwr_multilevel.mixing import consensus_distance, mixing_matrix, weighted_average
 from flwr_multilevel.topology import hub_graph
@@ -31,10 +31,6 @@ from .peer import InProcessPeerLayer, PeerLayer
 from .report import OnRound, RoundReport, combine_hubs, round_record
 
 RESERVED = ("worker-id", "hub-id", "operating-rate")  # the hubs set these per worker
-
-
-class RunAborted(RuntimeError):
-    """A hub kept failing (no valid reply, or its strategy failed) round after round."""
 
 
 def _sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:

@@ -101,6 +101,55 @@ def test_simulation_engine_gives_the_same_numbers_as_in_process(tmp_path):
     for ray_row, local_row in zip(ray_rows, local_rows, strict=False):
         for key in ray_row:
             if key != "elapsed_s":
-                assert float(ray_row[key]) == pytest.approx(
-                    float(local_row[key]), rel=1e-6, abs=1e-9
-                ), key
+                assert ray_row[key] == local_row[key], key  # bit-identical, not just close
+    ray_models = torch.load(tmp_path / "ray/hub_models.pt")
+    local_models = torch.load(tmp_path / "local/hub_models.pt")
+    for ray_hub, local_hub in zip(ray_models["hubs"], local_models["hubs"], strict=True):
+        for key in ray_hub:
+            assert torch.equal(ray_hub[key], local_hub[key]), key
+
+
+def test_reruns_are_bit_identical_cnn_included(tmp_path):
+    common = [
+        "simulation.backend=inprocess",
+        "rounds=2",
+        "q=1",
+        "tau=2",
+        "hubs.workers=2",
+        "model.name=cnn",
+        "eval.hubs=false",
+        "eval.train_examples=200",
+    ]
+    for name in ("a", "b"):
+        assert main(["run", *common, f"output_dir={tmp_path / name}"]) == 0
+    for file in ("history.csv", "rounds.csv"):
+        first, second = read_csv(tmp_path / "a" / file), read_csv(tmp_path / "b" / file)
+        for row_a, row_b in zip(first, second, strict=True):
+            for key in row_a:
+                if key not in ("elapsed_s", "seconds"):
+                    assert row_a[key] == row_b[key], (file, key)
+    first, second = (
+        torch.load(tmp_path / "a/hub_models.pt"),
+        torch.load(tmp_path / "b/hub_models.pt"),
+    )
+    for hub_a, hub_b in zip(first["hubs"], second["hubs"], strict=True):
+        assert all(torch.equal(hub_a[k], hub_b[k]) for k in hub_a)
+
+
+def test_a_run_whose_hubs_keep_failing_exits_1_with_one_line(tmp_path, capsys):
+    # Bulyan cannot aggregate the replies of one worker: every round fails at every hub
+    status = main(
+        [
+            "run",
+            "simulation.backend=inprocess",
+            "hubs.workers=1",
+            "rounds=8",
+            "strategy.name=Bulyan",
+            "strategy.options.num_malicious_nodes=0",
+            f"output_dir={tmp_path / 'run'}",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert err[-1].startswith("flwr-multilevel: error: hub 0 kept its model for 5 rounds")
+    assert len(read_csv(tmp_path / "run" / "rounds.csv")) == 4  # rounds 1-4 kept on disk
