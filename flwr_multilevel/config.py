@@ -250,6 +250,7 @@ NULLABLE = {
     "eval.train_examples",
     "output_dir",
     "rates.values",
+    "hub.clip_norm",
     "theory.L",
     "theory.sigma2",
     "theory.beta",
@@ -414,6 +415,7 @@ def _check_names(cfg: DictConfig) -> None:
     choice("data.partition", cfg.data.partition, PARTITIONS)
     choice("model.name", cfg.model.name, MODELS)
     choice("simulation.backend", cfg.simulation.backend, BACKENDS)
+    choice("hub.missing", cfg.hub.missing, ("stay", "renormalize"))
     choice("simulation.device", cfg.simulation.device, DEVICES)
     for key, names in (("hubs.graph", GRAPHS), ("hubs.mixing", MIXINGS)):
         value = OmegaConf.select(cfg, key)
@@ -473,6 +475,10 @@ def validate(cfg: DictConfig) -> DictConfig:
     number("simulation.gpus_per_worker", sim.gpus_per_worker, 0, 1)
     number("simulation.timeout", sim.timeout, 0, 1e7, low_open=True)
     integer("simulation.threads", sim.threads, 0, 1024)
+    if cfg.hub.clip_norm is not None:
+        number("hub.clip_norm", cfg.hub.clip_norm, 0, 1e12, low_open=True)
+    number("hub.min_replies", cfg.hub.min_replies, 0, 1)
+    integer("hub.max_failed_rounds", cfg.hub.max_failed_rounds, 0, 10**9)
     for name in ("L", "sigma2", "beta", "f_gap"):
         if cfg.theory[name] is not None:
             number(f"theory.{name}", cfg.theory[name], 0, MAX_CONSTANT, low_open=name == "L")

@@ -3,7 +3,6 @@
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from logging import INFO
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +26,8 @@ from .hierarchy import Hierarchy, build_hierarchy, hub_sizes
 from .mixing import Spectrum, consensus_distance, mixing_matrix, spectrum, weighted_average
 from .models import build_model, resolve_device
 from .rates import operating_rates
-from .results import RunRecorder
+from .results import RunRecorder, plan_output_dir
+from .schema import check_strategy
 from .strategies import MLLSGD, OnRound, RoundReport
 from .theory import theory_report
 from .topology import hub_graph
@@ -73,6 +73,7 @@ def build_strategy(name: str, options: dict[str, Any]) -> Strategy:
     ConfigError
         Unknown strategy or keyword arguments it does not take.
     """
+    check_strategy(name, options)  # also for callers that bypass the config's validation
     cls = getattr(flwr_strategies, name, None)
     if not (isinstance(cls, type) and issubclass(cls, Strategy)) or cls is Strategy:
         known = sorted(
@@ -88,12 +89,6 @@ def build_strategy(name: str, options: dict[str, Any]) -> Strategy:
         return cls(**options)  # type: ignore[no-any-return]
     except TypeError as err:
         raise ConfigError("strategy.options", f"{name} rejected {options}: {err}") from None
-
-
-def _output_dir(cfg: DictConfig) -> Path:
-    if cfg.output_dir in (None, ""):
-        return Path("runs", datetime.now().strftime("%Y%m%d-%H%M%S")).absolute()
-    return Path(str(cfg.output_dir)).expanduser().absolute()
 
 
 def prepare(cfg: DictConfig) -> Experiment:
@@ -142,7 +137,11 @@ def prepare(cfg: DictConfig) -> Experiment:
         lr=float(cfg.lr),
         **{key: cfg.theory[key] for key in ("L", "sigma2", "beta", "f_gap")},
     )
-    output = _output_dir(cfg)
+    output = (  # a given folder was checked by the entry point; none: a new unique one
+        plan_output_dir(None)
+        if cfg.output_dir in (None, "")
+        else Path(str(cfg.output_dir)).expanduser().absolute()
+    )
     cfg.output_dir, cfg.data.root = str(output), root
     return Experiment(
         cfg, hierarchy, graph, mix, spectrum(mix), parts, dataset, strategy, output, report
@@ -319,6 +318,10 @@ def build_mllsgd(exp: Experiment, on_round: OnRound | None = None) -> MLLSGD:
         weights=h.weights.tolist(),
         seed=int(cfg.seed),
         evaluate_every=0,
+        missing=str(cfg.hub.missing),  # type: ignore[arg-type]
+        clip_norm=None if cfg.hub.clip_norm is None else float(cfg.hub.clip_norm),
+        min_replies=float(cfg.hub.min_replies),
+        max_failed_rounds=int(cfg.hub.max_failed_rounds),
         wait_for_slowest=bool(cfg.wait_for_slowest),
         discovery_timeout=min(60.0, float(cfg.simulation.timeout)),
         on_round=on_round,

@@ -81,6 +81,16 @@ class Strategy:
 
 
 @dataclass
+class Hub:
+    """``hub.*``: how every hub treats failed and hostile workers."""
+
+    missing: str = "stay"
+    clip_norm: float | None = None
+    min_replies: float = 0.0
+    max_failed_rounds: int = 5
+
+
+@dataclass
 class Eval:
     """``eval.*``: what is evaluated, and when."""
 
@@ -131,6 +141,7 @@ class Config:
     data: Data = field(default_factory=Data)
     model: Model = field(default_factory=Model)
     strategy: Strategy = field(default_factory=Strategy)
+    hub: Hub = field(default_factory=Hub)
     eval: Eval = field(default_factory=Eval)
     simulation: Simulation = field(default_factory=Simulation)
     theory: Theory = field(default_factory=Theory)
