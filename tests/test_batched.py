@@ -7,13 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from flwr_multilevel.batched import (
-    BatchedMLLSGD,
-    example_weights,
-    gradient_function,
-    round_draws,
-    simulate,
-)
+from flwr_multilevel.batched import BatchedMLLSGD, example_weights, round_draws, simulate
+from flwr_multilevel.batched_grads import gradient_function
 from flwr_multilevel.clients.worker import step_schedule
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment import initial_model, prepare
@@ -23,6 +18,8 @@ from .helpers import flat, run_engine
 
 TOLERANCE = 1e-5
 RATES_12 = "rates.values=[0.3,1.0,0.6,0.9,0.5,1.0,0.7,0.4,1.0,0.8,0.35,0.55]"
+
+SMALL_CNN = ["model.name=cnn", "lr=0.1", "hubs.workers=2", "tau=3", "q=2", "batch_size=32"]
 
 CASES = {
     "logreg-equal-unequal-fixed-p-path": [
@@ -52,23 +49,19 @@ CASES = {
     "logreg-distributed-sgd-tau-q-1": ["tau=1", "q=1", "rates.distribution=fixed", "rounds=6"],
     "logreg-wait-for-slowest": ["wait_for_slowest=true", "rates.low=0.2", "hubs.graph=ring"],
     "cnn-datasize-unequal-uniform-path-batch-over-data": [
-        "model.name=cnn",
-        "lr=0.1",
+        *SMALL_CNN,
         "weighting=data_size",
         "data.partition=unequal",
         "rates.low=0.3",
-        "batch_size=48",
-        "rounds=3",
+        "batch_size=96",  # the smallest of the 6 workers hold ~60 examples
     ],
     "cnn-equal-explicit-complete": [
-        "model.name=cnn",
-        "lr=0.1",
+        *SMALL_CNN,
         "weighting=equal",
         "data.partition=unequal",
         "rates.distribution=explicit",
-        RATES_12,
+        "rates.values=[0.3,1.0,0.6,0.9,0.5,0.8]",
         "hubs.graph=complete",
-        "rounds=3",
     ],
 }
 
@@ -97,6 +90,8 @@ def batched_run(cfg):
 @pytest.mark.parametrize("case", list(CASES))
 def test_batched_equals_engine(tmp_path, case):
     overrides = ["rounds=4", *CASES[case]]
+    if "model.name=cnn" in CASES[case]:
+        overrides[0] = "rounds=2"
     _, expected, expected_steps = engine_run(make(tmp_path / "engine", overrides))
     got, steps = batched_run(make(tmp_path / "batched", overrides))
     assert len(got) == len(expected)
@@ -157,8 +152,8 @@ def test_ignoring_the_coins_is_caught(tmp_path):
 
 def test_vmap_gradients_equal_the_engine_for_the_cnn(tmp_path):
     """The generic torch.func path (any buffer-free model) gives the same CNN numbers."""
-    overrides = ["rounds=2", "model.name=cnn", "lr=0.1", "batch_size=48", "rates.low=0.3"]
-    overrides += ["data.partition=unequal", "hubs.workers=2", "tau=3"]
+    overrides = ["rounds=2", *SMALL_CNN, "batch_size=96", "rates.low=0.3"]
+    overrides += ["data.partition=unequal"]
     _, expected, _ = engine_run(make(tmp_path / "engine", overrides))
     exp = prepare(make(tmp_path / "batched", overrides))
     got = run_direct(exp, direct_runner(exp, gradients="vmap"))
