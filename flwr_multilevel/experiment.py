@@ -1,7 +1,7 @@
 """An MLL-SGD experiment from a config: validated up front, then run on a Grid."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from logging import INFO
 from pathlib import Path
@@ -18,7 +18,8 @@ from flwr.serverapp.strategy import Strategy
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
-from .arrays import stack, unstack
+from .arrays import record_bytes, stack, unstack
+from .clock import round_slots
 from .config import int_list, num_rounds
 from .data import Dataset, load_dataset, partition, train_size
 from .errors import ConfigError
@@ -143,9 +144,14 @@ def prepare(cfg: DictConfig) -> Experiment:
         else Path(str(cfg.output_dir)).expanduser().absolute()
     )
     cfg.output_dir, cfg.data.root = str(output), root
-    return Experiment(
+    exp = Experiment(
         cfg, hierarchy, graph, mix, spectrum(mix), parts, dataset, strategy, output, report
     )
+    if cfg.simulation.backend == "batched":
+        from .batched import check_supported  # pylint: disable=import-outside-toplevel
+
+        check_supported(exp)
+    return exp
 
 
 def torch_threads(cfg: DictConfig) -> int:
@@ -328,15 +334,54 @@ def build_mllsgd(exp: Experiment, on_round: OnRound | None = None) -> MLLSGD:
     )
 
 
-def run(exp: Experiment, grid: Grid, progress: Progress | None = None) -> dict[str, Any]:
+def run_batched(exp: Experiment, init: ArrayRecord, on_round: OnRound) -> None:
+    """Run ``exp`` on the batched path, reporting each round as the message engine does.
+
+    Bytes are what the message engine would send: the model to and from every
+    worker, and one model per directed hub link with ``H[j, d] != 0`` at a gossip.
+    """
+    from .batched import simulate  # pylint: disable=import-outside-toplevel
+
+    cfg, h = exp.cfg, exp.hierarchy
+    model_bytes = record_bytes(init)
+    links = int(np.count_nonzero(exp.mixing - np.diag(np.diag(exp.mixing))))
+    clock = {"start": time.perf_counter()}
+
+    def adapter(server_round: int, models: Sequence[ArrayRecord], steps: np.ndarray) -> bool:
+        gossip = server_round % int(cfg.q) == 0
+        report = RoundReport(
+            server_round,
+            gossip=gossip,
+            steps=dict(enumerate(steps.tolist())),
+            slots=round_slots(
+                int(cfg.seed),
+                server_round,
+                h.rates.tolist(),
+                int(cfg.tau),
+                bool(cfg.wait_for_slowest),
+            ),
+            bytes_down=h.num_workers * model_bytes,
+            bytes_up=h.num_workers * model_bytes,
+            bytes_hubs=links * model_bytes if gossip else 0,
+            seconds=time.perf_counter() - clock["start"],
+        )
+        stop = bool(on_round(report, models))  # type: ignore[arg-type]
+        clock["start"] = time.perf_counter()
+        return stop
+
+    simulate(exp, adapter)
+
+
+def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) -> dict[str, Any]:
     """Run an experiment on ``grid``, writing its results folder as it goes.
 
     Parameters
     ----------
     exp : Experiment
         A prepared experiment (:func:`prepare`).
-    grid : Grid
-        The Flower grid that reaches the workers.
+    grid : Grid | None
+        The Flower grid that reaches the workers; None runs the batched path
+        (``simulation.backend=batched``).
     progress : Callable[[dict[str, float]], None] | None (default: None)
         Called with every history row as it is written.
 
@@ -425,14 +470,17 @@ def run(exp: Experiment, grid: Grid, progress: Progress | None = None) -> dict[s
         return out_of_time
 
     record(0, [init] * h.num_hubs)
-    strategy = build_mllsgd(exp, on_round=on_round)
-    strategy.start(
-        grid,
-        init,
-        exp.num_rounds,
-        timeout=float(cfg.simulation.timeout),
-        train_config=ConfigRecord(dict(train_config(exp))),  # type: ignore[arg-type]
-    )
+    if grid is None:  # the batched backend: every worker in one vectorised computation
+        run_batched(exp, init, on_round)
+    else:
+        strategy = build_mllsgd(exp, on_round=on_round)
+        strategy.start(
+            grid,
+            init,
+            exp.num_rounds,
+            timeout=float(cfg.simulation.timeout),
+            train_config=ConfigRecord(dict(train_config(exp))),  # type: ignore[arg-type]
+        )
     summary = {
         **last_row,
         "output_dir": str(exp.output_dir),

@@ -17,7 +17,9 @@ def launch(
 
     ``ray`` runs the ServerApp and one virtual ClientApp node per worker in
     Flower's simulation engine; ``inprocess`` runs the same ClientApp on a
-    :class:`~flwr_multilevel.local_grid.LocalGrid` in this process.
+    :class:`~flwr_multilevel.local_grid.LocalGrid` in this process;
+    ``batched`` advances every worker in one vectorised computation
+    (:mod:`flwr_multilevel.batched`), same draws and numbers to float32 rounding.
 
     Raises
     ------
@@ -25,6 +27,8 @@ def launch(
         The simulation engine stopped without the ServerApp finishing.
     """
     num_workers = exp.hierarchy.num_workers
+    if exp.cfg.simulation.backend == "batched":
+        return experiment.run(exp, None, progress=progress)
     if exp.cfg.simulation.backend == "inprocess":
         return experiment.run(exp, LocalGrid(client_app, num_workers), progress=progress)
     outcome: dict[str, Any] = {}

@@ -1,5 +1,6 @@
 """The batched simulation path against the message-based engine (same draws, same numbers)."""
 
+import csv
 import importlib.util
 from pathlib import Path
 
@@ -227,3 +228,38 @@ def test_gpu_bench_draws_are_the_workers_draws():
         ours, theirs = bench.step_schedule(*args), step_schedule(*args)
         np.testing.assert_array_equal(ours[0], theirs[0])
         np.testing.assert_array_equal(ours[1], theirs[1])
+
+
+def test_batched_backend_writes_the_same_results_folder_as_the_engine(tmp_path):
+    from flwr_multilevel.cli import main
+
+    common = ["rounds=4", "q=2", "hubs.workers=[1,2,3]", "eval.hubs=true"]
+    for backend in ("batched", "inprocess"):
+        out = tmp_path / backend
+        assert main(["run", *common, f"simulation.backend={backend}", f"output_dir={out}"]) == 0
+    for name, exact in (
+        (
+            "history.csv",
+            ("round", "time_step", "time_slot", "steps_taken", "bytes_worker_hub", "bytes_hub_hub"),
+        ),
+        (
+            "rounds.csv",
+            ("round", "slots", "gossip", "steps", "bytes_down", "bytes_up", "bytes_hubs"),
+        ),
+    ):
+        with open(tmp_path / "batched" / name) as a, open(tmp_path / "inprocess" / name) as b:
+            rows_a, rows_b = list(csv.DictReader(a)), list(csv.DictReader(b))
+        assert len(rows_a) == len(rows_b) > 0
+        for row_a, row_b in zip(rows_a, rows_b, strict=True):
+            for key in exact:
+                assert row_a[key] == row_b[key], (name, key)
+            if name == "history.csv":
+                for key in ("loss", "accuracy", "consensus", "hub1_accuracy"):
+                    assert float(row_a[key]) == pytest.approx(float(row_b[key]), abs=1e-5)
+
+
+def test_batched_backend_refuses_what_it_cannot_run(tmp_path):
+    from flwr_multilevel.cli import main
+
+    args = ["run", "simulation.backend=batched", f"output_dir={tmp_path / 'x'}"]
+    assert main([*args, "strategy.name=FedAdam"]) == 2
