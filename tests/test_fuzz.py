@@ -49,6 +49,7 @@ CHOICE_KEYS = {
     "hubs.graph",
     "hubs.mixing",
     "strategy.name",
+    "hub.missing",
 }
 BAD_ANY = ["${foo}", "${oc.env:HOME}", "{a: 1}", "[[1]", "${oc.decode:'1'}"]
 BAD_INT = ["abc", "1.5", "[1, 2]", "-1", "18446744073709551616", "true", "1e400", "0x"]
