@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml|BASELINE] [key=value ...]")
+        if name == "run":
+            sub.add_argument(
+                "--verbose", action="store_true", help="show Flower's per-round log lines"
+            )
     text = "run several configs on the same seed, data and clock; write a table and plots"
     sub = commands.add_parser("compare", help=text, description=text)
     sub.add_argument("args", nargs="+", metavar="CONFIG|BASELINE|COMPARISON.yaml|key=value")
@@ -97,27 +101,30 @@ def _print_summary(summary: dict[str, Any], exp: Any) -> None:
         f"{summary['round']} rounds, mean rate P={h.mean_rate:.3f}, "
         f"hub strategy {cfg.strategy.name}{waits}"
     )
-    accuracies = [summary.get(f"hub{d}_accuracy", math.nan) for d in range(h.num_hubs)]
+    accuracies = [
+        summary[f"hub{d}_accuracy"] for d in range(h.num_hubs) if f"hub{d}_accuracy" in summary
+    ]
     hubs = (
-        " ".join(f"{a:.4f}" for a in accuracies)
+        ""
+        if not accuracies
+        else "; hub accuracies " + " ".join(f"{a:.4f}" for a in accuracies)
         if len(accuracies) <= 10
-        else f"min {min(accuracies):.4f}, max {max(accuracies):.4f}"
+        else f"; hub accuracies min {min(accuracies):.4f}, max {max(accuracies):.4f}"
     )
     print(
         f"final: accuracy {summary['accuracy']:.4f}, train loss {summary['loss']:.4f}, "
-        f"test loss {summary['test_loss']:.4f}, consensus {summary['consensus']:.3g}; "
-        f"hub accuracies {hubs}"
+        f"test loss {summary['test_loss']:.4f}, consensus {summary['consensus']:.3g}{hubs}"
     )
     possible = int(summary["time_step"]) * h.num_workers
     print(
         f"{summary['time_step']} time steps, {summary['time_slot']} time slots; "
         f"gradient steps {summary['steps_taken']} of {possible} worker-time-steps; "
-        f"wall time {summary['wall_s']:.1f} s"
+        f"wall time {summary['wall_s']:.1f} s (evaluation {summary['eval_s']:.1f} s)"
     )
     print(f"results: {summary['output_dir']}")
 
 
-def run(args: Sequence[str]) -> int:
+def run(args: Sequence[str], verbose: bool = False) -> int:
     """Run an experiment; return the exit status."""
     # pylint: disable=import-outside-toplevel
     from . import experiment
@@ -133,7 +140,18 @@ def run(args: Sequence[str]) -> int:
     except BaseException:
         release_output_dir(made)  # stopped before writing: leave nothing behind
         raise
-    _print_summary(launch(exp), exp)
+    from .config import num_rounds
+    from .console import ProgressBar, quiet_flower
+    from .plots import plot_run
+
+    quiet_flower(verbose)
+    bar = ProgressBar(num_rounds(cfg), int(cfg.tau))
+    try:
+        summary = launch(exp, progress=bar)
+    finally:
+        bar.close()
+    plot_run(exp.output_dir)
+    _print_summary(summary, exp)
     return 0
 
 
@@ -151,7 +169,8 @@ def theory(args: Sequence[str]) -> int:
 def compare(ns: argparse.Namespace) -> int:
     """Run a comparison; return the exit status."""
     # pylint: disable=import-outside-toplevel
-    from .compare import check_comparison_dir, load_comparison, quiet_flower, run_comparison
+    from .compare import check_comparison_dir, load_comparison, run_comparison
+    from .console import quiet_flower
 
     sources = [a for a in ns.args if "=" not in a]
     overrides = [a for a in ns.args if "=" in a]
@@ -223,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return certs(ns)
         if ns.command == "theory":
             return theory(ns.args)
-        return run(ns.args)
+        return run(ns.args, ns.verbose)
     except ConfigError as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 2

@@ -18,7 +18,6 @@ baseline name or a YAML path), then its own keys, then the command line's
 
 import csv
 import json
-import logging
 import math
 import re
 import secrets
@@ -593,8 +592,3 @@ def read_index(folder: Path) -> tuple[str | None, dict[str, str]]:
         if not isinstance(sub, str) or sub in ("", ".", "..") or "/" in sub or "\\" in sub:
             raise ConfigError("plot", f"{path}: run {label!r} names no folder inside")
     return title, runs
-
-
-def quiet_flower() -> None:
-    """Keep Flower's per-round INFO lines out of a comparison's output."""
-    logging.getLogger("flwr").setLevel(logging.WARNING)

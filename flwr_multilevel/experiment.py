@@ -383,7 +383,8 @@ def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) ->
         The Flower grid that reaches the workers; None runs the batched path
         (``simulation.backend=batched``).
     progress : Callable[[dict[str, float]], None] | None (default: None)
-        Called with every history row as it is written.
+        Called after every round with its round, time step and slot and the
+        latest evaluation's scores (``evaluated`` is 1.0 when it was scored now).
 
     Returns
     -------
@@ -405,17 +406,20 @@ def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) ->
     evaluate = Evaluator(exp)
     start = time.perf_counter()
     steps_taken = np.zeros(h.num_workers, dtype=np.int64)
-    clock = {"time_slot": 0, "bytes_worker_hub": 0, "bytes_hub_hub": 0}
+    clock = {"time_slot": 0, "bytes_worker_hub": 0, "bytes_hub_hub": 0, "eval_s": 0.0}
     max_slots = cfg.max_time_slots
     last_row: dict[str, float] = {}
 
     def record(server_round: int, models: list[ArrayRecord]) -> None:
         nonlocal last_row
+        began = time.perf_counter()
+        scores = evaluate(models)
+        clock["eval_s"] += time.perf_counter() - began
         last_row = {
             "round": server_round,
             "time_step": server_round * int(cfg.tau),
             "time_slot": clock["time_slot"],
-            **evaluate(models),
+            **scores,
             "steps_taken": int(steps_taken.sum()),
             "bytes_worker_hub": clock["bytes_worker_hub"],
             "bytes_hub_hub": clock["bytes_hub_hub"],
@@ -431,8 +435,6 @@ def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) ->
             last_row["loss"],
             last_row["consensus"],
         )
-        if progress is not None:
-            progress(last_row)
 
     def on_round(report: RoundReport, models: list[ArrayRecord]) -> bool:
         for worker, steps in report.steps.items():
@@ -465,8 +467,19 @@ def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) ->
             },
         )
         out_of_time = max_slots is not None and clock["time_slot"] >= int(max_slots)
-        if exp.evaluates_after(report.server_round) or out_of_time:
+        evaluated = exp.evaluates_after(report.server_round) or out_of_time
+        if evaluated:
             record(report.server_round, models)
+        if progress is not None:  # every round, with the latest evaluation's scores
+            progress(
+                {
+                    **last_row,
+                    "round": report.server_round,
+                    "time_step": report.server_round * int(cfg.tau),
+                    "time_slot": clock["time_slot"],
+                    "evaluated": float(evaluated),
+                }
+            )
         return out_of_time
 
     record(0, [init] * h.num_hubs)
@@ -485,6 +498,7 @@ def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) ->
         **last_row,
         "output_dir": str(exp.output_dir),
         "wall_s": round(time.perf_counter() - start, 3),
+        "eval_s": round(clock["eval_s"], 3),
         "zeta": exp.spectrum.zeta,
         "steps_per_worker": steps_taken,
     }

@@ -5,7 +5,12 @@ from collections.abc import Mapping, Sequence
 from itertools import cycle
 from pathlib import Path
 
-METRICS = {"loss": "training loss of u", "accuracy": "test accuracy of u"}
+METRICS = {
+    "loss": "training loss of u",
+    "accuracy": "test accuracy of u",
+    "consensus": "consensus distance sum_d b_d ||y_d - u||^2",
+}
+LOG_SCALE = ("loss", "consensus")
 AXES = {"time_step": "time steps", "time_slot": "time slots"}
 STYLES = ("-", "--", "-.", ":")  # overlapping curves stay visible
 
@@ -70,15 +75,22 @@ def plot_histories(
                 points = [
                     (row.get(axis, row["time_step"]), row[metric])
                     for row in rows
-                    if row.get(metric) == row.get(metric)  # skip NaN
+                    if row.get(metric) == row.get(metric)  # skip NaN (and absent)
+                    and row.get(metric) is not None
+                    and (metric not in LOG_SCALE or row[metric] > 0)
                 ]
                 if points:
                     xs, ys = zip(*points, strict=True)
                     ax.plot(xs, ys, next(styles), label=label, linewidth=1.4)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
-            if metric == "loss":
+            if metric in LOG_SCALE:
                 ax.set_yscale("log")
+            if metric == "accuracy":  # the untrained first point must not squash the curves
+                later = [r[metric] for rows in histories.values() for r in rows[1:] if metric in r]
+                if later and min(later) == min(later):
+                    low = min(later)
+                    ax.set_ylim(max(0.0, low - 0.1 * (1.0 - low + 1e-3)), None)
             ax.grid(alpha=0.3, which="both")
             if title:
                 ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
@@ -88,3 +100,15 @@ def plot_histories(
             plt.close(fig)
             files.append(path)
     return files
+
+
+def plot_run(folder: str | Path) -> list[Path]:
+    """Draw a finished run's own plots next to its ``history.csv``; return the files.
+
+    Loss, accuracy and consensus of u against time steps and time slots
+    (:func:`plot_histories` with the run as its one line).
+    """
+    from .results import read_history  # pylint: disable=import-outside-toplevel
+
+    folder = Path(folder)
+    return plot_histories({folder.name: read_history(folder)}, folder)

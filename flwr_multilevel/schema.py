@@ -96,8 +96,8 @@ class Eval:
 
     every: int = 0
     train_loss: bool = True
-    train_examples: int | None = None
-    hubs: bool = True
+    train_examples: int | None = 10000
+    hubs: bool = False
 
 
 @dataclass
