@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--verbose", action="store_true", help="show Flower's per-round log lines"
             )
+            sub.add_argument(
+                "--resume",
+                metavar="FOLDER",
+                help="continue the killed run in FOLDER from its last checkpoint",
+            )
     text = "run several configs on the same seed, data and clock; write a table and plots"
     sub = commands.add_parser("compare", help=text, description=text)
     sub.add_argument("args", nargs="+", metavar="CONFIG|BASELINE|COMPARISON.yaml|key=value")
@@ -124,13 +129,14 @@ def _print_summary(summary: dict[str, Any], exp: Any) -> None:
     print(f"results: {summary['output_dir']}")
 
 
-def run(args: Sequence[str], verbose: bool = False) -> int:
+def run(args: Sequence[str], verbose: bool = False, resume: str | None = None) -> int:
     """Run an experiment; return the exit status."""
     # pylint: disable=import-outside-toplevel
     from . import experiment
-    from .launch import launch
     from .results import plan_output_dir, release_output_dir, reserve_output_dir
 
+    if resume is not None:
+        return _resume(resume, args, verbose)
     cfg = validate(load_config(*_split(args)))
     output = plan_output_dir(cfg.output_dir, bool(cfg.overwrite))  # checked before loading
     made = reserve_output_dir(output)
@@ -140,19 +146,42 @@ def run(args: Sequence[str], verbose: bool = False) -> int:
     except BaseException:
         release_output_dir(made)  # stopped before writing: leave nothing behind
         raise
+    return _launch(exp, verbose)
+
+
+def _launch(exp: Any, verbose: bool, resume: bool = False) -> int:
+    """Run a prepared experiment with a progress bar; draw its plots; print its summary."""
+    # pylint: disable=import-outside-toplevel
     from .config import num_rounds
     from .console import ProgressBar, quiet_flower
+    from .launch import launch
     from .plots import plot_run
 
     quiet_flower(verbose)
-    bar = ProgressBar(num_rounds(cfg), int(cfg.tau))
+    bar = ProgressBar(num_rounds(exp.cfg), int(exp.cfg.tau))
     try:
-        summary = launch(exp, progress=bar)
+        summary = launch(exp, progress=bar, resume=resume)
     finally:
         bar.close()
     plot_run(exp.output_dir)
     _print_summary(summary, exp)
     return 0
+
+
+def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
+    """Continue the run in ``folder`` with the config it was started with."""
+    from . import experiment  # pylint: disable=import-outside-toplevel
+
+    if args:
+        raise ConfigError("--resume", "takes no config or overrides: the run keeps its own")
+    path = Path(folder).expanduser().absolute()
+    if not (path / "config.yaml").is_file() or not (path / "checkpoint.pt").is_file():
+        raise ConfigError("--resume", f"{folder!r} holds no checkpointed run")
+    cfg = validate(load_config(path / "config.yaml"))
+    if cfg.simulation.backend == "batched":
+        raise ConfigError("--resume", "runs of the batched backend cannot be resumed")
+    cfg.output_dir = str(path)
+    return _launch(experiment.prepare(cfg), verbose, resume=True)
 
 
 def theory(args: Sequence[str]) -> int:
@@ -242,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return certs(ns)
         if ns.command == "theory":
             return theory(ns.args)
-        return run(ns.args, ns.verbose)
+        return run(ns.args, ns.verbose, ns.resume)
     except ConfigError as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
 from .arrays import record_bytes, stack, unstack
+from .checkpoint import cut_csv, load_checkpoint, save_checkpoint
 from .clock import round_slots
 from .config import int_list, num_rounds
 from .data import Dataset, load_dataset, partition, train_size
@@ -372,7 +373,9 @@ def run_batched(exp: Experiment, init: ArrayRecord, on_round: OnRound) -> None:
     simulate(exp, adapter)
 
 
-def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) -> dict[str, Any]:
+def run(
+    exp: Experiment, grid: Grid | None, progress: Progress | None = None, resume: bool = False
+) -> dict[str, Any]:
     """Run an experiment on ``grid``, writing its results folder as it goes.
 
     Parameters
@@ -385,6 +388,10 @@ def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) ->
     progress : Callable[[dict[str, float]], None] | None (default: None)
         Called after every round with its round, time step and slot and the
         latest evaluation's scores (``evaluated`` is 1.0 when it was scored now).
+    resume : bool (default: False)
+        Continue the run in ``exp.output_dir`` from its checkpoint (written at
+        every evaluation): the finished run's files equal an uninterrupted
+        run's, bit for bit.
 
     Returns
     -------
@@ -394,13 +401,15 @@ def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) ->
     """
     cfg, h = exp.cfg, exp.hierarchy
     torch.set_num_threads(torch_threads(cfg))  # the server's evaluation, and in-process workers
-    recorder = RunRecorder(exp.output_dir, overwrite=bool(cfg.overwrite))
-    recorder.write_config(cfg)
-    recorder.write_json("network.json", network_record(exp))
-    recorder.write_json("theory.json", exp.theory)
-    recorder.write_partition(exp.partitions)
+    recorder = RunRecorder(exp.output_dir, overwrite=bool(cfg.overwrite), resume=resume)
+    state = load_checkpoint(exp.output_dir) if resume else None
     init = initial_model(exp)
-    recorder.save_model("initial_model.pt", init)
+    if state is None:
+        recorder.write_config(cfg)
+        recorder.write_json("network.json", network_record(exp))
+        recorder.write_json("theory.json", exp.theory)
+        recorder.write_partition(exp.partitions)
+        recorder.save_model("initial_model.pt", init)
     log_network(exp)
 
     evaluate = Evaluator(exp)
@@ -409,6 +418,14 @@ def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) ->
     clock = {"time_slot": 0, "bytes_worker_hub": 0, "bytes_hub_hub": 0, "eval_s": 0.0}
     max_slots = cfg.max_time_slots
     last_row: dict[str, float] = {}
+    if state is not None:  # continue where the checkpoint left off; later rows are cut
+        clock, steps_taken, last_row = state["clock"], state["steps_taken"], state["last_row"]
+        start -= state["elapsed"]
+        for name in ("history.csv", "rounds.csv"):
+            cut_csv(exp.output_dir / name, int(state["mll"]["round"]))
+    strategy = build_mllsgd(exp) if grid is not None else None
+    if strategy is not None and state is not None:
+        strategy.restore(state["mll"])
 
     def record(server_round: int, models: list[ArrayRecord]) -> None:
         nonlocal last_row
@@ -425,8 +442,19 @@ def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) ->
             "bytes_hub_hub": clock["bytes_hub_hub"],
             "elapsed_s": round(time.perf_counter() - start, 3),
         }
-        recorder.append_row("history.csv", last_row)
         recorder.save_hub_models(server_round, models)
+        if strategy is not None and server_round > 0:  # before the row: history never ahead
+            save_checkpoint(
+                exp.output_dir,
+                {
+                    "mll": strategy.state_dict(),
+                    "clock": clock,
+                    "steps_taken": steps_taken,
+                    "last_row": last_row,
+                    "elapsed": time.perf_counter() - start,
+                },
+            )
+        recorder.append_row("history.csv", last_row)
         log(
             INFO,
             "round %s: accuracy %.4f, loss %.4f, consensus %.3g",
@@ -482,11 +510,12 @@ def run(exp: Experiment, grid: Grid | None, progress: Progress | None = None) ->
             )
         return out_of_time
 
-    record(0, [init] * h.num_hubs)
-    if grid is None:  # the batched backend: every worker in one vectorised computation
+    if state is None:
+        record(0, [init] * h.num_hubs)
+    if strategy is None:  # the batched backend: every worker in one vectorised computation
         run_batched(exp, init, on_round)
     else:
-        strategy = build_mllsgd(exp, on_round=on_round)
+        strategy.on_round = on_round
         strategy.start(
             grid,
             init,

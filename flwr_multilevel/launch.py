@@ -11,7 +11,7 @@ from .simulation import run_in_simulation
 
 
 def launch(
-    exp: experiment.Experiment, progress: experiment.Progress | None = None
+    exp: experiment.Experiment, progress: experiment.Progress | None = None, resume: bool = False
 ) -> dict[str, Any]:
     """Run ``exp`` with ``simulation.backend`` and return its summary.
 
@@ -28,12 +28,14 @@ def launch(
     """
     num_workers = exp.hierarchy.num_workers
     if exp.cfg.simulation.backend == "batched":
-        return experiment.run(exp, None, progress=progress)
+        return experiment.run(exp, None, progress=progress, resume=resume)
     if exp.cfg.simulation.backend == "inprocess":
-        return experiment.run(exp, LocalGrid(client_app, num_workers), progress=progress)
+        return experiment.run(
+            exp, LocalGrid(client_app, num_workers), progress=progress, resume=resume
+        )
     outcome: dict[str, Any] = {}
     run_in_simulation(
-        make_server_app(exp, outcome, progress),
+        make_server_app(exp, outcome, progress, resume),
         client_app,
         num_workers,
         float(exp.cfg.simulation.cpus_per_worker),

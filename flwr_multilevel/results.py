@@ -29,6 +29,7 @@ RUN_FILES = (
     HISTORY,
     "rounds.csv",
     "hub_models.pt",
+    "checkpoint.pt",
     "summary.json",
 )
 MAX_HISTORY_BYTES = 100_000_000
@@ -175,6 +176,9 @@ class RunRecorder:
         The results folder (created).
     overwrite : bool (default: False)
         Allow a folder that already holds a run.
+    resume : bool (default: False)
+        Continue the run in the folder: keep its files (the run cuts them
+        back to its checkpoint).
 
     Raises
     ------
@@ -182,16 +186,16 @@ class RunRecorder:
         ``output_dir`` already holds a run and ``overwrite`` is false.
     """
 
-    def __init__(self, folder: str | Path, overwrite: bool = False) -> None:
-        self.folder = check_output_dir(folder, overwrite)
+    def __init__(self, folder: str | Path, overwrite: bool = False, resume: bool = False) -> None:
+        self.folder = check_output_dir(folder, overwrite or resume)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(
                 "output_dir", f"cannot create {str(folder)!r} ({err.strerror})"
             ) from None
-        for name in (HISTORY, "rounds.csv", "summary.json"):  # only the run's own files
-            (self.folder / name).unlink(missing_ok=True)
+        for name in () if resume else (HISTORY, "rounds.csv", "summary.json", "checkpoint.pt"):
+            (self.folder / name).unlink(missing_ok=True)  # only the run's own files
 
     def write_config(self, cfg: DictConfig) -> None:
         """Write the resolved config."""

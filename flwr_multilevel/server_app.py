@@ -22,6 +22,7 @@ def make_server_app(
     exp: experiment.Experiment,
     outcome: dict[str, Any],
     progress: experiment.Progress | None = None,
+    resume: bool = False,
 ) -> ServerApp:
     """Return a ServerApp that runs a prepared experiment.
 
@@ -34,7 +35,7 @@ def make_server_app(
     def _main(grid: Grid, context: Context) -> None:
         del context
         try:
-            outcome["summary"] = experiment.run(exp, grid, progress=progress)
+            outcome["summary"] = experiment.run(exp, grid, progress=progress, resume=resume)
         except BaseException as err:  # pylint: disable=broad-except
             outcome["error"] = err
             raise

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import networkx as nx
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
@@ -26,7 +26,7 @@ from flwr_multilevel.mixing import consensus_distance, mixing_matrix, weighted_a
 from flwr_multilevel.topology import hub_graph
 
 from .discovery import discover_workers
-from .hub import HubStrategy, Missing, WorkerSpec
+from .hub import HubStrategy, Missing, WorkerSpec, strategy_chain
 from .peer import InProcessPeerLayer, PeerLayer
 from .report import OnRound, RoundReport, combine_hubs, round_record
 
@@ -223,6 +223,7 @@ class MLLSGD(Strategy):
         self.hub_of_node: dict[int, int] = {}
         self.models: dict[int, ArrayRecord] = {}
         self.report = RoundReport(0, gossip=False)
+        self._restored: Mapping[str, Any] | None = None
         if all(w is not None for w in self._weights):
             self._fix_mixing()  # errors in the graph or H show now, not after round 1
 
@@ -554,11 +555,14 @@ class MLLSGD(Strategy):
         evaluate_config = ConfigRecord(dict((evaluate_config or {}).items()))
         log(INFO, "Starting MLLSGD strategy:")
         self.setup(grid, initial_arrays)
+        first_round = self._apply_restored() + 1
         self.summary()
         result = Result()
-        if evaluate_fn is not None and (metrics := self._central_evaluation(evaluate_fn, 0)):
+        if first_round > 1:
+            log(INFO, "MLLSGD: resuming after round %s", first_round - 1)
+        elif evaluate_fn is not None and (metrics := self._central_evaluation(evaluate_fn, 0)):
             result.evaluate_metrics_serverapp[0] = metrics
-        for server_round in range(1, num_rounds + 1):
+        for server_round in range(first_round, num_rounds + 1):
             report = self.run_round(grid, server_round, config, timeout)
             self._check_failures(report)
             result.train_metrics_clientapp[server_round] = train = self.round_metrics()
@@ -582,6 +586,49 @@ class MLLSGD(Strategy):
         if self.peer_layer is not None:
             self.peer_layer.close()
         return result
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return what a checkpoint needs to continue the run after the last round.
+
+        The hub models, every hub strategy (with its state: FedAdam/FedYogi
+        moments, FedAvgM momentum, DP accountants), the weights fixed from the
+        workers' replies and the failure counters. Every random draw depends on
+        ``(seed, round, worker)`` only, so nothing else is needed.
+        """
+        return {
+            "round": self.report.server_round,
+            "models": {d: {k: a.numpy() for k, a in m.items()} for d, m in self.models.items()},
+            "strategies": {d: hub.strategy for d, hub in self.hubs.items()},
+            "weights": {
+                d: {s.worker_id: s.weight for s in hub.workers.values()}
+                for d, hub in self.hubs.items()
+            },
+            "failed_in_a_row": dict(self._failed_in_a_row),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state`` (:meth:`state_dict`) at the next :meth:`start`."""
+        self._restored = state
+
+    def _apply_restored(self) -> int:
+        """Apply a restored state after :meth:`setup`; return the last round it finished (0)."""
+        state = self._restored
+        if state is None:
+            return 0
+        if sorted(state["models"]) != sorted(self.hubs):
+            raise ValueError(f"restore: the checkpoint holds hubs {sorted(state['models'])}")
+        for d, hub in self.hubs.items():
+            self.models[d] = ArrayRecord(
+                {k: Array(np.ascontiguousarray(v)) for k, v in state["models"][d].items()}
+            )
+            hub.strategy = state["strategies"][d]
+            hub.aggregator = strategy_chain(hub.strategy)[-1]
+            for spec in hub.workers.values():
+                spec.weight = state["weights"][d][spec.worker_id]
+        self._failed_in_a_row = dict(state["failed_in_a_row"])
+        self.report = RoundReport(int(state["round"]), gossip=False)
+        self._restored = None
+        return int(state["round"])
 
     def _check_failures(self, report: RoundReport) -> None:
         """Raise :class:`RunAborted` once a hub has failed ``max_failed_rounds`` rounds in a row."""
