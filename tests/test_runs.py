@@ -23,7 +23,11 @@ def read_csv(path):
 def test_results_folder(tmp_path, capsys):
     out = tmp_path / "run"
     assert (
-        main(["run", "simulation.backend=inprocess", "rounds=6", "q=2", f"output_dir={out}"]) == 0
+        main(
+            ["run", "simulation.backend=inprocess", "rounds=6", "q=2", "eval.hubs=true"]
+            + [f"output_dir={out}"]
+        )
+        == 0
     )
     printed = capsys.readouterr().out
     assert "final: accuracy" in printed and str(out) in printed
