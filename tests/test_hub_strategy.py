@@ -56,6 +56,11 @@ def corrupt(reply: Message, mode: str, instruction: Message) -> Message:
             data=real.data,
         )
         arrays_out["linear.weight"] = fake
+    if mode == "oversized":  # right declared shape, a 20 MB payload: refused before decoding
+        good = arrays_out["linear.bias"]
+        arrays_out["linear.bias"] = Array(
+            dtype=good.dtype, shape=tuple(good.shape), stype=good.stype, data=bytes(20_000_000)
+        )
     if mode == "bad-npy":
         good = arrays_out["linear.bias"]
         arrays_out["linear.bias"] = Array(
@@ -75,6 +80,7 @@ MODES = {
     7: "shape-lie",
     8: "bad-npy",
     9: "huge-text-error",
+    10: "oversized",
 }
 
 
@@ -96,32 +102,32 @@ def hostile_app(modes, good):
 @pytest.mark.parametrize("missing", ["stay", "renormalize"])
 def test_hostile_replies_never_reach_the_average(config, missing):
     good: dict[int, np.ndarray] = {}
-    cfg = config("hubs.count=1", "hubs.workers=11", "tau=3", "q=1", "rounds=1")
+    cfg = config("hubs.count=1", "hubs.workers=12", "tau=3", "q=1", "rounds=1")
     cfg.data.partition, cfg.weighting = "unequal", "data_size"
     exp = prepare(cfg)
     mll = build_mllsgd(exp)
     mll.missing = missing
     init = initial_model(exp)
     result = mll.start(
-        LocalGrid(hostile_app(MODES, good), 11),
+        LocalGrid(hostile_app(MODES, good), 12),
         init,
         1,
         train_config=ConfigRecord(train_config(exp)),
     )
     w = exp.hierarchy.weights
-    valid = [0, 10]
+    valid = [0, 11]
     start = flat([a.numpy() for a in init.values()])
     if missing == "stay":  # a worker without a valid reply took no step: x_i = y_d
-        xs = [good[i] if i in valid else start for i in range(11)]
-        expected = sum(w[i] * xs[i] for i in range(11)) / w.sum()
+        xs = [good[i] if i in valid else start for i in range(12)]
+        expected = sum(w[i] * xs[i] for i in range(12)) / w.sum()
     else:
         expected = sum(w[i] * good[i] for i in valid) / w[valid].sum()
     np.testing.assert_allclose(
         flat([a.numpy() for a in result.arrays.values()]), expected, atol=1e-6
     )
     report = mll.report
-    assert sorted(report.steps) == valid and report.missing == list(range(1, 10))
-    assert len(report.dropped) == 9
+    assert sorted(report.steps) == valid and report.missing == list(range(1, 11))
+    assert len(report.dropped) == 10
     text = " | ".join(report.dropped)
     for needle in (
         "NaN or Inf",
@@ -132,6 +138,7 @@ def test_hostile_replies_never_reach_the_average(config, missing):
         "expected arrays",
         "payload holds shape (2, 2)",
         "payload does not decode",
+        "payload of 20000000 bytes",
     ):
         assert needle in text, needle
     assert len(text) < 3000  # a 1 MB error text is cut to one short line
