@@ -138,6 +138,8 @@ def deploy(ns: argparse.Namespace) -> int:
     from .deploy import deploy as deploy_experiment
     from .deploy import progress_line
 
+    if not ns.gossip_timeout > 0:
+        raise ConfigError("--gossip-timeout", f"expected seconds > 0, got {ns.gossip_timeout}")
     exp = experiment.prepare(validate(load_config(*_split(ns.args))))
     outcome = deploy_experiment(
         exp,
