@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 from omegaconf import OmegaConf
 
 from .config import load_config, validate
+from .deploy_processes import DeploymentError
 from .errors import ConfigError, RunAborted, SimulationError
 
 USAGE = """examples:
@@ -23,6 +24,7 @@ USAGE = """examples:
   flwr-multilevel theory theory.L=1 theory.sigma2=1 theory.beta=0 theory.f_gap=2
   flwr-multilevel config                                # every key, with its default
   flwr-multilevel certs certs/ --hubs 3 --workers 4     # CA, hub and SuperNode keys for deploy
+  flwr-multilevel deploy hubs.workers=2 rounds=8        # every hub its own Flower server, locally
 """
 
 
@@ -78,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         "--host",
         action="append",
         help="host name or IP of the servers (repeatable; default: localhost and 127.0.0.1)",
+    )
+    text = "run an experiment with every hub its own Flower SuperLink on this machine"
+    sub = commands.add_parser("deploy", help=text, description=text)
+    sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml|BASELINE] [key=value ...]")
+    sub.add_argument("--insecure", action="store_true", help="no TLS, no SuperNode auth")
+    sub.add_argument(
+        "--gossip-timeout", type=float, default=30.0, help="seconds before a hub skips a peer"
     )
     return parser
 
@@ -184,6 +193,29 @@ def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
     return _launch(experiment.prepare(cfg), verbose, resume=True)
 
 
+def deploy(ns: argparse.Namespace) -> int:
+    """Deploy an experiment on local SuperLinks; return the exit status (1: a hub failed)."""
+    # pylint: disable=import-outside-toplevel
+    from . import experiment
+    from .deploy import deploy as deploy_experiment
+    from .deploy import progress_line
+
+    if not ns.gossip_timeout > 0:
+        raise ConfigError("--gossip-timeout", f"expected seconds > 0, got {ns.gossip_timeout}")
+    exp = experiment.prepare(validate(load_config(*_split(ns.args))))
+    outcome = deploy_experiment(
+        exp,
+        insecure=ns.insecure,
+        gossip_timeout=ns.gossip_timeout,
+        progress=lambda row: print(progress_line(row, exp.num_rounds), flush=True),
+    )
+    if outcome.summary.get("round") is not None:
+        _print_summary(outcome.summary, exp)
+    for hub, why in outcome.failed.items():
+        print(f"flwr-multilevel: error: hub {hub} failed: {why}", file=sys.stderr)
+    return 1 if outcome.failed else 0
+
+
 def theory(args: Sequence[str]) -> int:
     """Print the theory report of a config; return the exit status."""
     # pylint: disable=import-outside-toplevel
@@ -269,13 +301,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return plot(ns)
         if ns.command == "certs":
             return certs(ns)
+        if ns.command == "deploy":
+            return deploy(ns)
         if ns.command == "theory":
             return theory(ns.args)
         return run(ns.args, ns.verbose, ns.resume)
     except ConfigError as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 2
-    except (SimulationError, RunAborted) as err:
+    except (SimulationError, RunAborted, DeploymentError) as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

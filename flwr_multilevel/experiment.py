@@ -307,11 +307,12 @@ def network_record(exp: Experiment) -> dict[str, Any]:
 Progress = Callable[[dict[str, float]], None]
 
 
-def build_mllsgd(exp: Experiment, on_round: OnRound | None = None) -> MLLSGD:
+def build_mllsgd(exp: Experiment, on_round: OnRound | None = None, **overrides: Any) -> MLLSGD:
     """Return the multi-level strategy of an experiment: its network, weights, rates and H.
 
     Federated evaluation is off: the experiment scores u on the server
-    (:class:`Evaluator`), from ``on_round``.
+    (:class:`Evaluator`), from ``on_round``. ``overrides`` are further
+    :class:`MLLSGD` arguments (a deployed hub: ``hub_ids``, ``peer_layer``).
     """
     cfg, h = exp.cfg, exp.hierarchy
     return MLLSGD(
@@ -332,6 +333,7 @@ def build_mllsgd(exp: Experiment, on_round: OnRound | None = None) -> MLLSGD:
         wait_for_slowest=bool(cfg.wait_for_slowest),
         discovery_timeout=min(60.0, float(cfg.simulation.timeout)),
         on_round=on_round,
+        **overrides,
     )
 
 

@@ -1,0 +1,100 @@
+"""The deployed hub's ServerApp, without starting Flower: its app folder, config and grid."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from flwr_multilevel.config import default_config, load_config, validate
+from flwr_multilevel.deploy import APP_DIR
+from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.hub_app import FastGrid, peer_layer, split_run_config
+
+
+def flat_keys(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from flat_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def app_config() -> dict:
+    with (APP_DIR / "pyproject.toml").open("rb") as file:
+        return tomllib.load(file)["tool"]["flwr"]["app"]
+
+
+def test_the_shipped_app_declares_every_key():
+    """`flwr run` drops run-config keys the app does not declare: all must be there."""
+    app = app_config()
+    assert app["components"] == {
+        "serverapp": "flwr_multilevel.hub_app:app",
+        "clientapp": "flwr_multilevel.client_app:app",
+    }
+    declared = set(app["config"])
+    expected = set(flat_keys(OmegaConf.to_container(default_config())))
+    assert expected <= declared
+    deploy_keys = {"hub-id", "listen", "peers", "ca", "cert", "key", "insecure"}
+    deploy_keys |= {"gossip-timeout", "poll-s", "out", "config"}
+    assert {k for k in declared - expected} == {f"deploy.{k}" for k in deploy_keys}
+
+
+def test_the_app_defaults_are_the_default_experiment():
+    cfg, deploy = split_run_config(app_config()["config"])
+    assert OmegaConf.to_container(validate(cfg)) == OmegaConf.to_container(validate(load_config()))
+    assert deploy["hub-id"] == 0 and deploy["insecure"] is False
+
+
+def test_deploy_config_carries_what_flat_keys_cannot():
+    original = load_config(
+        None, ["strategy.name=FedProx", "strategy.options={proximal_mu: 0.1}", "hubs.workers=[1,2]"]
+    )
+    run_config = {**app_config()["config"], "deploy.config": OmegaConf.to_yaml(original)}
+    cfg, _ = split_run_config(run_config)
+    assert cfg.strategy.options.proximal_mu == 0.1
+    assert list(cfg.hubs.workers) == [1, 2] and cfg.strategy.name == "FedProx"
+    with pytest.raises(ConfigError, match="nonsense"):
+        split_run_config({"deploy.config": "nonsense: 1"})
+
+
+def test_peer_layer_needs_tls_files_or_an_explicit_opt_out():
+    with pytest.raises(ConfigError, match="deploy.ca"):
+        peer_layer({"listen": "127.0.0.1:0"}, np.eye(1), 0)
+    with pytest.raises(ConfigError, match="deploy.peers"):
+        peer_layer({"listen": "127.0.0.1:0", "insecure": True}, np.full((2, 2), 0.5), 0)
+    layer = peer_layer({"listen": "127.0.0.1:0", "insecure": True}, np.eye(1), 0)
+    layer.close(linger=0)
+
+
+class SlowGrid:
+    """Replies to message i become available at pull number i + 1."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.pulls = count, 0
+
+    def push_messages(self, messages):
+        return [f"m{i}" for i in range(len(list(messages)))]
+
+    def pull_messages(self, ids):
+        self.pulls += 1
+        ready = [i for i in ids if int(i[1:]) < self.pulls]
+        return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in ready]
+
+
+def test_fast_grid_pulls_until_every_reply_came():
+    inner = SlowGrid(3)
+    replies = FastGrid(inner, poll_s=0.001).send_and_receive([1, 2, 3], timeout=10)  # type: ignore[arg-type]
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2"]
+    assert inner.pulls == 3
+
+
+def test_fast_grid_stops_at_the_timeout():
+    inner = SlowGrid(3)
+    inner.pull_messages = lambda ids: []  # type: ignore[method-assign]
+    assert list(FastGrid(inner, poll_s=0.01).send_and_receive([1], timeout=0.05)) == []  # type: ignore[arg-type]
