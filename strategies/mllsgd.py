@@ -428,13 +428,28 @@ class MLLSGD(Strategy):
     def _gossip(
         self, server_round: int, averages: dict[int, ArrayRecord]
     ) -> dict[int, ArrayRecord]:
-        """Publish every local hub's ``z_d`` to the peer layer, then collect its ``y_d``."""
+        """Publish every local hub's ``z_d`` to the peer layer, then collect its ``y_d``.
+
+        A hub that kept its model this round (cut off from its workers, or its
+        strategy failed) sits the gossip out: it keeps its model and its
+        neighbours leave it out (its weight stays with them).
+        """
         if self.peer_layer is None:
             self.peer_layer = InProcessPeerLayer(self._fix_mixing())
-        for d, z_d in averages.items():
-            self.peer_layer.publish(d, server_round, z_d)
-        mixed = {}
+        sharing = [d for d in averages if d not in self.report.failed_hubs]
         for d in averages:
+            if d not in sharing:
+                log(
+                    WARNING,
+                    "round %s: hub %s sits this gossip out (%s)",
+                    server_round,
+                    d,
+                    self.report.failed_hubs[d],
+                )
+        for d in sharing:
+            self.peer_layer.publish(d, server_round, averages[d])
+        mixed = dict(averages)
+        for d in sharing:
             gossip = self.peer_layer.collect(d, server_round)
             mixed[d] = gossip.model
             self.report.bytes_hubs += gossip.bytes_in

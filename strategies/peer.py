@@ -85,8 +85,10 @@ class InProcessPeerLayer(PeerLayer):
     """All hubs live in one process: mix them through H at once (Jacobi).
 
     Every hub publishes, then each collects; the first :meth:`collect` of a
-    round mixes all hubs in one matrix product. Publishing for a new round
-    discards the previous one.
+    round mixes all hubs in one matrix product. A hub that did not publish
+    (cut off from its workers this round) is left out: its neighbours move its
+    weight to their own model (:func:`mix_one`) and list it as skipped.
+    Publishing for a new round discards the previous one.
 
     Parameters
     ----------
@@ -116,12 +118,18 @@ class InProcessPeerLayer(PeerLayer):
         self._published[hub_id] = model
 
     def collect(self, hub_id: int, server_round: int) -> Gossip:
-        """Return ``y_d = sum_j H[j, d] z_j``; every hub must have published for the round."""
-        if server_round != self._round or len(self._published) != len(self.mixing):
-            missing = sorted(set(range(len(self.mixing))) - set(self._published))
-            raise RuntimeError(
-                f"gossip round {server_round}: hubs {missing} have not published their model"
-            )
+        """Return ``y_d = sum_j H[j, d] z_j`` over the hubs that published this round.
+
+        Raises
+        ------
+        RuntimeError
+            Hub ``hub_id`` itself has not published for ``server_round``.
+        """
+        if server_round != self._round or hub_id not in self._published:
+            raise RuntimeError(f"gossip round {server_round}: hub {hub_id} has not published")
+        if len(self._published) < len(self.mixing):
+            others = {j: m for j, m in self._published.items() if j != hub_id}
+            return mix_one(self.mixing, hub_id, self._published[hub_id], others)
         if self._mixed is None:
             models, layout = stack([self._published[d] for d in range(len(self.mixing))])
             self._mixed = unstack(mix_models(self.mixing, models), layout)

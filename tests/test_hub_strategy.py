@@ -401,3 +401,36 @@ def test_update_clipping_bounds_a_poisoned_worker(config, attack):
     assert not report.failed_hubs
     # one worker's update is bounded by the clip norm: the hub moves by at most v_1 * 1.0 per round
     assert np.linalg.norm(clipped - reference) < 3 * 1.0
+
+
+def test_a_hub_cut_off_from_its_workers_sits_the_gossip_out(config):
+    app = ClientApp(mods=[multilevel_mod])
+
+    @app.train()
+    def train(msg, context):
+        if (
+            context.node_config["partition-id"] in (2, 3)
+            and msg.content["config"]["server-round"] == 1
+        ):
+            raise RuntimeError("link down")
+        return client_app(msg, context)
+
+    cfg = config("hubs.count=3", "hubs.workers=2", "rounds=2", "q=1", "tau=2")
+    exp = prepare(cfg)
+    reports, models = [], []
+
+    def on_round(report, hub_models):
+        reports.append(report)
+        models.append(list(hub_models))
+
+    mll = build_mllsgd(exp, on_round=on_round)
+    init = initial_model(exp)
+    mll.start(LocalGrid(app, 6), init, 2, train_config=ConfigRecord(train_config(exp)))
+    first = reports[0]
+    assert list(first.failed_hubs) == [1] and first.skipped_peers == {0: [1], 2: [1]}
+    # hub 1 kept x_1; hubs 0 and 2 (path ends) mixed with nobody: y = z
+    assert flat([a.numpy() for a in models[0][1].values()]).tolist() == (
+        flat([a.numpy() for a in init.values()]).tolist()
+    )
+    second = reports[1]  # back to normal: everyone gossips again
+    assert not second.failed_hubs and not second.skipped_peers and second.bytes_hubs > 0
