@@ -4,6 +4,7 @@
 ``flwr run``; when it goes, only this module changes.
 """
 
+import logging
 import os
 import warnings
 
@@ -32,11 +33,26 @@ def run_in_simulation(
         "client_resources": {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker},
         "init_args": {"num_cpus": os.cpu_count() or 1, "num_gpus": num_gpus},
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=num_supernodes,
-            backend_config=backend_config,  # type: ignore[arg-type]
-        )
+    flower = logging.getLogger("flwr")
+    notice = _DropDeprecationNotice()
+    flower.addFilter(notice)  # this module is the one place that knows; users need not see it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=num_supernodes,
+                backend_config=backend_config,  # type: ignore[arg-type]
+            )
+    finally:
+        flower.removeFilter(notice)
+
+
+class _DropDeprecationNotice(logging.Filter):
+    """Drop Flower's "run_simulation is deprecated" banner (logged, not warned)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("DEPRECATED FEATURE" in message and "run_simulation" in message)

@@ -157,3 +157,28 @@ def test_a_run_whose_hubs_keep_failing_exits_1_with_one_line(tmp_path, capsys):
     assert status == 1
     assert err[-1].startswith("flwr-multilevel: error: hub 0 kept its model for 5 rounds")
     assert len(read_csv(tmp_path / "run" / "rounds.csv")) == 4  # rounds 1-4 kept on disk
+
+
+@pytest.mark.simulation
+def test_the_ray_backend_prints_no_banner_or_warning(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(  # noqa: S603 (our own CLI)
+        [
+            sys.executable,
+            "-m",
+            "flwr_multilevel.cli",
+            "run",
+            "rounds=2",
+            "hubs.workers=1",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DEPRECATED" not in proc.stderr and "FutureWarning" not in proc.stderr
+    assert "final: accuracy" in proc.stdout
