@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", help="folder of the comparison (default: runs/compare-<time>)")
     sub.add_argument("--target-accuracy", type=float, help="accuracy to reach (default: auto)")
     sub.add_argument("--target-loss", type=float, help="training loss to reach (default: auto)")
+    sub.add_argument(
+        "--seeds",
+        help="repeat every run with these seeds, e.g. 0,1,2: the table adds mean rows and the "
+        "plots draw the mean with a min-max band",
+    )
     sub.add_argument("--verbose", action="store_true", help="keep Flower's per-round log lines")
     text = "redraw the plots of finished runs or comparisons"
     sub = commands.add_parser("plot", help=text, description=text)
@@ -230,7 +235,7 @@ def theory(args: Sequence[str]) -> int:
 def compare(ns: argparse.Namespace) -> int:
     """Run a comparison; return the exit status."""
     # pylint: disable=import-outside-toplevel
-    from .compare import check_comparison_dir, load_comparison, run_comparison
+    from .compare import check_comparison_dir, load_comparison, run_comparison, with_seeds
     from .console import quiet_flower
 
     sources = [a for a in ns.args if "=" not in a]
@@ -244,6 +249,14 @@ def compare(ns: argparse.Namespace) -> int:
     comparison = load_comparison(sources, overrides)
     comparison.target_accuracy = ns.target_accuracy or comparison.target_accuracy
     comparison.target_loss = ns.target_loss or comparison.target_loss
+    if ns.seeds is not None:
+        try:
+            seeds = [int(s) for s in ns.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(
+                "--seeds", f"expected integers such as 0,1,2, got {ns.seeds!r}"
+            ) from None
+        comparison = with_seeds(comparison, seeds)
     check_comparison_dir(comparison, ns.out)
     if not ns.verbose:
         quiet_flower()

@@ -64,6 +64,57 @@ class Comparison:
     runs: list[RunSpec]
     target_accuracy: float | None = None
     target_loss: float | None = None
+    groups: dict[str, list[str]] | None = None  # label -> its runs' labels, one per seed
+
+
+def with_seeds(comparison: Comparison, seeds: Sequence[int]) -> Comparison:
+    """Return ``comparison`` with every run repeated once per seed.
+
+    Run ``L`` becomes ``L [seed s]`` for each ``s``; the table adds a mean row
+    per run and the plots draw the mean with a min-max band.
+
+    Raises
+    ------
+    ConfigError
+        ``--seeds``: no seed, a repeated one, or one that is not an integer >= 0.
+    """
+    if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise ConfigError("--seeds", f"expected distinct integers >= 0, got {list(seeds)}")
+    runs: list[RunSpec] = []
+    groups: dict[str, list[str]] = {}
+    for spec in comparison.runs:
+        groups[spec.label] = []
+        for seed in seeds:
+            cfg = spec.cfg.copy()
+            cfg.seed = int(seed)
+            label = f"{spec.label} [seed {seed}]"
+            runs.append(RunSpec(label, cfg))
+            groups[spec.label].append(label)
+    return Comparison(
+        comparison.title, runs, comparison.target_accuracy, comparison.target_loss, groups
+    )
+
+
+def mean_row(label: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return the mean of every numeric column of ``rows`` (None where a run has None).
+
+    Examples
+    --------
+    >>> mean_row("L", [{"run": "a", "final_loss": 1.0}, {"run": "b", "final_loss": 3.0}])
+    {'run': 'L (mean of 2 seeds)', 'final_loss': 2.0}
+    """
+    out: dict[str, Any] = {"run": f"{label} (mean of {len(rows)} seeds)"}
+    for key in rows[0]:
+        values = [row.get(key) for row in rows]
+        if key == "run":
+            continue
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = sum(values) / len(values)  # type: ignore[arg-type]
+        elif key == "setup":
+            out[key] = values[0]
+        else:
+            out[key] = None
+    return out
 
 
 def baselines_dir() -> Path:
@@ -502,6 +553,7 @@ def run_comparison(
     index: dict[str, Any] = {
         "title": comparison.title,
         "runs": {spec.label: slug(spec.label) for spec in comparison.runs},
+        **({"groups": comparison.groups} if comparison.groups else {}),
     }
     (out / "comparison.json").write_text(json.dumps(index, indent=1) + "\n")
     walls: dict[str, float] = {}
@@ -539,8 +591,16 @@ def write_outputs(
                 "wall_s": (walls or {}).get(label),
             }
         )
+    groups = {
+        label: [m for m in members if m in histories]
+        for label, members in (comparison.groups or {}).items()
+    }
+    groups = {label: members for label, members in groups.items() if members}
+    if groups:
+        by_run = {row["run"]: row for row in rows}
+        rows += [mean_row(label, [by_run[m] for m in members]) for label, members in groups.items()]
     md_path, _ = write_table(out, comparison.title, rows, target_acc, target_loss)
-    return md_path, plot_histories(histories, out, comparison.title)
+    return md_path, plot_histories(histories, out, comparison.title, groups or None)
 
 
 def load_finished(folders: Sequence[str]) -> dict[str, list[dict[str, float]]]:

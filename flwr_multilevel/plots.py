@@ -38,10 +38,40 @@ def check_plot_dir(folder: str | Path) -> Path:
     return out
 
 
+def mean_band(
+    runs: Sequence[Sequence[Mapping[str, float]]], axis: str, metric: str
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Return x, mean, min and max of ``metric`` over runs, matched by time step.
+
+    Runs of different seeds evaluate at the same time steps, but their clocks
+    (time slots) can differ: x is the mean of ``axis`` over the runs.
+
+    Examples
+    --------
+    >>> a = [{"time_step": 0, "time_slot": 0, "loss": 1.0},
+    ...      {"time_step": 4, "time_slot": 6, "loss": 0.5}]
+    >>> b = [{"time_step": 0, "time_slot": 0, "loss": 3.0},
+    ...      {"time_step": 4, "time_slot": 8, "loss": 0.7}]
+    >>> mean_band([a, b], "time_slot", "loss")
+    ([0.0, 7.0], [2.0, 0.6], [1.0, 0.5], [3.0, 0.7])
+    """
+    series = [{row["time_step"]: row for row in rows if metric in row} for rows in runs]
+    steps = sorted(set.intersection(*(set(s) for s in series)))
+    xs = [sum(float(s[t].get(axis, t)) for s in series) / len(series) for t in steps]
+    values = [[float(s[t][metric]) for s in series] for t in steps]
+    return (
+        xs,
+        [round(sum(v) / len(v), 12) for v in values],
+        [min(v) for v in values],
+        [max(v) for v in values],
+    )
+
+
 def plot_histories(
     histories: Mapping[str, Sequence[Mapping[str, float]]],
     folder: str | Path,
     title: str | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Path]:
     """Draw one PNG per metric and x-axis, every run a line; return the files.
 
@@ -58,6 +88,9 @@ def plot_histories(
         Where the PNGs go (created).
     title : str | None (default: None)
         Figure title.
+    groups : Mapping[str, Sequence[str]] | None (default: None)
+        Label -> the runs (one per seed) it stands for: each group is drawn as
+        its mean with a shaded min-max band instead of one line per run.
     """
     import matplotlib  # pylint: disable=import-outside-toplevel
 
@@ -71,7 +104,24 @@ def plot_histories(
         for axis, xlabel in AXES.items():
             fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
             styles = cycle(STYLES)
+            for label, members in (groups or {}).items():
+                band = mean_band([histories[m] for m in members], axis, metric)
+                if metric in LOG_SCALE:
+                    keep = [i for i, v in enumerate(band[2]) if v > 0]
+                    band = tuple([seq[i] for i in keep] for seq in band)  # type: ignore[assignment]
+                if band[0]:
+                    (line,) = ax.plot(
+                        band[0],
+                        band[1],
+                        next(styles),
+                        linewidth=1.4,
+                        label=f"{label} (mean of {len(members)})",
+                    )
+                    ax.fill_between(band[0], band[2], band[3], color=line.get_color(), alpha=0.2)
+            grouped = {m for members in (groups or {}).values() for m in members}
             for label, rows in histories.items():
+                if label in grouped:
+                    continue
                 points = [
                     (row.get(axis, row["time_step"]), row[metric])
                     for row in rows

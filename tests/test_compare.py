@@ -1,5 +1,6 @@
 """`compare`, `plot` and `theory` from the command line, and the comparison table's numbers."""
 
+import csv
 import json
 
 import pytest
@@ -240,3 +241,44 @@ def test_runs_may_read_the_same_data_from_different_roots(tmp_path):
     one.write_text("data: {root: /somewhere}\n")
     two.write_text("data: {root: /elsewhere}\n")
     assert len(load_comparison([str(one), str(two)]).runs) == 2
+
+
+def test_compare_over_seeds_adds_mean_rows_and_bands(tmp_path, capsys):
+    from flwr_multilevel.cli import main as cli_main
+
+    out = tmp_path / "cmp"
+    status = cli_main(
+        [
+            "compare",
+            "local_sgd",
+            "mll_sgd",
+            "simulation.backend=inprocess",
+            "time_steps=16",
+            "--seeds",
+            "0,1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert status == 0
+    table = (out / "comparison.md").read_text()
+    assert "mll_sgd [seed 1]" in table or "MLL-SGD" in table
+    assert table.count("(mean of 2 seeds)") == 2
+    import json
+
+    index = json.loads((out / "comparison.json").read_text())
+    assert len(index["runs"]) == 4 and all(len(v) == 2 for v in index["groups"].values())
+    assert (out / "loss_vs_time_step.png").stat().st_size > 1000
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    means = [r for r in rows if r["run"].endswith("(mean of 2 seeds)")]
+    for mean in means:
+        label = mean["run"].removesuffix(" (mean of 2 seeds)")
+        seeds = [float(r["final_loss"]) for r in rows if r["run"].startswith(label + " [seed")]
+        assert float(mean["final_loss"]) == pytest.approx(sum(seeds) / 2)
+    assert main_rejects_bad_seeds(tmp_path)
+
+
+def main_rejects_bad_seeds(tmp_path):
+    from flwr_multilevel.cli import main as cli_main
+
+    return cli_main(["compare", "mll_sgd", "--seeds", "1,1", "--out", str(tmp_path / "x")]) == 2
