@@ -18,7 +18,9 @@ from flwr_multilevel.compare import (
 from .helpers import read_csv
 
 FAST = ["time_steps=16", "simulation.backend=inprocess"]
-PLOTS = [f"{m}_vs_{x}.png" for m in ("loss", "accuracy") for x in ("time_step", "time_slot")]
+PLOTS = [
+    f"{m}_vs_{x}.png" for m in ("loss", "accuracy", "consensus") for x in ("time_step", "time_slot")
+]
 
 
 def test_compare_two_baselines_writes_table_and_plots(tmp_path, capsys):

@@ -54,7 +54,7 @@ def deployed(tmp_path_factory) -> Deployed:
     Rounds 1-2 are compared with the simulation engine, round 3 shows the skipped hub.
     """
     tmp = tmp_path_factory.mktemp("deploy")
-    overrides = [*BASE, "tau=2", "q=1", "seed=3"]
+    overrides = [*BASE, "tau=2", "q=1", "seed=3", "eval.hubs=true"]
     launch(experiment.prepare(make_config(tmp / "sim", [*overrides, "rounds=2"])))
     exp = experiment.prepare(make_config(tmp / "dep", [*overrides, "rounds=3"]))
     killed: dict[str, int] = {}

@@ -480,7 +480,7 @@ def test_plot_on_a_good_history_still_works(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "history.csv").write_text(_history())
     assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "png")]) == 0
-    assert len(list((tmp_path / "png").glob("*.png"))) == 4
+    assert len(list((tmp_path / "png").glob("*.png"))) == 6  # loss, accuracy, consensus x 2
 
 
 # ---- `flwr run .`: the run config ----------------------------------------------------------
