@@ -161,7 +161,7 @@ def _numpy_dtype(dtype: torch.dtype) -> str | None:
 
 
 def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
-    """Load ``arrays`` into ``model`` as ``model.load_state_dict(arrays.to_torch_state_dict())`` does.
+    """Load ``arrays`` into ``model``, as ``load_state_dict(arrays.to_torch_state_dict())`` does.
 
     Arrays in the model's own layout are decoded without parsing their
     headers and copied in place; anything else (other keys, shapes or dtypes)
@@ -170,7 +170,8 @@ def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
     Examples
     --------
     >>> model = nn.Linear(2, 1)
-    >>> load_arrays(model, ArrayRecord({k: torch.ones_like(v) for k, v in model.state_dict().items()}))
+    >>> ones = {k: torch.ones_like(v) for k, v in model.state_dict().items()}
+    >>> load_arrays(model, ArrayRecord(ones))
     >>> float(model.bias)
     1.0
     """

@@ -11,9 +11,9 @@ decoded (or refused) exactly as before. Encoding writes the same bytes as
 ``np.save`` for C-contiguous arrays and falls back to it otherwise.
 """
 
+from collections.abc import Iterable
 from functools import lru_cache
 from io import BytesIO
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,12 @@ from flwr.common.constant import SType
 
 @lru_cache(maxsize=256)
 def npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
-    """Return the ``.npy`` header ``np.save`` writes for a C-ordered ``shape``/``dtype`` array.
+    r"""Return the ``.npy`` header ``np.save`` writes for a C-ordered ``shape``/``dtype`` array.
 
     Examples
     --------
     >>> npy_header((2, 3), "float32")[:6]
-    b'\\x93NUMPY'
+    b'\x93NUMPY'
     """
     buffer = BytesIO()
     values = np.zeros(shape, dtype=np.dtype(dtype))

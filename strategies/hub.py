@@ -510,7 +510,7 @@ class HubStrategy(Strategy):
         metrics: MetricRecord,
         keys: list[str],
     ) -> Message:
-        """Return a new message for the chain: the reply's ``arrays``, its metrics ``keys``, ``w_i``.
+        """Return a message for the chain: the reply's ``arrays``, its metrics ``keys``, ``w_i``.
 
         Every input carries the same metric keys (those all valid replies hold as
         finite numbers), so no stock strategy meets inconsistent replies.

@@ -51,7 +51,7 @@ def check_array(key: str, array: Array, shape: tuple[int, ...], dtype: str) -> s
 def decode_array(
     key: str, array: Array, shape: tuple[int, ...], dtype: str
 ) -> tuple[str | None, np.ndarray | None]:
-    """Return ``(None, values)`` for a valid copy of a ``shape``/``dtype`` array, else ``(why, None)``.
+    """Return ``(None, values)`` for a valid ``shape``/``dtype`` array, else ``(why, None)``.
 
     The checks of :func:`check_array`; the values are read-only and decoded once.
     """
@@ -137,11 +137,12 @@ def decode_reply(
         return CheckedReply(
             short(f"expected arrays {sorted(expected)}, got {sorted(arrays.keys())}")
         )
-    values = {}
+    values: dict[str, np.ndarray] = {}
     for key, (shape, dtype) in expected.items():
-        reason, values[key] = decode_array(key, arrays[key], shape, dtype)  # type: ignore[assignment]
-        if reason is not None:
+        reason, decoded = decode_array(key, arrays[key], shape, dtype)
+        if reason is not None or decoded is None:
             return CheckedReply(reason)
+        values[key] = decoded
     for key in REQUIRED_METRICS:
         if finite_number(metrics, key) is None:
             return CheckedReply(
