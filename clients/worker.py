@@ -191,7 +191,10 @@ def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
         return
     with torch.no_grad():
         for key, tensor in state.items():
-            tensor.copy_(torch.from_numpy(values[key].copy()))
+            if tensor.device.type == "cpu":
+                tensor.numpy()[...] = values[key]  # one copy into the model's own memory
+            else:
+                tensor.copy_(torch.from_numpy(values[key].copy()))
 
 
 def reply_arrays(model: nn.Module) -> ArrayRecord:

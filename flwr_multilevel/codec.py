@@ -11,6 +11,7 @@ decoded (or refused) exactly as before. Encoding writes the same bytes as
 ``np.save`` for C-contiguous arrays and falls back to it otherwise.
 """
 
+import math
 from collections.abc import Iterable
 from functools import lru_cache
 from io import BytesIO
@@ -54,7 +55,7 @@ def decode(array: Array, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     if array.stype == SType.NUMPY and isinstance(data, bytes):
         header = npy_header(shape, dtype)
         kind = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         if (
             kind.kind not in "OV"
             and len(data) == len(header) + count * kind.itemsize

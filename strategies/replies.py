@@ -58,7 +58,7 @@ def decode_array(
     if tuple(array.shape) != shape or array.dtype != dtype:
         got = f"{tuple(array.shape)} ({array.dtype})"
         return f"array '{key}': expected shape {shape} ({dtype}), got {got}", None
-    limit = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize + NPY_HEADER_BYTES
+    limit = math.prod(shape) * np.dtype(dtype).itemsize + NPY_HEADER_BYTES
     if len(array.data) > limit:
         return f"array '{key}': payload of {len(array.data)} bytes, at most {limit} expected", None
     try:
