@@ -341,7 +341,11 @@ class HubStrategy(Strategy):
         return [self._instruct(msg) for msg in messages]
 
     def _instruct(self, msg: Message) -> Message:
-        """Return a copy of ``msg`` with the worker's own MLL-SGD instructions."""
+        """Return ``msg`` (just made by the strategy) carrying the worker's own instructions.
+
+        The strategy's messages share one content; each gets its own copy with
+        its own config, and keeps the strategy's metadata.
+        """
         worker = self.workers[msg.metadata.dst_node_id]
         content = RecordDict(dict(msg.content.items()))
         name = self._keys[1]
@@ -351,12 +355,8 @@ class HubStrategy(Strategy):
             config,
             {"worker-id": worker.worker_id, "hub-id": self.hub_id, "operating-rate": worker.rate},
         )
-        return Message(
-            content,
-            dst_node_id=msg.metadata.dst_node_id,
-            message_type=msg.metadata.message_type,
-            group_id=msg.metadata.group_id,
-        )
+        msg.content = content
+        return msg
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
