@@ -2,9 +2,10 @@
 
 Every backend runs the same config (``--hubs`` x ``--workers``, digits,
 logreg by default) in this one script; the first ``--warmup`` rounds are left
-out. ``ray`` polls for replies every ``flwr_multilevel.simulation.POLL_INTERVAL``
-seconds (0.01); ``ray-poll-0.1`` is the same run with Flower's default 0.1 s
-(``--no-default-poll`` skips it). Prints the mean per round of each and the
+out. ``ray`` waits ``flwr_multilevel.simulation.POLL_INTERVAL`` (0.01 s) between
+the engine's polls (the grid's for replies, the node feeder's for messages);
+``ray-poll-0.1`` is the same run with Flower's 0.1 s waits, i.e. Flower as it
+ships (``--no-default-poll`` skips it). Prints the mean per round of each and the
 ratios to ``inprocess``.
 
     python bench/round_time.py [--rounds 40] [--warmup 5] [--hubs 3] [--workers 4] [key=value ...]
