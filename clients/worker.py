@@ -172,7 +172,7 @@ def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
     >>> model = nn.Linear(2, 1)
     >>> ones = {k: torch.ones_like(v) for k, v in model.state_dict().items()}
     >>> load_arrays(model, ArrayRecord(ones))
-    >>> float(model.bias)
+    >>> float(model.bias.detach())
     1.0
     """
     state = model.state_dict()
