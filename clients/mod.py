@@ -37,11 +37,23 @@ T = TypeVar("T")
 
 @dataclass
 class _Round:
-    """The current round of one worker, shared by the mod and :func:`time_steps`."""
+    """The current round of one worker, shared by the mod and :func:`time_steps`.
 
-    coins: np.ndarray
+    The coins are flipped when :func:`time_steps` first asks for them: a train
+    function that draws its own schedule (the paper path) does not pay twice.
+    """
+
+    draw: tuple[int, int, int, int, float]  # coin_flips(seed, round, worker, tau, rate)
     steps: int = 0
     used: bool = False
+    _coins: np.ndarray | None = None
+
+    @property
+    def coins(self) -> np.ndarray:
+        """The round's tau coins, one per time step."""
+        if self._coins is None:
+            self._coins = coin_flips(*self.draw)
+        return self._coins
 
 
 _CURRENT: ContextVar[_Round | None] = ContextVar("mll_sgd_round", default=None)
@@ -72,8 +84,8 @@ def discovery_message(dst_node_id: int) -> Message:
 
 def _round_config(msg: Message) -> ConfigRecord | None:
     """Return the train config if it carries a hub's MLL-SGD instructions."""
-    for record in msg.content.config_records.values():
-        if all(key in record for key in ROUND_KEYS):
+    for record in msg.content.values():  # Flower's typed views rebuild on every access
+        if isinstance(record, ConfigRecord) and all(key in record for key in ROUND_KEYS):
             return record
     return None
 
@@ -96,14 +108,14 @@ def multilevel_mod(msg: Message, context: Context, call_next: ClientAppCallable)
     """
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, context)
-    if DISCOVERY in msg.content.config_records:
+    if isinstance(msg.content.get(DISCOVERY), ConfigRecord):
         answer = RecordDict({"worker": MetricRecord({"worker-id": worker_id(context)})})
         return Message(answer, reply_to=msg)
     config = _round_config(msg)
     if config is None:  # a stock strategy drives this app
         return call_next(msg, context)
     state = _Round(
-        coin_flips(
+        (
             int(config["seed"]),  # type: ignore[arg-type]
             int(config["server-round"]),  # type: ignore[arg-type]
             int(config["worker-id"]),  # type: ignore[arg-type]
@@ -118,10 +130,10 @@ def multilevel_mod(msg: Message, context: Context, call_next: ClientAppCallable)
         _CURRENT.reset(token)
     if reply.has_error():
         return reply
-    records = reply.content.metric_records
+    records = [(k, r) for k, r in reply.content.items() if isinstance(r, MetricRecord)]
     if len(records) != 1:
         raise RuntimeError(f"the train reply must hold one MetricRecord, got {len(records)}")
-    name, metrics = next(iter(records.items()))
+    name, metrics = records[0]
     if state.used:
         reply.content[name] = MetricRecord({**dict(metrics.items()), STEPS_KEY: state.steps})
     elif STEPS_KEY not in metrics:

@@ -74,4 +74,5 @@ def message_bytes(message: Message) -> int:
     """Return the bytes of the serialized arrays in a message (0 for an error reply)."""
     if message.has_error():
         return 0
-    return sum(record_bytes(record) for record in message.content.array_records.values())
+    records = message.content.values()  # not .array_records: that view is rebuilt per access
+    return sum(record_bytes(r) for r in records if isinstance(r, ArrayRecord))

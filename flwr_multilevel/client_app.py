@@ -1,5 +1,6 @@
 """The worker ClientApp: MLL-SGD's time steps on a worker's fixed partition."""
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -41,11 +42,32 @@ def _partitions(split: _Split) -> list[np.ndarray]:
     )
 
 
-@lru_cache(maxsize=256)
+SPLITS_KEPT = 2  # the local data of every worker of this many splits stay resident
+_LOCAL: OrderedDict[tuple[_Split, str], dict[int, tuple[torch.Tensor, torch.Tensor]]] = (
+    OrderedDict()
+)
+
+
 def _local_data(split: _Split, worker_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    data = load_dataset(split.dataset, split.root)
-    idx = torch.from_numpy(_partitions(split)[worker_id])
-    return data.x_train[idx].to(device).contiguous(), data.y_train[idx].to(device).contiguous()
+    """Return a worker's partition, gathered once per process for every worker of the split."""
+    workers = _LOCAL.get((split, device))
+    if workers is None:
+        workers = _LOCAL[(split, device)] = {}
+        while len(_LOCAL) > SPLITS_KEPT:
+            _LOCAL.popitem(last=False)
+    else:
+        _LOCAL.move_to_end((split, device))
+    if (local := workers.get(worker_id)) is None:
+        data = load_dataset(split.dataset, split.root)
+        idx = torch.from_numpy(_partitions(split)[worker_id])
+        x, y = data.x_train[idx].to(device).contiguous(), data.y_train[idx].to(device).contiguous()
+        local = workers[worker_id] = (x, y)
+    return local
+
+
+@lru_cache(maxsize=16)
+def _device(name: str) -> str:
+    return str(resolve_device(name))
 
 
 @lru_cache(maxsize=8)
@@ -72,7 +94,7 @@ def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
         config_number(config, "partition-alpha", 0.5),
         int(config_number(config, "partition-shards", 2)),
     )
-    device = str(resolve_device(str(config.get("device", "cpu"))))
+    device = _device(str(config.get("device", "cpu")))
     x, y = _local_data(split, worker_id, device)
     return WorkerTask(_model(str(config["model"]), dataset, root, device), x, y)
 

@@ -7,6 +7,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from . import experiment
 from .config import checked_run_config
+from .simulation import tune_grid
 
 app = ServerApp()
 
@@ -34,6 +35,7 @@ def make_server_app(
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
         del context
+        tune_grid(grid)  # the in-memory grid of the simulation engine polls every 0.01 s
         try:
             outcome["summary"] = experiment.run(exp, grid, progress=progress, resume=resume)
         except BaseException as err:  # pylint: disable=broad-except

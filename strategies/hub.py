@@ -27,9 +27,12 @@ from flwr.serverapp.strategy import (
     Krum,
     Strategy,
 )
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from .replies import REQUIRED_METRICS, check_reply, finite_number, short
+from flwr_multilevel.codec import DecodedArray, array_record, decode, encode
+
+from .hub_average import fedavg_arrays, is_plain_fedavg
+from .replies import REQUIRED_METRICS, decode_reply, finite_number, short
+from .replies import check_reply as check_reply  # re-exported
 
 WEIGHT_KEY = "worker-weight"
 UNWEIGHTED = (FedMedian, FedTrimmedAvg, Krum, Bulyan)  # robust rules that ignore weights
@@ -129,6 +132,8 @@ def common_numeric_keys(records: list[MetricRecord]) -> list[str]:
 def weighted_metrics(records: list[MetricRecord], weights: list[float]) -> MetricRecord:
     """Return the weighted average of every metric that all records hold as a finite number.
 
+    The same sums, in the same order, as Flower's ``aggregate_metricrecords``.
+
     Examples
     --------
     >>> a = MetricRecord({"loss": 1.0, "acc": 0.5})
@@ -137,11 +142,15 @@ def weighted_metrics(records: list[MetricRecord], weights: list[float]) -> Metri
     {'loss': 2.5}
     """
     keys = common_numeric_keys(records)
-    clean = [
-        RecordDict({"metrics": MetricRecord({**{k: r[k] for k in keys}, WEIGHT_KEY: float(w)})})
-        for r, w in zip(records, weights, strict=True)
-    ]
-    return aggregate_metricrecords(clean, WEIGHT_KEY)
+    weights = [float(w) for w in weights]
+    total = sum(weights)
+    factors = [w / total for w in weights]
+    sums: dict[str, float] = {}
+    for record, factor in zip(records, factors, strict=True):
+        for key in keys:
+            value = record[key]
+            sums[key] = value * factor if key not in sums else sums[key] + value * factor  # type: ignore[operator]
+    return MetricRecord(sums)  # type: ignore[arg-type]
 
 
 def clip_update(reply: Message, model: ArrayRecord, clip_norm: float) -> Message:
@@ -151,21 +160,50 @@ def clip_update(reply: Message, model: ArrayRecord, clip_norm: float) -> Message
     The norm is computed in float64, so float32 extremes (3e38) cannot overflow it.
     """
     arrays = next(iter(reply.content.array_records.values()))
+    clipped = clip_arrays(arrays, model, clip_norm)
+    if clipped is arrays:
+        return reply
+    content = RecordDict(dict(reply.content.items()))
+    content[next(iter(reply.content.array_records))] = clipped
+    return Message(metadata=reply.metadata, content=content)  # type: ignore[call-overload]
+
+
+def clip_arrays(arrays: ArrayRecord, model: ArrayRecord, clip_norm: float) -> ArrayRecord:
+    """Return ``arrays`` with the update ``arrays - model`` clipped to L2 norm ``clip_norm``.
+
+    ``arrays`` itself is returned when its update is within the norm (see :func:`clip_update`).
+    """
     own = {k: model[k].numpy().astype(np.float64) for k in model.keys()}
     update = {k: arrays[k].numpy().astype(np.float64) - own[k] for k in own}
     norm = float(np.sqrt(sum(float(np.sum(u * u)) for u in update.values())))
     if norm <= clip_norm:
-        return reply
+        return arrays
     scale = clip_norm / norm
-    clipped = ArrayRecord(
+    return ArrayRecord(
         {
             k: Array(np.ascontiguousarray((own[k] + scale * update[k]).astype(model[k].dtype)))
             for k in own
         }
     )
-    content = RecordDict(dict(reply.content.items()))
-    content[next(iter(reply.content.array_records))] = clipped
-    return Message(metadata=reply.metadata, content=content)  # type: ignore[call-overload]
+
+
+def with_entries(config: ConfigRecord, entries: Mapping[str, Any]) -> ConfigRecord:
+    """Return a copy of ``config`` with ``entries`` set (only they are type-checked again).
+
+    The entries of ``config`` passed Flower's checks when they were set, so the
+    copy takes them as they are instead of checking every one per worker.
+
+    Examples
+    --------
+    >>> dict(with_entries(ConfigRecord({"lr": 0.1}), {"worker-id": 3}))
+    {'lr': 0.1, 'worker-id': 3}
+    """
+    copy = ConfigRecord(dict(entries))  # checks the new entries
+    checked = config.__dict__.get("_data")
+    if isinstance(checked, dict) and isinstance(copy.__dict__.get("_data"), dict):
+        copy.__dict__["_data"] = {**checked, **copy.__dict__["_data"]}
+        return copy
+    return ConfigRecord({**dict(config.items()), **entries})  # Flower's internals changed
 
 
 def strategy_chain(strategy: Strategy) -> list[Strategy]:
@@ -303,21 +341,22 @@ class HubStrategy(Strategy):
         return [self._instruct(msg) for msg in messages]
 
     def _instruct(self, msg: Message) -> Message:
-        """Return a copy of ``msg`` with the worker's own MLL-SGD instructions."""
+        """Return ``msg`` (just made by the strategy) carrying the worker's own instructions.
+
+        The strategy's messages share one content; each gets its own copy with
+        its own config, and keeps the strategy's metadata.
+        """
         worker = self.workers[msg.metadata.dst_node_id]
         content = RecordDict(dict(msg.content.items()))
         name = self._keys[1]
-        config = ConfigRecord(dict(content.config_records[name].items()))
-        config["worker-id"] = worker.worker_id
-        config["hub-id"] = self.hub_id
-        config["operating-rate"] = worker.rate
-        content[name] = config
-        return Message(
-            content,
-            dst_node_id=msg.metadata.dst_node_id,
-            message_type=msg.metadata.message_type,
-            group_id=msg.metadata.group_id,
+        if not isinstance(config := content.get(name), ConfigRecord):
+            raise KeyError(name)
+        content[name] = with_entries(
+            config,
+            {"worker-id": worker.worker_id, "hub-id": self.hub_id, "operating-rate": worker.rate},
         )
+        msg.content = content
+        return msg
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -330,6 +369,7 @@ class HubStrategy(Strategy):
         """
         self.report = report = HubRoundReport()
         valid: dict[int, tuple[Message, MetricRecord]] = {}
+        decoded: dict[int, ArrayRecord] = {}  # checked arrays, decoded once for the chain
         for reply in replies:
             node = reply.metadata.src_node_id
             worker = self.workers.get(node)
@@ -339,11 +379,15 @@ class HubStrategy(Strategy):
             if worker.worker_id in valid:
                 self._drop(server_round, f"worker {worker.worker_id}", "replied twice")
                 continue
-            reason = check_reply(reply, self._expected, self.time_steps)
-            if reason is not None:
-                self._drop(server_round, f"worker {worker.worker_id}", reason)
+            checked = decode_reply(reply, self._expected, self.time_steps)
+            if checked.reason is not None:
+                self._drop(server_round, f"worker {worker.worker_id}", checked.reason)
                 continue
-            valid[worker.worker_id] = (reply, next(iter(reply.content.metric_records.values())))
+            assert checked.arrays is not None and checked.metrics is not None and checked.values
+            valid[worker.worker_id] = (reply, checked.metrics)
+            decoded[worker.worker_id] = array_record(
+                (k, DecodedArray.wrap(checked.arrays[k], v)) for k, v in checked.values.items()
+            )
         self._fix_weights(valid)
         by_id = {spec.worker_id: spec for spec in self.workers.values()}
         report.missing = sorted(set(by_id) - set(valid))
@@ -360,17 +404,9 @@ class HubStrategy(Strategy):
             )
             return None, None
         if self.clip_norm is not None and self._model is not None:
-            valid = {
-                w: (clip_update(r, self._model, self.clip_norm), m) for w, (r, m) in valid.items()
-            }
-        shared = common_numeric_keys([m for _, m in valid.values()])
-        inputs = {w: self._input(r, by_id[w], m, shared) for w, (r, m) in valid.items()}
-        if self.missing == "stay" and self._model is not None:
-            for w in report.missing:  # took no step: x_i = y_d, with its own weight
-                inputs[w] = self._stand_in(by_id[w], self._model, shared)
-        ordered = [inputs[w] for w in sorted(inputs)]  # a fixed order: bit-identical reruns
+            decoded = {w: clip_arrays(a, self._model, self.clip_norm) for w, a in decoded.items()}
         try:
-            arrays, _ = self.strategy.aggregate_train(server_round, ordered)
+            arrays = self._aggregate(server_round, valid, decoded, by_id)
         except Exception as err:  # pylint: disable=broad-except
             arrays = None
             report.error = short(
@@ -386,7 +422,7 @@ class HubStrategy(Strategy):
             )
         if arrays is not None:
             arrays = self._as_sent(arrays)
-            if not all(np.isfinite(a.numpy()).all() for a in arrays.values()):
+            if not all(np.isfinite(self._values(k, a)).all() for k, a in arrays.items()):
                 log(
                     WARNING,
                     "hub %s round %s: the aggregate is not finite, the hub keeps its model",
@@ -398,6 +434,38 @@ class HubStrategy(Strategy):
         report.failed = arrays is None
         report.metrics = self._metrics([m for _, m in valid.values()], [by_id[w] for w in valid])
         return arrays, report.metrics
+
+    def _aggregate(
+        self,
+        server_round: int,
+        valid: Mapping[int, tuple[Message, MetricRecord]],
+        decoded: Mapping[int, ArrayRecord],
+        by_id: Mapping[int, WorkerSpec],
+    ) -> ArrayRecord | None:
+        """Return the chain's aggregate of the valid replies (and stand-ins), in worker order."""
+        model = self._model
+        missing = self.report.missing if self.missing == "stay" and model is not None else []
+        if is_plain_fedavg(self.strategy):  # same sums as the strategy, on decoded values
+            records = dict(decoded)
+            for w in missing:  # took no step: x_i = y_d, with its own weight
+                records[w] = model  # type: ignore[assignment]
+            average = fedavg_arrays(
+                [
+                    (
+                        {k: self._values(k, a) for k, a in records[w].items()},
+                        float(by_id[w].weight or 0.0),
+                    )
+                    for w in sorted(records)
+                ]
+            )
+            return array_record((k, encode(np.asarray(v))) for k, v in average.items())
+        shared = common_numeric_keys([m for _, m in valid.values()])
+        inputs = {w: self._input(r, decoded[w], by_id[w], m, shared) for w, (r, m) in valid.items()}
+        for w in missing:
+            inputs[w] = self._stand_in(by_id[w], model, shared)  # type: ignore[arg-type]
+        ordered = [inputs[w] for w in sorted(inputs)]  # a fixed order: bit-identical reruns
+        arrays, _ = self.strategy.aggregate_train(server_round, ordered)
+        return arrays
 
     def _drop(self, server_round: int, who: str, reason: str) -> None:
         log(
@@ -429,15 +497,24 @@ class HubStrategy(Strategy):
                 mean,
             )
 
+    def _values(self, key: str, array: Array) -> np.ndarray:
+        """Return the values of an array of the hub's model layout (decoded without parsing)."""
+        shape, dtype = self._expected.get(key, (tuple(array.shape), array.dtype))
+        return decode(array, shape, dtype)
+
     def _input(
-        self, reply: Message, worker: WorkerSpec, metrics: MetricRecord, keys: list[str]
+        self,
+        reply: Message,
+        arrays: ArrayRecord,
+        worker: WorkerSpec,
+        metrics: MetricRecord,
+        keys: list[str],
     ) -> Message:
-        """Return a new message for the chain: the reply's arrays, its metrics ``keys``, ``w_i``.
+        """Return a message for the chain: the reply's ``arrays``, its metrics ``keys``, ``w_i``.
 
         Every input carries the same metric keys (those all valid replies hold as
         finite numbers), so no stock strategy meets inconsistent replies.
         """
-        arrays = next(iter(reply.content.array_records.values()))
         record = MetricRecord({k: metrics[k] for k in keys})
         record[WEIGHT_KEY] = float(worker.weight or 0.0)
         content = RecordDict({self._keys[0]: arrays, "metrics": record})
