@@ -46,6 +46,8 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
         ``--resume``: no checkpoint there, or one that cannot be read.
     """
     path = folder / CHECKPOINT
+    for stale in folder.glob(f".{CHECKPOINT}.*.tmp"):  # a write a kill -9 cut short
+        stale.unlink(missing_ok=True)
     if not path.is_file() or path.is_symlink():
         raise ConfigError("--resume", f"{str(folder)!r} holds no checkpoint of a run")
     try:
