@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError
+from .results import RUN_FILES
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -46,8 +47,10 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
         ``--resume``: no checkpoint there, or one that cannot be read.
     """
     path = folder / CHECKPOINT
-    for stale in folder.glob(f".{CHECKPOINT}.*.tmp"):  # a write a kill -9 cut short
-        stale.unlink(missing_ok=True)
+    for name in (*RUN_FILES, CHECKPOINT):  # writes a kill -9 cut short (never the real files)
+        for stale in folder.glob(f".{name}.*.tmp"):
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
     if not path.is_file() or path.is_symlink():
         raise ConfigError("--resume", f"{str(folder)!r} holds no checkpoint of a run")
     try:
