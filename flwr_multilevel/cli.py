@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 from omegaconf import OmegaConf
 
-from .config import load_config, validate
+from .config import from_run_config, load_config, validate
 from .deploy_processes import DeploymentError
 from .errors import ConfigError, RunAborted, SimulationError
 
@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml|BASELINE] [key=value ...]")
+        if name == "config":
+            sub.add_argument(
+                "--run-config",
+                metavar="OVERRIDES",
+                help='check `flwr run` overrides the way the ServerApp will (e.g. "tau=8 '
+                'hubs.count=5" or a .toml file) against the app in --app; exit 2 if invalid',
+            )
+            sub.add_argument(
+                "--app", default=".", help="the Flower App's folder for --run-config (default: .)"
+            )
         if name == "run":
             sub.add_argument(
                 "--verbose", action="store_true", help="show Flower's per-round log lines"
@@ -141,6 +151,17 @@ def _print_summary(summary: dict[str, Any], exp: Any) -> None:
         f"wall time {summary['wall_s']:.1f} s (evaluation {summary['eval_s']:.1f} s)"
     )
     print(f"results: {summary['output_dir']}")
+
+
+def _config(ns: argparse.Namespace) -> Any:
+    """Return the validated config of ``config [args]`` or of ``config --run-config``."""
+    if ns.run_config is None:
+        return validate(load_config(*_split(ns.args)))
+    if ns.args:
+        raise ConfigError("--run-config", "takes no config file or key=value arguments beside it")
+    from .config import flwr_run_config  # pylint: disable=import-outside-toplevel
+
+    return validate(from_run_config(flwr_run_config(ns.app, ns.run_config)))
 
 
 def run(args: Sequence[str], verbose: bool = False, resume: str | None = None) -> int:
@@ -306,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ns = _parser().parse_args(argv)
         if ns.command == "config":
-            print(OmegaConf.to_yaml(validate(load_config(*_split(ns.args)))), end="")
+            print(OmegaConf.to_yaml(_config(ns)), end="")
             return 0
         if ns.command == "compare":
             return compare(ns)

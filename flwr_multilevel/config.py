@@ -19,8 +19,9 @@ from logging import ERROR, WARNING
 from pathlib import Path
 from typing import Any, cast
 
+import tomllib
 import yaml
-from flwr.common.config import unflatten_dict
+from flwr.common.config import flatten_dict, unflatten_dict
 from flwr.common.logger import log
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -272,6 +273,57 @@ def _decode_options(text: str) -> dict[str, Any]:
         except yaml.YAMLError:
             raise ConfigError(f"strategy.options.{key.strip()}", "could not parse") from None
     return options
+
+
+def flwr_run_config(app_dir: str | Path, overrides: str) -> dict[str, Any]:
+    r"""Return the run config ``flwr run APP_DIR --run-config OVERRIDES`` gives the ServerApp.
+
+    The app's ``[tool.flwr.app.config]`` fused with the overrides, parsed by
+    Flower's own functions, so a bad submission can be caught before it is
+    sent (``flwr run`` itself exits 0 whatever the run's end).
+
+    Raises
+    ------
+    ConfigError
+        The app folder has no Flower App, the overrides do not parse, or they
+        name a key the app does not have.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> app = Path(tempfile.mkdtemp())
+    >>> _ = (app / "pyproject.toml").write_text('[tool.flwr.app.config]\ntau = 4\n')
+    >>> flwr_run_config(app, "tau=8")
+    {'tau': 8}
+    >>> flwr_run_config(app, "q=2")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    flwr_multilevel.errors.ConfigError: --run-config: key 'q' is not in the app's ...
+    """
+    # pylint: disable=import-outside-toplevel
+    from flwr.common.config import fuse_dicts, parse_config_args
+
+    app = Path(app_dir)
+    try:
+        project = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(
+            "--app",
+            f"expected a Flower App folder with a pyproject.toml, got {str(app)!r} "
+            f"({type(err).__name__})",
+        ) from None
+    defaults = project.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
+    try:
+        parsed = parse_config_args([overrides])
+    except Exception as err:  # pylint: disable=broad-except  # click.ClickException, OSError
+        message = getattr(err, "message", None) or str(err)
+        raise ConfigError("--run-config", " ".join(str(message).split())[:300]) from None
+    for key in parsed:
+        if key not in flatten_dict(defaults):
+            raise ConfigError(
+                "--run-config", f"key {key!r} is not in the app's [tool.flwr.app.config]"
+            )
+    return dict(fuse_dicts(flatten_dict(defaults), parsed))
 
 
 def from_run_config(run_config: Mapping[str, Any], *, files: bool = False) -> DictConfig:
