@@ -446,6 +446,7 @@ class MLLSGD(Strategy):
                     d,
                     self.report.failed_hubs[d],
                 )
+                self.peer_layer.withhold(d, server_round, self.report.failed_hubs[d])
         for d in sharing:
             self.peer_layer.publish(d, server_round, averages[d])
         mixed = dict(averages)

@@ -37,6 +37,7 @@ HEADER = struct.Struct(">qq")  # (sender hub id, round)
 REQUEST = struct.Struct(">qq")  # (round, requesting hub id)
 POLL_S = 0.05  # pause between two fetches of a model not published yet
 KEEP_ROUNDS = 4
+WITHHELD = "withheld: "  # details of the answer for a round this hub sits out
 _IDENTITY = re.compile(r"hub-(\d+)")
 
 
@@ -239,6 +240,7 @@ class NetworkPeerLayer(PeerLayer):
         }
         self.wire_bytes_in = 0  # every payload received, refused ones included
         self._published: dict[int, bytes] = {}
+        self._withheld: dict[int, str] = {}  # round -> why this hub sits it out
         self._models: dict[int, ArrayRecord] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -305,9 +307,12 @@ class NetworkPeerLayer(PeerLayer):
             requester = claimed
         with self._lock:
             payload = self._published.get(server_round)
-            if payload is not None:
+            withheld = self._withheld.get(server_round)
+            if payload is not None or withheld is not None:
                 self._fetched.setdefault(server_round, set()).add(requester)
                 self._changed.notify_all()
+        if withheld is not None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{WITHHELD}{withheld}")
         if payload is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"round {server_round} not published")
         return payload  # type: ignore[return-value]  # abort() raises
@@ -327,6 +332,23 @@ class NetworkPeerLayer(PeerLayer):
             for old in sorted(self._published)[: -self.keep_rounds]:
                 del self._published[old], self._models[old]
                 self._fetched.pop(old, None)
+
+    def withhold(self, hub_id: int, server_round: int, reason: str) -> None:
+        """Tell the out-neighbours that this hub sits ``server_round`` out, and why.
+
+        A neighbour asking for that round's model gets the reason at once
+        (``FAILED_PRECONDITION``) instead of waiting for its timeout, and
+        mixes without this hub. ``reason`` is cut to one line of 200 characters.
+        """
+        self._check_hub(hub_id)
+        line = " ".join(str(reason).split())[:200] or "no reason given"
+        with self._lock:
+            self._withheld[server_round] = line
+            for old in sorted(self._withheld)[: -self.keep_rounds]:
+                del self._withheld[old]
+                if old not in self._published:
+                    self._fetched.pop(old, None)
+            self._changed.notify_all()
 
     def collect(self, hub_id: int, server_round: int) -> Gossip:
         """Fetch the in-neighbours' models of ``server_round`` and return ``y_d``.
@@ -380,6 +402,17 @@ class NetworkPeerLayer(PeerLayer):
                     continue
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     break
+                details = str(err.details())  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.FAILED_PRECONDITION and details.startswith(WITHHELD):
+                    log(
+                        WARNING,
+                        "hub %s, round %s: hub %s sits this gossip out (%s); mixing without it",
+                        self.hub_id,
+                        server_round,
+                        j,
+                        details[len(WITHHELD) :],
+                    )
+                    return None
                 log(
                     WARNING,
                     "hub %s, round %s: no usable answer from hub %s (%s)",
@@ -442,7 +475,7 @@ class NetworkPeerLayer(PeerLayer):
         linger = self.timeout if linger is None else linger
         deadline = time.monotonic() + linger
         with self._lock:
-            last = max(self._published, default=None)
+            last = max([*self._published, *self._withheld], default=None)
             while last is not None and not self.readers <= self._fetched.get(last, set()):
                 if not self._changed.wait(max(0.0, deadline - time.monotonic())):
                     break

@@ -61,6 +61,16 @@ class PeerLayer(ABC):
     def collect(self, hub_id: int, server_round: int) -> Gossip:
         """Return hub ``hub_id``'s mixed model ``y_d`` of ``server_round``."""
 
+    def withhold(self, hub_id: int, server_round: int, reason: str) -> None:  # noqa: B027
+        """Say that hub ``hub_id`` sits ``server_round``'s gossip out, and why.
+
+        A hub that kept its model this round (cut off from its workers, or its
+        strategy failed) publishes nothing; its neighbours mix without it (its
+        weight goes to their own models). A networked layer tells them at
+        once, so they need not wait for their timeout; by default (all hubs in
+        one process, where not publishing is enough) this does nothing.
+        """
+
     def exchange(self, hub_id: int, server_round: int, model: ArrayRecord) -> Gossip:
         """Publish ``z_d`` and return ``y_d``: one gossip round of one hub."""
         self.publish(hub_id, server_round, model)

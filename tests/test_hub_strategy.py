@@ -23,6 +23,7 @@ from flwr_multilevel.clients import multilevel_mod
 from flwr_multilevel.experiment import build_mllsgd, initial_model, prepare, train_config
 from flwr_multilevel.local_grid import LocalGrid
 from flwr_multilevel.strategies import HubStrategy, RunAborted, WorkerSpec
+from flwr_multilevel.strategies.peer import InProcessPeerLayer
 
 from .helpers import flat, run_engine
 
@@ -423,11 +424,21 @@ def test_a_hub_cut_off_from_its_workers_sits_the_gossip_out(config):
         reports.append(report)
         models.append(list(hub_models))
 
-    mll = build_mllsgd(exp, on_round=on_round)
+    class Telling(InProcessPeerLayer):
+        withheld: list[tuple[int, int, str]] = []
+
+        def withhold(self, hub_id: int, server_round: int, reason: str) -> None:
+            self.withheld.append((hub_id, server_round, reason))
+
+    layer = Telling(exp.mixing)
+    mll = build_mllsgd(exp, on_round=on_round, peer_layer=layer)
     init = initial_model(exp)
     mll.start(LocalGrid(app, 6), init, 2, train_config=ConfigRecord(train_config(exp)))
     first = reports[0]
     assert list(first.failed_hubs) == [1] and first.skipped_peers == {0: [1], 2: [1]}
+    # the hub says so through its peer layer (a networked one tells its neighbours at once)
+    assert [(d, r) for d, r, _ in layer.withheld] == [(1, 1)]
+    assert layer.withheld[0][2] == first.failed_hubs[1]
     # hub 1 kept x_1; hubs 0 and 2 (path ends) mixed with nobody: y = z
     assert flat([a.numpy() for a in models[0][1].values()]).tolist() == (
         flat([a.numpy() for a in init.values()]).tolist()

@@ -159,6 +159,36 @@ def test_stopped_neighbour_is_skipped_then_mixed_in_again(hubs, caplog):
         )
 
 
+def test_withheld_neighbour_is_skipped_at_once_with_its_reason(hubs, caplog):
+    # a timeout far longer than the test: only the withheld answer can end the wait
+    net = hubs(timeout=120.0)
+    rng = np.random.default_rng(3)
+    z = [model(rng) for _ in range(3)]
+    net.layers[0].withhold(0, 1, "no valid reply from its 4 workers\n(second line)")
+    for d in (1, 2):
+        net.layers[d].publish(d, 1, z[d])
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        gossip = net.layers[1].collect(1, 1)
+    assert gossip.skipped == [0]
+    want = (H[1, 1] + H[0, 1]) * values(z[1]) + H[2, 1] * values(z[2])
+    np.testing.assert_allclose(values(gossip.model), want, atol=1e-6)
+    assert "hub 0 sits this gossip out (no valid reply from its 4 workers (second line))" in (
+        caplog.text
+    )
+    assert "no model from hub 0" not in caplog.text
+    # the next round hub 0 publishes again and is mixed in
+    local = InProcessPeerLayer(H)
+    for d in range(3):
+        net.layers[d].publish(d, 2, z[d])
+        local.publish(d, 2, z[d])
+    got = collect_all(enumerate(net.layers), 2)
+    for d in range(3):
+        assert got[d].skipped == []
+        np.testing.assert_allclose(
+            values(got[d].model), values(local.collect(d, 2).model), atol=1e-6
+        )
+
+
 def test_model_of_another_round_is_never_mixed_in(hubs):
     net = hubs(timeout=0.4)
     rng = np.random.default_rng(2)
