@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 import flwr_multilevel.client_app as client_app_module
 import flwr_multilevel.experiment as experiment_module
+import flwr_multilevel.local_data as local_data_module
 from flwr_multilevel.clients.worker import step_schedule
 from flwr_multilevel.config import load_config, validate
 from flwr_multilevel.data import Dataset
@@ -88,6 +89,7 @@ def serve_synthetic(data: Dataset) -> None:
 
     experiment_module.load_dataset = load  # type: ignore[assignment]
     client_app_module.load_dataset = load  # type: ignore[assignment]
+    local_data_module.load_dataset = load  # type: ignore[assignment]
 
 
 def flat(models: list[dict[str, torch.Tensor]]) -> list[np.ndarray]:

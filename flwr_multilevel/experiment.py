@@ -25,6 +25,7 @@ from .config import int_list, num_rounds
 from .data import Dataset, load_dataset, partition, train_size
 from .errors import ConfigError
 from .hierarchy import Hierarchy, build_hierarchy, hub_sizes
+from .local_data import fixed_sample
 from .mixing import Spectrum, consensus_distance, mixing_matrix, spectrum, weighted_average
 from .models import build_model, resolve_device
 from .rates import operating_rates
@@ -202,13 +203,10 @@ class Evaluator:
         self.device = resolve_device(str(exp.cfg.simulation.device))
         model = build_model(exp.cfg.model.name, data.input_shape, data.num_classes)
         self.model = model.to(self.device)
-        self.x_train, self.y_train = data.x_train, data.y_train
-        sample = exp.cfg.eval.train_examples
-        if sample is not None and int(sample) < len(data.y_train):
-            # a fixed, seeded sample: the same examples at every evaluation of every run
-            rng = np.random.default_rng([int(exp.cfg.seed), 11])
-            idx = torch.from_numpy(np.sort(rng.choice(len(data.y_train), int(sample), False)))
-            self.x_train, self.y_train = data.x_train[idx], data.y_train[idx]
+        # a fixed, seeded sample: the same examples at every evaluation of every run
+        self.x_train, self.y_train = fixed_sample(
+            data.x_train, data.y_train, exp.cfg.eval.train_examples, int(exp.cfg.seed)
+        )
 
     @torch.no_grad()
     def _score(self, arrays: ArrayRecord, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -5,14 +5,15 @@ so no partition is ever sent over the network.
 """
 
 from collections.abc import Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from flwr_multilevel.data import Dataset, load_dataset, partition
+from flwr_multilevel.data import Dataset, load_dataset
+from flwr_multilevel.local_data import Split as EngineSplit
+from flwr_multilevel.local_data import fixed_sample, split_partitions, worker_data
 
 from .utils import num_workers
 
@@ -47,32 +48,20 @@ def load_data(split: Split) -> Dataset:
     return load_dataset(split.dataset, split.root)
 
 
-@lru_cache(maxsize=8)
 def partitions(split: Split) -> list[np.ndarray]:
     """Return the training-example indices of every worker.
 
     ``iid``, ``unequal`` (the paper's 5/10/20/25/40% groups), ``dirichlet``
-    or ``shards`` (the last two from flwr-datasets).
+    or ``shards`` (the last two from flwr-datasets); the engine's own split.
     """
-    labels = load_data(split).y_train.numpy()
-    return partition(
-        labels,
-        split.num_workers,
-        split.scheme,
-        split.seed,
-        alpha=split.alpha,
-        shards_per_worker=split.shards,
-    )
+    return split_partitions(_engine_split(split))
 
 
-@lru_cache(maxsize=256)
 def load_partition(
     split: Split, worker_id: int, device: str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return worker ``worker_id``'s training inputs and labels, on ``device``."""
-    data = load_data(split)
-    idx = torch.from_numpy(partitions(split)[worker_id])
-    return data.x_train[idx].to(device).contiguous(), data.y_train[idx].to(device).contiguous()
+    """Return worker ``worker_id``'s training inputs and labels, on ``device`` (kept resident)."""
+    return worker_data(_engine_split(split), worker_id, device)
 
 
 def load_centralized(
@@ -80,12 +69,13 @@ def load_centralized(
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Return the server's (training, test) sets to score the global model on.
 
-    ``train_examples`` > 0 keeps a fixed, seeded sample of the training set.
+    ``train_examples`` > 0 keeps a fixed, seeded sample of the training set
+    (the engine's sample: the same examples as ``flwr-multilevel run``).
     """
     data = load_data(split)
-    x_train, y_train = data.x_train, data.y_train
-    if 0 < train_examples < len(y_train):
-        rng = np.random.default_rng([seed, 11])
-        idx = torch.from_numpy(np.sort(rng.choice(len(y_train), train_examples, replace=False)))
-        x_train, y_train = x_train[idx], y_train[idx]
-    return (x_train, y_train), (data.x_test, data.y_test)
+    train = fixed_sample(data.x_train, data.y_train, train_examples or None, seed)
+    return train, (data.x_test, data.y_test)
+
+
+def _engine_split(split: Split) -> EngineSplit:
+    return EngineSplit(*split)
