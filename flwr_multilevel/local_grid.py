@@ -4,17 +4,29 @@ It gives every virtual node the ``node_config`` of Flower's simulation engine
 (``partition-id``, ``num-partitions``) and a ``Context`` whose state persists
 across rounds. Replies are computed when messages are pushed; a ClientApp
 exception becomes an error reply, as in the simulation engine.
+
+Deadlines: ``send_and_receive(messages, timeout=T)`` runs the messages one
+after the other until T seconds have passed; the rest are not run (no reply,
+as for a message the engine dropped). A message past its own ``ttl`` is not
+run either. Python cannot pre-empt the ClientApp in-process, so the message
+that is running when the deadline passes runs to its end; its reply is then
+discarded as timed out.
 """
 
+import time
 from collections.abc import Iterable
+from logging import DEBUG
 from typing import Any
 from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
+
+from .dispatch import expired
 
 FIRST_NODE_ID = 1000
 
@@ -67,11 +79,23 @@ class LocalGrid(Grid):
         return list(self.contexts)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Run the ClientApp on each message now; return message IDs."""
+        """Run the ClientApp on each message now (unless past its ttl); return message IDs."""
+        return self._run(messages, None)
+
+    def _run(self, messages: Iterable[Message], deadline: float | None) -> list[str]:
+        """Run the ClientApp on each message until ``deadline`` (``time.monotonic()``).
+
+        A message is not run once the deadline or its ttl has passed; a reply
+        that completes after either is discarded. Returns every message ID.
+        """
         ids = []
         for message in messages:
             message_id = uuid4().hex
             message.metadata.__dict__["_message_id"] = message_id
+            ids.append(message_id)
+            if _late(message, deadline):
+                log(DEBUG, "node %s: past the deadline, not run", message.metadata.dst_node_id)
+                continue
             context = self.contexts[message.metadata.dst_node_id]
             try:
                 reply = self._app(message, context)
@@ -80,8 +104,10 @@ class LocalGrid(Grid):
                 reply = Message(
                     Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message
                 )
+            if _late(message, deadline):
+                log(DEBUG, "node %s: replied after the deadline", message.metadata.dst_node_id)
+                continue
             self._replies[message_id] = reply
-            ids.append(message_id)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
@@ -91,5 +117,14 @@ class LocalGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Push ``messages`` and return every reply."""
-        return self.pull_messages(self.push_messages(messages))
+        """Run ``messages`` until ``timeout`` seconds have passed; return the replies in time.
+
+        Messages not run by then, and a reply completed after it, have no reply.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self.pull_messages(self._run(messages, deadline))
+
+
+def _late(message: Message, deadline: float | None) -> bool:
+    """Return whether ``deadline`` (monotonic seconds) or ``message``'s ttl has passed."""
+    return expired(message) or (deadline is not None and time.monotonic() >= deadline)
