@@ -27,8 +27,8 @@ from queue import Empty, Queue
 from typing import Any
 
 from flwr.app import Message
-from flwr.supercore.date import now
 from flwr.common.logger import log
+from flwr.supercore.date import now
 
 
 def expired(message: Message, at: float | None = None) -> bool:

@@ -14,7 +14,7 @@ discarded as timed out.
 """
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from logging import DEBUG
 from typing import Any
 from uuid import uuid4
@@ -42,12 +42,27 @@ class LocalGrid(Grid):
         Number of virtual nodes; node ``FIRST_NODE_ID + i`` has partition-id i.
     run_config : dict | None (default: None)
         ``context.run_config`` of every node.
+    clock : Callable[[], float] (default: time.monotonic)
+        The clock of ``send_and_receive``'s deadline (seconds).
+
+    Examples
+    --------
+    >>> from flwr_multilevel.client_app import app
+    >>> grid = LocalGrid(app, 2)
+    >>> sorted(grid.get_node_ids())
+    [1000, 1001]
     """
 
     def __init__(
-        self, client_app: ClientApp, num_nodes: int, run_config: dict | None = None
+        self,
+        client_app: ClientApp,
+        num_nodes: int,
+        run_config: dict | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._app = client_app
+        self._clock = clock
+        self._deadline: float | None = None  # of the send_and_receive under way
         self._replies: dict[str, Message] = {}
         self.contexts = {
             FIRST_NODE_ID + i: Context(
@@ -79,21 +94,19 @@ class LocalGrid(Grid):
         return list(self.contexts)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Run the ClientApp on each message now (unless past its ttl); return message IDs."""
-        return self._run(messages, None)
+        """Run the ClientApp on each message now; return every message ID.
 
-    def _run(self, messages: Iterable[Message], deadline: float | None) -> list[str]:
-        """Run the ClientApp on each message until ``deadline`` (``time.monotonic()``).
-
-        A message is not run once the deadline or its ttl has passed; a reply
-        that completes after either is discarded. Returns every message ID.
+        A message is not run once its ttl (or, within :meth:`send_and_receive`,
+        the round's deadline) has passed, and a reply that completes after
+        either is discarded: it has no reply.
         """
+        deadline = self._deadline
         ids = []
         for message in messages:
             message_id = uuid4().hex
             message.metadata.__dict__["_message_id"] = message_id
             ids.append(message_id)
-            if _late(message, deadline):
+            if self._late(message, deadline):
                 log(DEBUG, "node %s: past the deadline, not run", message.metadata.dst_node_id)
                 continue
             context = self.contexts[message.metadata.dst_node_id]
@@ -104,7 +117,7 @@ class LocalGrid(Grid):
                 reply = Message(
                     Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message
                 )
-            if _late(message, deadline):
+            if self._late(message, deadline):
                 log(DEBUG, "node %s: replied after the deadline", message.metadata.dst_node_id)
                 continue
             self._replies[message_id] = reply
@@ -121,10 +134,12 @@ class LocalGrid(Grid):
 
         Messages not run by then, and a reply completed after it, have no reply.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return self.pull_messages(self._run(messages, deadline))
+        self._deadline = None if timeout is None else self._clock() + timeout
+        try:
+            return self.pull_messages(self.push_messages(messages))
+        finally:
+            self._deadline = None
 
-
-def _late(message: Message, deadline: float | None) -> bool:
-    """Return whether ``deadline`` (monotonic seconds) or ``message``'s ttl has passed."""
-    return expired(message) or (deadline is not None and time.monotonic() >= deadline)
+    def _late(self, message: Message, deadline: float | None) -> bool:
+        """Return whether ``deadline`` (on the grid's clock) or ``message``'s ttl has passed."""
+        return expired(message) or (deadline is not None and self._clock() >= deadline)

@@ -9,7 +9,6 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
