@@ -6,12 +6,9 @@ from collections.abc import Sequence
 from flwr.serverapp import Grid
 
 from flwr_multilevel.clients.mod import discovery_message
+from flwr_multilevel.errors import WorkerDiscoveryError
 
 from .deadline import set_deadline
-
-
-class WorkerDiscoveryError(RuntimeError):
-    """The grid does not hold the expected workers."""
 
 
 def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> dict[int, int]:

@@ -9,14 +9,17 @@ from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, Record
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
+from flwr_multilevel.cli import main
 from flwr_multilevel.client_app import load_task
 from flwr_multilevel.clients import make_worker_train, multilevel_mod
 from flwr_multilevel.dispatch import Dispatch
+from flwr_multilevel.errors import WorkerDiscoveryError
 from flwr_multilevel.experiment import build_mllsgd, initial_model, prepare, train_config
 from flwr_multilevel.local_grid import LocalGrid
 from flwr_multilevel.server_app import make_server_app
 from flwr_multilevel.simulation import run_in_simulation
 from flwr_multilevel.strategies.deadline import one_reply_each
+from flwr_multilevel.strategies.discovery import discover_workers
 
 from .conftest import make_config
 from .helpers import read_csv
@@ -269,3 +272,37 @@ def test_a_reply_after_its_deadline_is_not_stored():
     late = Message(RecordDict(), reply_to=_pushed(5, "m", ttl=1e-6))
     dispatch.worker(lambda messages, out, *_: out.put(late))(Queue(), replies)
     assert replies.empty() and not dispatch.busy(5)  # dropped, and the node is free again
+
+
+# ---- discovery: its own timeout, and one line when it fails ----
+
+
+def _mute_mod(msg: Message, context: Context, call_next):  # type: ignore[no-untyped-def]
+    if context.node_config["partition-id"] == 1:
+        CLOCK.now += 1000.0  # node 1 answers far too late
+    return call_next(msg, context)
+
+
+mute_app = ClientApp(mods=[_mute_mod, multilevel_mod])
+mute_app.train()(_echo)
+
+
+def test_discovery_names_the_nodes_that_did_not_answer_in_time():
+    grid = LocalGrid(mute_app, 3, clock=CLOCK)
+    with pytest.raises(WorkerDiscoveryError) as caught:
+        discover_workers(grid, [0, 1, 2], timeout=5.0)
+    assert str(caught.value) == (
+        "2 of 3 nodes did not answer the discovery within 5 s (first: node 1001)"
+    )
+
+
+def test_a_failed_discovery_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    import flwr_multilevel.launch
+
+    monkeypatch.setattr(flwr_multilevel.launch, "client_app", echo_app)  # no multilevel_mod
+    status = main(
+        ["run", "simulation.backend=inprocess", "rounds=1", f"output_dir={tmp_path / 'run'}"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and "Traceback" not in "\n".join(err)
+    assert err[-1] == "flwr-multilevel: error: node 1000 answered the discovery without a worker-id"
