@@ -39,7 +39,9 @@ def expired(message: Message, at: float | None = None) -> bool:
     Examples
     --------
     >>> from flwr.app import RecordDict
-    >>> msg = Message(RecordDict(), dst_node_id=1, message_type="train", ttl=5)
+    >>> from flwr_multilevel.client_app import app
+    >>> from flwr_multilevel.local_grid import LocalGrid
+    >>> msg = LocalGrid(app, 1).create_message(RecordDict(), "train", 1000, "", ttl=5)
     >>> expired(msg), expired(msg, at=msg.metadata.created_at + 5)
     (False, True)
     """

@@ -28,7 +28,10 @@ def set_deadline(messages: Iterable[Message], timeout: float | None) -> list[Mes
     Examples
     --------
     >>> from flwr.app import RecordDict
-    >>> [msg] = set_deadline([Message(RecordDict(), dst_node_id=3, message_type="train")], 2.5)
+    >>> from flwr_multilevel.client_app import app
+    >>> from flwr_multilevel.local_grid import LocalGrid
+    >>> sent = LocalGrid(app, 1).create_message(RecordDict(), "train", 1000, "")
+    >>> [msg] = set_deadline([sent], 2.5)
     >>> msg.metadata.ttl
     2.5
     """
@@ -66,10 +69,12 @@ def one_reply_each(
     Examples
     --------
     >>> from flwr.app import RecordDict
-    >>> [msg] = [Message(RecordDict(), dst_node_id=3, message_type="train")]
+    >>> from flwr_multilevel.client_app import app
+    >>> from flwr_multilevel.local_grid import LocalGrid
+    >>> msg = LocalGrid(app, 1).create_message(RecordDict(), "train", 1000, "")
     >>> [stand_in] = one_reply_each([msg], [], timeout=2.0)
     >>> stand_in.metadata.src_node_id, stand_in.error.reason
-    (3, 'timed out: no reply within 2 s')
+    (1000, 'timed out: no reply within 2 s')
     """
     by_id = {m.metadata.message_id: m for m in sent if m.metadata.message_id}
     answered: set[int] = set()

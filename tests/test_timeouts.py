@@ -189,7 +189,7 @@ def test_local_grid_does_not_run_a_message_past_its_ttl():
 
 
 def _train_message(node: int, worker: int, server_round: int) -> Message:
-    """A train message the late mod recognises; the worker's own train is never reached."""
+    """A train message the late mod recognises (echo_app replies at once)."""
     config = ConfigRecord({"server-round": server_round, "worker-id": worker})
     return Message(RecordDict({"config": config}), dst_node_id=node, message_type="train")
 
@@ -198,7 +198,8 @@ def _train_message(node: int, worker: int, server_round: int) -> Message:
 
 
 def _pushed(node: int, message_id: str, ttl: float = 60.0) -> Message:
-    message = Message(RecordDict(), dst_node_id=node, message_type="train", ttl=ttl)
+    """A message as a grid pushed it (LocalGrid sets the run identity Message needs)."""
+    message = LocalGrid(echo_app, 1).create_message(RecordDict(), "train", node, "", ttl=ttl)
     message.metadata.__dict__["_message_id"] = message_id
     return message
 
