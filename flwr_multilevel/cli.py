@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from .config import from_run_config, load_config, validate
 from .deploy_processes import DeploymentError
-from .errors import ConfigError, RunAborted, SimulationError
+from .errors import ConfigError, RunAborted, SimulationError, WorkerDiscoveryError
 
 USAGE = """examples:
   flwr-multilevel run                                   # the default experiment (digits)
@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 2
-    except (SimulationError, RunAborted, DeploymentError) as err:
+    except (SimulationError, RunAborted, DeploymentError, WorkerDiscoveryError) as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

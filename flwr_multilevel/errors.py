@@ -27,3 +27,7 @@ class SimulationError(RuntimeError):
 
 class RunAborted(RuntimeError):
     """A hub kept failing (no valid reply, or its strategy failed) round after round (exit 1)."""
+
+
+class WorkerDiscoveryError(RuntimeError):
+    """The grid does not hold the expected workers, or they did not answer in time (exit 1)."""

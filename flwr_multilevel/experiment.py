@@ -329,7 +329,7 @@ def build_mllsgd(exp: Experiment, on_round: OnRound | None = None, **overrides: 
         min_replies=float(cfg.hub.min_replies),
         max_failed_rounds=int(cfg.hub.max_failed_rounds),
         wait_for_slowest=bool(cfg.wait_for_slowest),
-        discovery_timeout=min(60.0, float(cfg.simulation.timeout)),
+        discovery_timeout=max(60.0, float(cfg.simulation.timeout)),
         on_round=on_round,
         **overrides,
     )

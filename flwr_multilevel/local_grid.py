@@ -4,17 +4,29 @@ It gives every virtual node the ``node_config`` of Flower's simulation engine
 (``partition-id``, ``num-partitions``) and a ``Context`` whose state persists
 across rounds. Replies are computed when messages are pushed; a ClientApp
 exception becomes an error reply, as in the simulation engine.
+
+Deadlines: ``send_and_receive(messages, timeout=T)`` runs the messages one
+after the other until T seconds have passed; the rest are not run (no reply,
+as for a message the engine dropped). A message past its own ``ttl`` is not
+run either. Python cannot pre-empt the ClientApp in-process, so the message
+that is running when the deadline passes runs to its end; its reply is then
+discarded as timed out.
 """
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from logging import DEBUG
 from typing import Any
 from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
+
+from .dispatch import expired
 
 FIRST_NODE_ID = 1000
 
@@ -30,12 +42,27 @@ class LocalGrid(Grid):
         Number of virtual nodes; node ``FIRST_NODE_ID + i`` has partition-id i.
     run_config : dict | None (default: None)
         ``context.run_config`` of every node.
+    clock : Callable[[], float] (default: time.monotonic)
+        The clock of ``send_and_receive``'s deadline (seconds).
+
+    Examples
+    --------
+    >>> from flwr_multilevel.client_app import app
+    >>> grid = LocalGrid(app, 2)
+    >>> sorted(grid.get_node_ids())
+    [1000, 1001]
     """
 
     def __init__(
-        self, client_app: ClientApp, num_nodes: int, run_config: dict | None = None
+        self,
+        client_app: ClientApp,
+        num_nodes: int,
+        run_config: dict | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._app = client_app
+        self._clock = clock
+        self._deadline: float | None = None  # of the send_and_receive under way
         self._replies: dict[str, Message] = {}
         self.contexts = {
             FIRST_NODE_ID + i: Context(
@@ -67,11 +94,21 @@ class LocalGrid(Grid):
         return list(self.contexts)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Run the ClientApp on each message now; return message IDs."""
+        """Run the ClientApp on each message now; return every message ID.
+
+        A message is not run once its ttl (or, within :meth:`send_and_receive`,
+        the round's deadline) has passed, and a reply that completes after
+        either is discarded: it has no reply.
+        """
+        deadline = self._deadline
         ids = []
         for message in messages:
             message_id = uuid4().hex
             message.metadata.__dict__["_message_id"] = message_id
+            ids.append(message_id)
+            if self._late(message, deadline):
+                log(DEBUG, "node %s: past the deadline, not run", message.metadata.dst_node_id)
+                continue
             context = self.contexts[message.metadata.dst_node_id]
             try:
                 reply = self._app(message, context)
@@ -80,8 +117,10 @@ class LocalGrid(Grid):
                 reply = Message(
                     Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message
                 )
+            if self._late(message, deadline):
+                log(DEBUG, "node %s: replied after the deadline", message.metadata.dst_node_id)
+                continue
             self._replies[message_id] = reply
-            ids.append(message_id)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
@@ -91,5 +130,16 @@ class LocalGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Push ``messages`` and return every reply."""
-        return self.pull_messages(self.push_messages(messages))
+        """Run ``messages`` until ``timeout`` seconds have passed; return the replies in time.
+
+        Messages not run by then, and a reply completed after it, have no reply.
+        """
+        self._deadline = None if timeout is None else self._clock() + timeout
+        try:
+            return self.pull_messages(self.push_messages(messages))
+        finally:
+            self._deadline = None
+
+    def _late(self, message: Message, deadline: float | None) -> bool:
+        """Return whether ``deadline`` (on the grid's clock) or ``message``'s ttl has passed."""
+        return expired(message) or (deadline is not None and self._clock() >= deadline)

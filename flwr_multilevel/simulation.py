@@ -9,10 +9,11 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+
+from .dispatch import Dispatch
 
 POLL_INTERVAL = 0.01  # seconds between reply polls of Flower's in-memory grid (its default: 0.1)
 FEEDER_NODES = 16  # up to this many nodes the engine's node feeder also waits POLL_INTERVAL
@@ -38,19 +39,6 @@ def tune_grid(grid: Grid, interval: float | None = None) -> None:
         grid.pull_interval = POLL_INTERVAL if interval is None else interval  # type: ignore[attr-defined]
 
 
-def _fast_queue_feeder(interval: float) -> Any:
-    """Return Flower's ``add_messages_to_queue`` polling the LinkState every ``interval`` s."""
-
-    def add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any, f_stop: Any) -> None:
-        while not f_stop.is_set():
-            for node_id in nodes_mapping.keys():
-                for msg in state.get_message_ins(node_id=node_id, limit=1):
-                    queue.put(msg)
-            f_stop.wait(interval)
-
-    return add_messages_to_queue
-
-
 @contextmanager
 def fast_node_polling(interval: float | None = None) -> Iterator[None]:
     """Within the block, the simulation engine's nodes look for messages every ``interval`` s.
@@ -59,22 +47,29 @@ def fast_node_polling(interval: float | None = None) -> Iterator[None]:
     thread that waits 0.1 s between passes (``vce_api.add_messages_to_queue``),
     which adds up to 0.1 s to every round; this swaps in the same loop with a
     shorter wait (``POLL_INTERVAL`` by default), and puts Flower's back after.
-    If Flower's engine no longer has that function, nothing is changed.
+    It also keeps timed-out work from piling up (:class:`~flwr_multilevel.dispatch.Dispatch`):
+    one message in flight per node, and expired messages and late replies are
+    dropped instead of run and stored. If Flower's engine no longer has these
+    functions, nothing is changed.
     """
     # pylint: disable-next=import-outside-toplevel
     from flwr.server.superlink.fleet.vce import vce_api
 
-    original = getattr(vce_api, "add_messages_to_queue", None)
-    if original is None:
+    feeder = getattr(vce_api, "add_messages_to_queue", None)
+    worker = getattr(vce_api, "worker", None)
+    if feeder is None or worker is None:
         yield
         return
-    vce_api.add_messages_to_queue = _fast_queue_feeder(  # type: ignore[attr-defined]
+    dispatch = Dispatch()
+    vce_api.add_messages_to_queue = dispatch.feeder(  # type: ignore[attr-defined]
         POLL_INTERVAL if interval is None else interval
     )
+    vce_api.worker = dispatch.worker(worker)  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        vce_api.add_messages_to_queue = original  # type: ignore[attr-defined]
+        vce_api.add_messages_to_queue = feeder  # type: ignore[attr-defined]
+        vce_api.worker = worker  # type: ignore[attr-defined]
 
 
 def run_in_simulation(

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from flwr.serverapp import Grid
 
 from flwr_multilevel.clients.mod import discovery_message
+from flwr_multilevel.errors import WorkerDiscoveryError
 
-
-class WorkerDiscoveryError(RuntimeError):
-    """The grid does not hold the expected workers."""
+from .deadline import set_deadline
 
 
 def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> dict[int, int]:
@@ -35,10 +34,13 @@ def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> d
                 f'"num-supernodes={len(worker_ids)}"'
             )
         time.sleep(0.1)
-    replies = grid.send_and_receive([discovery_message(n) for n in nodes], timeout=timeout)
+    asked = set_deadline([discovery_message(n) for n in nodes], timeout)
+    replies = list(grid.send_and_receive(asked, timeout=timeout))
     node_of: dict[int, int] = {}
     for reply in replies:
         node = reply.metadata.src_node_id
+        if node not in nodes:
+            continue  # the grid's own "expired" reply: counted below as no answer
         if reply.has_error():
             raise WorkerDiscoveryError(
                 f"node {node} could not say which worker it is (is multilevel_mod in its "
@@ -52,6 +54,12 @@ def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> d
             raise WorkerDiscoveryError(f"nodes {node_of[value]} and {node} are both worker {value}")
         node_of[value] = node
     missing = sorted(set(worker_ids) - set(node_of))
+    silent = sorted(set(nodes) - {reply.metadata.src_node_id for reply in replies})
+    if missing and silent:
+        raise WorkerDiscoveryError(
+            f"{len(silent)} of {len(nodes)} nodes did not answer the discovery within "
+            f"{timeout:g} s (first: node {silent[0]})"
+        )
     if missing:
         raise WorkerDiscoveryError(f"no node is worker {missing[:5]} (node config partition-id)")
     return {w: node_of[w] for w in worker_ids}

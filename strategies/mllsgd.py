@@ -25,6 +25,7 @@ from flwr_multilevel.hierarchy import Hierarchy, build_hierarchy
 from flwr_multilevel.mixing import consensus_distance, mixing_matrix, weighted_average
 from flwr_multilevel.topology import hub_graph
 
+from .deadline import one_reply_each, set_deadline
 from .discovery import discover_workers
 from .hub import HubStrategy, Missing, WorkerSpec, strategy_chain
 from .peer import InProcessPeerLayer, PeerLayer
@@ -376,10 +377,13 @@ class MLLSGD(Strategy):
         )
         # Every hub sends its model y_d and per-worker instructions to its workers
         messages = list(self.configure_train(server_round, ArrayRecord(), config, grid))
-        # Workers run tau time steps; one send_and_receive serves every hub
+        # Workers run tau time steps; one send_and_receive serves every hub. The
+        # round's timeout is every message's ttl: work that cannot make it is dropped
+        messages = set_deadline(messages, timeout)
         replies = list(grid.send_and_receive(messages, timeout=timeout))
         report.bytes_down = sum(message_bytes(m) for m in messages)
         report.bytes_up = sum(message_bytes(r) for r in replies)
+        replies = one_reply_each(messages, replies, timeout)  # a timed-out worker: an error
         # Each hub strategy averages its workers: z_d = sum_i v_i x_i
         averages = self._average(server_round, replies)
         # Every q rounds the hubs gossip through the peer layer: y_d = sum_j H[j, d] z_j
@@ -517,11 +521,13 @@ class MLLSGD(Strategy):
         if not messages:
             return None
         metrics = self.aggregate_evaluate(
-            server_round, grid.send_and_receive(messages, timeout=timeout)
+            server_round, grid.send_and_receive(set_deadline(messages, timeout), timeout=timeout)
         )
         metrics = metrics if metrics is not None else MetricRecord()
         for d, hub in self.hubs.items() if self.evaluate_hubs else ():
-            sent = hub.configure_evaluate(server_round, self.models[d], config, grid)
+            sent = set_deadline(
+                hub.configure_evaluate(server_round, self.models[d], config, grid), timeout
+            )
             hub_metrics = hub.aggregate_evaluate(
                 server_round, grid.send_and_receive(sent, timeout=timeout)
             )

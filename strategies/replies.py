@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.common.constant import ErrorCode
 
 from flwr_multilevel.codec import decode
 
@@ -123,6 +124,8 @@ def decode_reply(
     instead of decoding again.
     """
     if reply.has_error():
+        if reply.error.code == ErrorCode.MESSAGE_UNAVAILABLE:  # it never ran, or ran too long
+            return CheckedReply(short(reply.error.reason))
         return CheckedReply(f"the worker failed: {short(reply.error.reason)}")
     array_records, metric_records = [], []
     for record in reply.content.values():  # one pass: Flower's views rebuild on every access

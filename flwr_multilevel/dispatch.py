@@ -1,0 +1,153 @@
+"""How the simulation engine hands messages to its workers, so timed-out work cannot pile up.
+
+Flower's engine (``flwr.server.superlink.fleet.vce.vce_api``) moves every
+message from its LinkState into one in-memory queue as soon as it is stored,
+and its worker threads run whatever they take from that queue, expired or
+not. A message whose round has timed out therefore still runs later, and
+delays the next rounds' messages queued behind it; a reply that completes
+after its deadline is refused by the LinkState with an error in the log.
+
+:class:`Dispatch` changes three things, the way a real SuperNode behaves:
+
+* one message in flight per node: a node's next message stays in the
+  LinkState while its previous one runs, so it expires there (the
+  LinkState drops messages past their ``ttl``) instead of running late;
+* a message that expired while waiting for a free worker is not run;
+* a reply that completes after its message's deadline is dropped quietly.
+
+Messages must carry the round's deadline as their ``ttl`` (MLL-SGD sets it
+to the round's timeout). Work already running cannot be stopped: Ray has no
+way to pre-empt an actor's Python code, so a worker that overruns holds its
+actor until it returns.
+"""
+
+import threading
+from logging import DEBUG
+from queue import Empty, Queue
+from typing import Any
+
+from flwr.app import Message
+from flwr.common.logger import log
+from flwr.supercore.date import now
+
+
+def expired(message: Message, at: float | None = None) -> bool:
+    """Return whether ``message`` is past its deadline (``created_at + ttl``).
+
+    A reply carries the deadline of the message it answers (Flower limits its ttl).
+
+    Examples
+    --------
+    >>> from flwr.app import RecordDict
+    >>> from flwr_multilevel.client_app import app
+    >>> from flwr_multilevel.local_grid import LocalGrid
+    >>> msg = LocalGrid(app, 1).create_message(RecordDict(), "train", 1000, "", ttl=5)
+    >>> expired(msg), expired(msg, at=msg.metadata.created_at + 5)
+    (False, True)
+    """
+    current = now().timestamp() if at is None else at
+    return bool(message.metadata.created_at + message.metadata.ttl <= current)
+
+
+class Dispatch:
+    """One engine run's messages in flight, by node.
+
+    Examples
+    --------
+    >>> dispatch = Dispatch()
+    >>> dispatch.start(7), dispatch.start(7)
+    (True, False)
+    >>> dispatch.finish(7); dispatch.start(7)
+    True
+    """
+
+    def __init__(self) -> None:
+        self._busy: set[int] = set()
+        self._lock = threading.Lock()
+
+    def start(self, node_id: int) -> bool:
+        """Mark ``node_id`` busy; return False if it already was."""
+        with self._lock:
+            if node_id in self._busy:
+                return False
+            self._busy.add(node_id)
+            return True
+
+    def busy(self, node_id: int) -> bool:
+        """Return whether a message of ``node_id`` is queued or running."""
+        with self._lock:
+            return node_id in self._busy
+
+    def finish(self, node_id: int) -> None:
+        """Mark ``node_id`` free for its next message."""
+        with self._lock:
+            self._busy.discard(node_id)
+
+    def feeder(self, interval: float) -> Any:
+        """Return the engine's ``add_messages_to_queue``: one message in flight per node.
+
+        It polls the LinkState every ``interval`` seconds (Flower's waits 0.1 s).
+        """
+
+        def add_messages_to_queue(
+            state: Any, queue: Queue[Message], nodes_mapping: Any, f_stop: threading.Event
+        ) -> None:
+            while not f_stop.is_set():
+                for node_id in nodes_mapping.keys():
+                    if self.busy(node_id):
+                        continue  # its next message waits (and may expire) in the LinkState
+                    for msg in state.get_message_ins(node_id=node_id, limit=1):
+                        self.start(node_id)
+                        queue.put(msg)
+                f_stop.wait(interval)
+
+        return add_messages_to_queue
+
+    def worker(self, original: Any) -> Any:
+        """Return the engine's ``worker`` running ``original`` on checked queues."""
+
+        def worker(messages: Queue[Message], replies: Queue[Message], *args: Any) -> Any:
+            return original(_FreshMessages(messages, self), _TimelyReplies(replies, self), *args)
+
+        return worker
+
+
+class _FreshMessages:
+    """The engine's message queue, without the messages that expired while queued."""
+
+    def __init__(self, queue: Queue[Message], dispatch: Dispatch) -> None:
+        self._queue, self._dispatch = queue, dispatch
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message:
+        while True:
+            message = self._queue.get(block, timeout)
+            if not expired(message):
+                return message
+            self._dispatch.finish(message.metadata.dst_node_id)
+            log(
+                DEBUG,
+                "node %s: message %s expired before a worker was free; not run",
+                message.metadata.dst_node_id,
+                message.metadata.message_id,
+            )
+            if not block:
+                raise Empty
+
+
+class _TimelyReplies:
+    """The engine's reply queue: frees the node, and drops replies past their deadline."""
+
+    def __init__(self, queue: Queue[Message], dispatch: Dispatch) -> None:
+        self._queue, self._dispatch = queue, dispatch
+
+    def put(self, reply: Message, block: bool = True, timeout: float | None = None) -> None:
+        self._dispatch.finish(reply.metadata.src_node_id)
+        if expired(reply):
+            log(
+                DEBUG,
+                "node %s: reply to %s came after its deadline; dropped",
+                reply.metadata.src_node_id,
+                reply.metadata.reply_to_message_id,
+            )
+            return
+        self._queue.put(reply, block, timeout)
