@@ -30,28 +30,13 @@ from .discovery import discover_workers
 from .hub import HubStrategy, Missing, WorkerSpec, strategy_chain
 from .peer import InProcessPeerLayer, PeerLayer
 from .report import OnRound, RoundReport, combine_hubs, round_record
-
-RESERVED = ("worker-id", "hub-id", "operating-rate")  # the hubs set these per worker
-
-
-def _sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:
-    if isinstance(hubs, str):
-        try:
-            hubs = [int(v) for v in hubs.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(
-                f"hubs: expected workers per hub such as '3,3', got {hubs!r}"
-            ) from None
-    sizes = (hubs,) if isinstance(hubs, int) else tuple(hubs)
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"hubs: expected the number of workers of each hub (>= 1), got {hubs!r}")
-    return sizes
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    return value
+from .settings import (
+    at_least,
+    hub_sizes,
+    operating_rates,
+    train_config,
+    worker_weights,
+)
 
 
 class MLLSGD(Strategy):
@@ -158,27 +143,11 @@ class MLLSGD(Strategy):
         self.strategy = strategy if strategy is not None else FedAvg()
         if not isinstance(self.strategy, Strategy):
             raise ValueError(f"strategy: expected a Flower Strategy, got {type(strategy).__name__}")
-        self.sizes = _sizes(hubs)
-        self.tau, self.q = _positive_int("tau", tau), _positive_int("q", q)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
-        self.seed = seed
-        n = self.num_workers
-        rate_list = [rates] * n if isinstance(rates, (int, float)) else list(rates)
-        if len(rate_list) != n or not all(0 < float(p) <= 1 for p in rate_list):
-            raise ValueError(f"rates: expected one rate in (0, 1], or {n} of them, got {rates!r}")
-        self.rates = np.array(rate_list, dtype=np.float64)
-        if isinstance(weights, str):
-            if weights not in ("num-examples", "equal"):
-                raise ValueError(
-                    f"weights: expected 'num-examples', 'equal' or {n} numbers, got {weights!r}"
-                )
-            self._weights: list[float | None] = [1.0 if weights == "equal" else None] * n
-        else:
-            given = [float(w) for w in weights]
-            if len(given) != n or not all(np.isfinite(w) and w > 0 for w in given):
-                raise ValueError(f"weights: expected {n} positive numbers, got {weights!r}")
-            self._weights = list(given)
+        self.sizes = hub_sizes(hubs)
+        self.tau, self.q = at_least("tau", tau, 1), at_least("q", q, 1)
+        self.seed = at_least("seed", seed, 0)
+        self.rates = operating_rates(rates, self.num_workers)
+        self._weights = worker_weights(weights, self.num_workers)
         try:
             self.graph = hub_graph(graph, self.num_hubs, seed=seed)
         except ConfigError as err:
@@ -190,13 +159,8 @@ class MLLSGD(Strategy):
         self.missing = missing
         self.clip_norm, self.min_replies = clip_norm, min_replies
         HubStrategy(self.strategy, 0, {}, self.tau, missing, clip_norm, min_replies)  # checks
-        if (
-            isinstance(evaluate_every, bool)
-            or not isinstance(evaluate_every, int)
-            or evaluate_every < 0
-        ):
-            raise ValueError(f"evaluate_every: expected an integer >= 0, got {evaluate_every!r}")
-        self.evaluate_every, self.evaluate_hubs = evaluate_every, bool(evaluate_hubs)
+        self.evaluate_every = at_least("evaluate_every", evaluate_every, 0)
+        self.evaluate_hubs = bool(evaluate_hubs)
         self.wait_for_slowest = bool(wait_for_slowest)
         self.hub_ids = list(range(self.num_hubs)) if hub_ids is None else sorted(set(hub_ids))
         if not self.hub_ids or not set(self.hub_ids) <= set(range(self.num_hubs)):
@@ -208,15 +172,7 @@ class MLLSGD(Strategy):
                 "peer_layer: a server that runs only some hubs needs a networked peer layer"
             )
         self.peer_layer = peer_layer
-        if (
-            isinstance(max_failed_rounds, bool)
-            or not isinstance(max_failed_rounds, int)
-            or (max_failed_rounds < 0)
-        ):
-            raise ValueError(
-                f"max_failed_rounds: expected an integer >= 0, got {max_failed_rounds!r}"
-            )
-        self.max_failed_rounds = max_failed_rounds
+        self.max_failed_rounds = at_least("max_failed_rounds", max_failed_rounds, 0)
         self._failed_in_a_row: dict[int, int] = {}
         self.discovery_timeout = float(discovery_timeout)
         self.on_round = on_round
@@ -331,32 +287,17 @@ class MLLSGD(Strategy):
         return range(start, start + self.sizes[hub])
 
     def check_train_config(
-        self, train_config: ConfigRecord | Mapping[str, Any] | None
+        self, train_config_: ConfigRecord | Mapping[str, Any] | None
     ) -> ConfigRecord:
         """Return the config every worker receives: the caller's, plus ``time-steps`` and ``seed``.
 
         Raises
         ------
         ValueError
-            A key the hubs set per worker, a ``time-steps`` other than tau, or
-            a ``seed`` that is not an integer >= 0.
+            A key the hubs set per worker (``RESERVED``), a ``time-steps``
+            other than tau, or a ``seed`` that is not an integer >= 0.
         """
-        config = ConfigRecord(dict((train_config or {}).items()))
-        for key in RESERVED:
-            if key in config:
-                raise ValueError(
-                    f"train_config: '{key}' is set by each hub for its workers; remove it"
-                )
-        if config.get("time-steps", self.tau) != self.tau:
-            raise ValueError(
-                f"train_config: 'time-steps' must equal tau={self.tau}, "
-                f"got {config['time-steps']!r}"
-            )
-        seed = config.get("seed", self.seed)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"train_config: 'seed' must be an integer >= 0, got {seed!r}")
-        config["time-steps"], config["seed"] = self.tau, seed
-        return config
+        return train_config(train_config_, self.tau, self.seed)
 
     def run_round(
         self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
@@ -572,10 +513,30 @@ class MLLSGD(Strategy):
         WorkerDiscoveryError
             The grid does not hold the expected workers.
         """
-        _positive_int("num_rounds", num_rounds)
+        at_least("num_rounds", num_rounds, 1)
         config = self.check_train_config(train_config)
         evaluate_config = ConfigRecord(dict((evaluate_config or {}).items()))
         log(INFO, "Starting MLLSGD strategy:")
+        try:
+            return self._run(
+                grid, initial_arrays, num_rounds, timeout, config, evaluate_config, evaluate_fn
+            )
+        finally:  # also when a round raises (RunAborted, Ctrl-C): the peer layer's server stops
+            if self.peer_layer is not None:
+                self.peer_layer.close()
+
+    # pylint: disable=too-many-arguments
+    def _run(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int,
+        timeout: float,
+        config: ConfigRecord,
+        evaluate_config: ConfigRecord,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None,
+    ) -> Result:
+        """Run the rounds of :meth:`start`, after its checks; return its ``Result``."""
         self.setup(grid, initial_arrays)
         first_round = self._apply_restored() + 1
         self.summary()
@@ -605,8 +566,6 @@ class MLLSGD(Strategy):
                 log(INFO, "MLLSGD: stopped after round %s", server_round)
                 break
         result.arrays = self.global_model()
-        if self.peer_layer is not None:
-            self.peer_layer.close()
         return result
 
     def state_dict(self) -> dict[str, Any]:

@@ -173,9 +173,16 @@ def test_a_hub_failing_round_after_round_stops_the_run(config):
             raise RuntimeError("disk full")
         return client_app(msg, context)
 
+    class Closing(InProcessPeerLayer):
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
     cfg = config("hubs.count=2", "hubs.workers=[2,1]", "rounds=6", "q=1")
     exp = prepare(cfg)
-    mll = build_mllsgd(exp)
+    layer = Closing(exp.mixing)
+    mll = build_mllsgd(exp, peer_layer=layer)
     mll.max_failed_rounds = 3
     seen = []
     mll.on_round = lambda report, _: seen.append(report.server_round)
@@ -184,6 +191,7 @@ def test_a_hub_failing_round_after_round_stops_the_run(config):
             LocalGrid(app, 3), initial_model(exp), 6, train_config=ConfigRecord(train_config(exp))
         )
     assert seen == [1, 2]  # stopped in round 3, before anything of it was recorded
+    assert layer.closed == 1  # a networked layer's server does not outlive the aborted run
 
 
 def test_hub_without_valid_reply_keeps_its_model(config):

@@ -1,0 +1,144 @@
+"""The checks of :class:`~flwr_multilevel.strategies.MLLSGD`'s arguments: pure functions.
+
+Each returns the value in the form the strategy keeps, or raises a one-line
+``ValueError`` that names the argument and what was expected.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord
+
+RESERVED = ("worker-id", "hub-id", "operating-rate")  # the hubs set these per worker
+
+
+def hub_sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:
+    """Return the number of workers of each hub from ``3``, ``[3, 2]`` or ``"3,2"``.
+
+    Raises
+    ------
+    ValueError
+        Not one integer >= 1 per hub.
+
+    Examples
+    --------
+    >>> hub_sizes("3,2"), hub_sizes(4)
+    ((3, 2), (4,))
+    """
+    if isinstance(hubs, str):
+        try:
+            hubs = [int(v) for v in hubs.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(
+                f"hubs: expected workers per hub such as '3,3', got {hubs!r}"
+            ) from None
+    sizes = (hubs,) if isinstance(hubs, int) else tuple(hubs)
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+        raise ValueError(f"hubs: expected the number of workers of each hub (>= 1), got {hubs!r}")
+    return sizes
+
+
+def at_least(name: str, value: Any, low: int) -> int:
+    """Return ``value`` if it is an integer (not a bool) >= ``low``.
+
+    Raises
+    ------
+    ValueError
+        Otherwise, naming ``name``.
+
+    Examples
+    --------
+    >>> at_least("tau", 4, 1)
+    4
+    >>> at_least("tau", True, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: tau: expected an integer >= 1, got True
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def operating_rates(rates: float | Sequence[float], num_workers: int) -> np.ndarray:
+    """Return one operating rate p_i in (0, 1] per worker, from one rate or one per worker.
+
+    Raises
+    ------
+    ValueError
+        A rate outside (0, 1], or a count other than 1 or ``num_workers``.
+
+    Examples
+    --------
+    >>> operating_rates(0.5, 3).tolist()
+    [0.5, 0.5, 0.5]
+    """
+    given = [rates] * num_workers if isinstance(rates, (int, float)) else list(rates)
+    if len(given) != num_workers or not all(0 < float(p) <= 1 for p in given):
+        raise ValueError(
+            f"rates: expected one rate in (0, 1], or {num_workers} of them, got {rates!r}"
+        )
+    return np.array(given, dtype=np.float64)
+
+
+def worker_weights(weights: str | Sequence[float], num_workers: int) -> list[float | None]:
+    """Return each worker's weight w_i; None where it comes from the worker's first reply.
+
+    ``"num-examples"`` leaves every weight to the replies, ``"equal"`` makes
+    them 1, a sequence gives them.
+
+    Raises
+    ------
+    ValueError
+        Another string, or not ``num_workers`` finite positive numbers.
+
+    Examples
+    --------
+    >>> worker_weights("equal", 2), worker_weights("num-examples", 2)
+    ([1.0, 1.0], [None, None])
+    """
+    if isinstance(weights, str):
+        if weights not in ("num-examples", "equal"):
+            raise ValueError(
+                f"weights: expected 'num-examples', 'equal' or {num_workers} numbers, "
+                f"got {weights!r}"
+            )
+        return [1.0 if weights == "equal" else None] * num_workers
+    given = [float(w) for w in weights]
+    if len(given) != num_workers or not all(np.isfinite(w) and w > 0 for w in given):
+        raise ValueError(f"weights: expected {num_workers} positive numbers, got {weights!r}")
+    return list(given)
+
+
+def train_config(
+    config: ConfigRecord | Mapping[str, Any] | None, tau: int, seed: int
+) -> ConfigRecord:
+    """Return the config every worker receives: the caller's, plus ``time-steps`` and ``seed``.
+
+    The caller's object is not changed.
+
+    Raises
+    ------
+    ValueError
+        A key the hubs set per worker, a ``time-steps`` other than ``tau``,
+        or a ``seed`` that is not an integer >= 0.
+
+    Examples
+    --------
+    >>> dict(train_config({"lr": 0.1}, 4, 7))
+    {'lr': 0.1, 'time-steps': 4, 'seed': 7}
+    """
+    record = ConfigRecord(dict((config or {}).items()))
+    for key in RESERVED:
+        if key in record:
+            raise ValueError(f"train_config: '{key}' is set by each hub for its workers; remove it")
+    if record.get("time-steps", tau) != tau:
+        raise ValueError(
+            f"train_config: 'time-steps' must equal tau={tau}, got {record['time-steps']!r}"
+        )
+    chosen = record.get("seed", seed)
+    if isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 0:
+        raise ValueError(f"train_config: 'seed' must be an integer >= 0, got {chosen!r}")
+    record["time-steps"], record["seed"] = tau, chosen
+    return record
