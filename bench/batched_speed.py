@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import ConfigRecord
 from torch.nn import functional as F
 
 import flwr_multilevel.client_app as client_app_module
@@ -35,10 +36,15 @@ from flwr_multilevel.batched import BatchedMLLSGD
 from flwr_multilevel.clients.worker import step_schedule
 from flwr_multilevel.config import load_config, validate
 from flwr_multilevel.data import Dataset
-from flwr_multilevel.experiment import Experiment, initial_model, prepare, train_config
+from flwr_multilevel.experiment import (
+    Experiment,
+    build_mllsgd,
+    initial_model,
+    prepare,
+    train_config,
+)
 from flwr_multilevel.local_grid import LocalGrid
 from flwr_multilevel.models import build_model
-from flwr_multilevel.strategies import MLLSGD
 
 CONFIGS: dict[str, list[str]] = {
     "logreg-100": ["hubs.count=10", "hubs.workers=10", "model.name=logreg", "rounds=3"],
@@ -189,19 +195,14 @@ def loop_rounds(  # pylint: disable=too-many-locals
 def run_engine(exp: Experiment) -> Callable[[], list[np.ndarray]]:
     """Set up the message engine in-process; return the call that runs it."""
     cfg = exp.cfg
-    engine = MLLSGD(
-        exp.hierarchy,
-        tau=cfg.tau,
-        q=cfg.q,
-        mixing=exp.mixing,
-        strategy=exp.strategy,
-        train_config=train_config(exp),
-    )
+    engine = build_mllsgd(exp)
     grid = LocalGrid(client_app_module.app, exp.hierarchy.num_workers)
     init = initial_model(exp)
+    config = ConfigRecord(dict(train_config(exp)))  # type: ignore[arg-type]
 
     def go() -> list[np.ndarray]:
-        models = engine.start(grid, init, cfg.rounds)
+        engine.start(grid, init, int(cfg.rounds), train_config=config)
+        models = [engine.models[d] for d in range(exp.hierarchy.num_hubs)]
         return [np.concatenate([a.numpy().ravel() for a in m.values()]) for m in models]
 
     return go

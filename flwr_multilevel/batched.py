@@ -25,10 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batched_grads import Params, gradient_function
+from .batched_grads import (
+    Params,
+    gradient_function,
+    logreg_chunk,
+    logreg_grads,
+    logreg_sgd_step_,
+)
 from .errors import ConfigError
 from .hierarchy import Hierarchy
 from .models import build_model, resolve_device
+from .resident import resident_copy
 
 if TYPE_CHECKING:  # only for annotations: the core runs without Flower
     from flwr.app import ArrayRecord
@@ -129,6 +136,9 @@ def example_weights(sizes: np.ndarray, batch_size: int) -> np.ndarray | None:
     return np.where(cols < batch[:, None], 1.0 / batch[:, None], 0.0).astype(np.float32)
 
 
+AVERAGE_SLICE = 64  # workers per float64 slice of the hub averages on a CPU
+
+
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     if device.type == "cpu":
@@ -207,7 +217,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         self.rates = np.ones(hierarchy.num_workers) if wait_for_slowest else hierarchy.rates
         self.sizes = np.array([len(p) for p in partitions], dtype=np.int64)
         order = torch.from_numpy(np.concatenate(partitions).astype(np.int64))
-        self.features = features[order].to(self.device).contiguous()
+        self.features = resident_copy(features[order], self.device)
         self.labels = labels[order].to(self.device).contiguous()
         weights = example_weights(self.sizes, batch_size)
         self.weights = None if weights is None else torch.from_numpy(weights).to(self.device)
@@ -216,10 +226,14 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         average = np.zeros((hierarchy.num_hubs, hierarchy.num_workers))
         average[hierarchy.hub_of, np.arange(hierarchy.num_workers)] = hierarchy.v
         self.average = torch.from_numpy(average).to(self.device)  # z = A x
+        self.v = torch.from_numpy(np.asarray(hierarchy.v, dtype=np.float64)).to(self.device)
         self.mix_t = torch.from_numpy(np.asarray(mixing, dtype=np.float64).T.copy()).to(
             self.device
         )  # y = H^T z
         self.grads = gradient_function(self.model, gradients)
+        # logistic regression: fused in-place steps on cache-sized chunks of workers
+        self.chunk = logreg_chunk(self.features, batch_size, self.device)
+        self.fused = self.grads is logreg_grads
 
     def draws(self, server_round: int) -> RoundDraws:
         """Return the draws of every worker for ``server_round``."""
@@ -243,6 +257,17 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             if count == 0:
                 continue
             stop = start + count
+            if self.fused:
+                sel = None if count == num_workers else active[start:stop]
+                weights = self.weights
+                if sel is not None and weights is not None:
+                    weights = weights.index_select(0, sel)
+                logreg_sgd_step_(
+                    x, self.features, self.labels, rows[start:stop], sel, self.lr, weights,
+                    self.chunk,
+                )
+                start = stop
+                continue
             batch = rows[start:stop]
             flat_rows = batch.reshape(-1)
             inputs = self.features.index_select(0, flat_rows).view(
@@ -262,6 +287,28 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
                 for key, value in x.items():
                     value.index_copy_(0, sel, sub[key] - self.lr * grads[key])
             start = stop
+
+    def _average(self, stacked: Params) -> Params:
+        """Return the hub averages ``z_d = sum_i v_i x_i`` ``(D, ...)``, summed in float64.
+
+        On a CPU the workers are added to their hub's sum a slice at a time
+        (each worker's model weighs in once, so this costs one pass over the
+        models instead of a dense ``D x N`` product on a float64 copy of all
+        of them); elsewhere one dense product.
+        """
+        if self.device.type != "cpu":
+            return self._mix(self.average, stacked)
+        num_hubs, num_workers = self.average.shape
+        out = {}
+        for key, value in stacked.items():
+            flat = value.reshape(num_workers, -1)
+            total = flat.new_zeros((num_hubs, flat.shape[1]), dtype=torch.float64)
+            for start in range(0, num_workers, AVERAGE_SLICE):
+                stop = min(start + AVERAGE_SLICE, num_workers)
+                part = flat[start:stop].to(torch.float64).mul_(self.v[start:stop, None])
+                total.index_add_(0, self.hub_of[start:stop], part)
+            out[key] = total.to(value.dtype).reshape(num_hubs, *value.shape[1:])
+        return out
 
     def _mix(self, matrix: torch.Tensor, stacked: Params) -> Params:
         """Return ``matrix @ stacked`` per array, in float64, cast back to each dtype."""
@@ -285,7 +332,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             workers = {key: value.index_select(0, self.hub_of) for key, value in hubs.items()}
         self._steps(workers, draws)
         with torch.no_grad():
-            hubs = self._mix(self.average, workers)  # z_d = sum_i v_i x_i
+            hubs = self._average(workers)  # z_d = sum_i v_i x_i
             if server_round % self.q == 0:
                 hubs = self._mix(self.mix_t, hubs)  # y_d = sum_j H[j, d] z_j
         return hubs, draws.steps
