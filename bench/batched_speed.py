@@ -15,7 +15,7 @@ seeded), served to every path under the name ``mnist``, or the embedded
 how far the three results are apart. Prints a markdown table of seconds per
 round and the ratios loop / batched and engine / batched.
 
-    PYTHONPATH=. python bench/batched_speed.py [--data mnist|digits] [--reps 2] [--threads 1]
+    PYTHONPATH=. python bench/batched_speed.py [--data mnist|digits] [--reps 2] [--threads 1|0]
 """
 
 import argparse
@@ -250,13 +250,14 @@ def bench(name: str, overrides: list[str], reps: int, folder: Path, data: str) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads; 0: torch's default")
     parser.add_argument("--only", default=None, help="one of " + ", ".join(CONFIGS))
     parser.add_argument(
         "--data", default="mnist", choices=["mnist", "digits"], help="synthetic MNIST or digits"
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     serve_synthetic(synthetic_mnist())
     rows = []
     with TemporaryDirectory() as tmp:
@@ -266,7 +267,7 @@ def main() -> None:
             rows.append(bench(name, overrides, args.reps, Path(tmp), args.data))
             print(f"done: {rows[-1]}", flush=True)
     print(
-        f"\ndata {args.data}, torch threads {args.threads}, seconds per round "
+        f"\ndata {args.data}, torch threads {torch.get_num_threads()}, seconds per round "
         f"(best of {args.reps})\n"
     )
     print(

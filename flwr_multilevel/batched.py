@@ -257,36 +257,36 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             if count == 0:
                 continue
             stop = start + count
+            sel = None if count == num_workers else active[start:stop]  # None: everyone
+            weights = self.weights
+            if sel is not None and weights is not None:
+                weights = weights.index_select(0, sel)
             if self.fused:
-                sel = None if count == num_workers else active[start:stop]
-                weights = self.weights
-                if sel is not None and weights is not None:
-                    weights = weights.index_select(0, sel)
-                logreg_sgd_step_(
-                    x, self.features, self.labels, rows[start:stop], sel, self.lr, weights,
-                    self.chunk,
-                )
-                start = stop
-                continue
-            batch = rows[start:stop]
-            flat_rows = batch.reshape(-1)
-            inputs = self.features.index_select(0, flat_rows).view(
-                *batch.shape, *self.features.shape[1:]
-            )
-            targets = self.labels.index_select(0, flat_rows).view(batch.shape)
-            if count == num_workers:  # everyone steps: update in place
-                weights = self.weights
-                grads = self.grads(x, inputs, targets, weights)
-                for key, value in x.items():
-                    value.sub_(self.lr * grads[key])
-            else:  # only the workers whose coin came up
-                sel = active[start:stop]
-                weights = None if self.weights is None else self.weights.index_select(0, sel)
-                sub = {key: value.index_select(0, sel) for key, value in x.items()}
-                grads = self.grads(sub, inputs, targets, weights)
-                for key, value in x.items():
-                    value.index_copy_(0, sel, sub[key] - self.lr * grads[key])
+                features, labels = self.features, self.labels
+                step_rows = rows[start:stop]
+                logreg_sgd_step_(x, features, labels, step_rows, sel, self.lr, weights, self.chunk)
+            else:
+                self._grad_step(x, rows[start:stop], sel, weights)
             start = stop
+
+    def _grad_step(
+        self, x: Params, rows: torch.Tensor, sel: torch.Tensor | None, weights: torch.Tensor | None
+    ) -> None:
+        """One SGD step of the workers ``sel`` (None: all) with :attr:`grads`, in place."""
+        flat_rows = rows.reshape(-1)
+        inputs = self.features.index_select(0, flat_rows).view(
+            *rows.shape, *self.features.shape[1:]
+        )
+        targets = self.labels.index_select(0, flat_rows).view(rows.shape)
+        if sel is None:  # everyone steps: update in place
+            grads = self.grads(x, inputs, targets, weights)
+            for key, value in x.items():
+                value.sub_(self.lr * grads[key])
+        else:  # only the workers whose coin came up
+            sub = {key: value.index_select(0, sel) for key, value in x.items()}
+            grads = self.grads(sub, inputs, targets, weights)
+            for key, value in x.items():
+                value.index_copy_(0, sel, sub[key] - self.lr * grads[key])
 
     def _average(self, stacked: Params) -> Params:
         """Return the hub averages ``z_d = sum_i v_i x_i`` ``(D, ...)``, summed in float64.

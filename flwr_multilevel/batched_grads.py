@@ -116,13 +116,6 @@ def logreg_sgd_step_(  # pylint: disable=too-many-arguments,too-many-locals
     ([0.0, 0.0, 0.0], True)
     """
     weight, bias = params["linear.weight"], params["linear.bias"]
-    if workers is not None:  # the stepping workers' models, compacted, stepped, put back
-        sub = {"linear.weight": weight.index_select(0, workers)}
-        sub["linear.bias"] = bias.index_select(0, workers)
-        logreg_sgd_step_(sub, features, labels, rows, None, lr, weights, chunk)
-        put_rows_(weight, workers, sub["linear.weight"])
-        put_rows_(bias, workers, sub["linear.bias"])
-        return
     flat = features.reshape(features.shape[0], -1)
     count, batch = rows.shape
     step = count if chunk is None else max(1, min(chunk, count))
@@ -134,7 +127,11 @@ def logreg_sgd_step_(  # pylint: disable=too-many-arguments,too-many-locals
         inputs = torch.index_select(
             flat, 0, rows[start:stop].reshape(-1), out=buffer[: size * batch]
         ).view(size, batch, -1)
-        w, b = weight[start:stop], bias[start:stop]  # views: updated in place
+        ids = None if workers is None else workers[start:stop]
+        if ids is None:
+            w, b = weight[start:stop], bias[start:stop]  # views: updated in place
+        else:  # this chunk's models, compacted while in cache, put back below
+            w, b = weight.index_select(0, ids), bias.index_select(0, ids)
         # classes x examples: W X^T is the faster product on CPUs
         residual = torch.baddbmm(b.unsqueeze(2), w, inputs.transpose(1, 2)).softmax(dim=1)
         residual.scatter_add_(1, targets[start:stop], _minus_ones(residual, size, batch))
@@ -144,6 +141,9 @@ def logreg_sgd_step_(  # pylint: disable=too-many-arguments,too-many-locals
             residual.mul_(weights[start:stop].unsqueeze(1))
         w.baddbmm_(residual, inputs, alpha=-lr)
         b.sub_(residual.sum(dim=2), alpha=lr)
+        if ids is not None:
+            put_rows_(weight, ids, w)
+            put_rows_(bias, ids, b)
 
 
 def put_rows_(target: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
