@@ -92,22 +92,21 @@ def round_draws(  # pylint: disable=too-many-arguments
     num_workers = len(sizes)
     width = int(min(batch_size, int(sizes.max())))
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    coins = np.zeros((time_steps, num_workers), dtype=bool)
-    rows = np.empty((time_steps, num_workers, width), dtype=np.int64)
-    for worker in range(num_workers):
-        take, batches = schedule(
-            seed,
-            server_round,
-            worker,
-            time_steps,
-            float(rates[worker]),
-            int(sizes[worker]),
-            batch_size,
-        )
-        coins[:, worker] = take
-        local = rows[:, worker, :]
-        local[:, : batches.shape[1]] = batches + offsets[worker]
-        local[:, batches.shape[1] :] = offsets[worker]  # padding, weight 0
+    rate_list, size_list = [float(r) for r in rates], [int(n) for n in sizes]
+    draws = [
+        schedule(seed, server_round, worker, time_steps, rate_list[worker], n, batch_size)
+        for worker, n in enumerate(size_list)
+    ]
+    coins = np.stack([take for take, _ in draws], axis=1)  # (tau, N)
+    if all(batches.shape[1] == width for _, batches in draws):
+        rows = np.stack([batches for _, batches in draws], axis=1)  # (tau, N, B)
+        rows += offsets[None, :, None]
+    else:  # workers with fewer examples than the batch: pad with their first row, weight 0
+        rows = np.empty((time_steps, num_workers, width), dtype=np.int64)
+        for worker, (_, batches) in enumerate(draws):
+            local = rows[:, worker, :]
+            local[:, : batches.shape[1]] = batches + offsets[worker]
+            local[:, batches.shape[1] :] = offsets[worker]
     active_t, active_w = np.nonzero(coins)  # ordered by time step, then worker
     counts = np.bincount(active_t, minlength=time_steps).tolist()
     return RoundDraws(

@@ -54,8 +54,8 @@ def logreg_chunk(features: torch.Tensor, batch_size: int, device: torch.device) 
 
     Examples
     --------
-    >>> logreg_chunk(torch.zeros(5, 784), 32, torch.device("cpu"))
-    5
+    >>> logreg_chunk(torch.zeros(5, 784), 32, torch.device("cpu"))  # 2 MiB / 100 kB
+    20
     >>> logreg_chunk(torch.zeros(5, 784), 32, torch.device("meta")) is None
     True
     """
