@@ -260,7 +260,9 @@ def bench(  # pylint: disable=too-many-arguments
     paths: dict[str, Callable[[Experiment], Callable[[], list[np.ndarray]]]],
 ) -> dict[str, Any]:
     """Time one config on every path; return seconds per round and result differences."""
-    extra = [f"data.name={data}", f"output_dir={folder / name}"]
+    # the engine's workers set torch threads from simulation.threads: keep the bench's
+    threads = f"simulation.threads={torch.get_num_threads()}"
+    extra = [f"data.name={data}", f"output_dir={folder / name}", threads]
     cfg = validate(load_config(None, [*COMMON, *overrides, *extra]))
     exp = prepare(cfg)
     best: dict[str, float] = {}
