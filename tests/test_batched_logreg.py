@@ -111,3 +111,47 @@ def test_put_rows_and_resident_copy_keep_values():
     assert torch.equal(copy, big) and copy.is_contiguous()
     copy[0] = 0.0
     assert not torch.equal(copy, big)  # its own memory
+
+
+def test_hub_averages_by_slices_equal_the_dense_product(tmp_path):
+    """The CPU's sliced float64 hub sums equal ``A @ x`` (the GPU's dense product)."""
+    from flwr_multilevel.batched import AVERAGE_SLICE, BatchedMLLSGD
+    from flwr_multilevel.clients.worker import step_schedule
+    from flwr_multilevel.experiment import prepare
+    from flwr_multilevel.models import build_model
+
+    from .conftest import make_config
+
+    workers = AVERAGE_SLICE + 6  # two slices, the second partial
+    exp = prepare(
+        make_config(
+            tmp_path, ["hubs.count=2", f"hubs.workers=[{workers - 10},10]", "weighting=data_size"]
+        )
+    )
+    data = exp.dataset
+    runner = BatchedMLLSGD(
+        build_model("logreg", data.input_shape, data.num_classes),
+        data.x_train,
+        data.y_train,
+        exp.partitions,
+        exp.hierarchy,
+        exp.mixing,
+        tau=1,
+        q=1,
+        lr=0.1,
+        batch_size=8,
+        seed=0,
+        schedule=step_schedule,
+    )
+    gen = torch.Generator().manual_seed(1)
+    stacked = {
+        "linear.weight": torch.randn(workers, 10, 64, generator=gen),
+        "linear.bias": torch.randn(workers, 10, generator=gen),
+    }
+    dense = runner._mix(runner.average, stacked)  # pylint: disable=protected-access
+    sliced = runner._average(stacked)  # pylint: disable=protected-access
+    for key, value in dense.items():
+        torch.testing.assert_close(sliced[key], value, rtol=0, atol=1e-6)
+    hub0 = exp.hierarchy.v[: workers - 10].astype(np.float64)
+    expected = (hub0[:, None] * stacked["linear.bias"][: workers - 10].double().numpy()).sum(0)
+    np.testing.assert_allclose(sliced["linear.bias"][0].numpy(), expected, rtol=0, atol=1e-6)
