@@ -3,11 +3,13 @@
 The message-based engine (:class:`flwr_multilevel.strategies.MLLSGD` and its
 ClientApp) runs Algorithm 1 worker by worker. This path runs the same
 algorithm with the same draws on stacked per-worker parameters: at each time
-step the workers whose coin came up take one SGD step together (a hand-written
-batched gradient for logistic regression and the paper's CNN, ``torch.func``
+step the workers whose coin came up take one SGD step together (for logistic
+regression a fused in-place step on cache-sized chunks of workers, a
+hand-written batched gradient for the paper's CNN, ``torch.func``
 ``vmap(grad(...))`` for other models; see :mod:`flwr_multilevel.batched_grads`),
 then every hub averages ``z_d = sum_i v_i x_i`` and every q rounds the hubs
-mix ``y_d = sum_j H[j, d] z_j``, all as matrix products.
+mix ``y_d = sum_j H[j, d] z_j``. The training set stays resident in worker
+order (on huge pages on a Linux CPU: :mod:`flwr_multilevel.resident`).
 
 Coins and mini-batches come from the worker's own
 ``step_schedule(seed, round, worker, tau, rate, n_i, batch_size)``, so both

@@ -4,6 +4,12 @@ Each function takes stacked parameters ``{name: (N, ...)}``, the workers'
 mini-batches ``x`` ``(N, B, ...)`` and labels ``y`` ``(N, B)``, and optional
 per-example weights ``(N, B)`` (padded batches), and returns every worker's
 gradient of its own cross-entropy loss (mean over its batch), stacked alike.
+
+For logistic regression :func:`logreg_sgd_step_` takes the whole SGD step in
+place instead: it gathers the mini-batches from the resident training set a
+cache-sized chunk of workers at a time and fuses the update into the
+backward product (the path :class:`flwr_multilevel.batched.BatchedMLLSGD`
+takes for logreg).
 """
 
 from collections.abc import Callable

@@ -106,6 +106,9 @@ def test_put_rows_and_resident_copy_keep_values():
     target = torch.zeros(5, 3)
     put_rows_(target, torch.tensor([4, 0]), torch.tensor([[1.0, 2, 3], [4, 5, 6]]))
     assert target.tolist() == [[4, 5, 6], [0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 2, 3]]
+    strided = torch.zeros(3, 5).t()  # not contiguous: torch's index_copy_ (as on a GPU)
+    put_rows_(strided, torch.tensor([4, 0]), torch.tensor([[1.0, 2, 3], [4, 5, 6]]))
+    assert torch.equal(strided, target)
     big = torch.randn(3000, 1, 28, 28)  # over one huge page
     copy = resident_copy(big, torch.device("cpu"))
     assert torch.equal(copy, big) and copy.is_contiguous()
