@@ -232,9 +232,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             self.device
         )  # y = H^T z
         self.grads = gradient_function(self.model, gradients)
-        # logistic regression: fused in-place steps on cache-sized chunks of workers
-        self.chunk = logreg_chunk(self.features, batch_size, self.device)
-        self.fused = self.grads is logreg_grads
+        self.fused = self.grads is logreg_grads  # logistic regression: fused in-place steps
 
     def draws(self, server_round: int) -> RoundDraws:
         """Return the draws of every worker for ``server_round``."""
@@ -253,6 +251,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         num_workers = len(self.sizes)
         active = _to_device(draws.active, self.device)
         rows = _to_device(draws.rows, self.device)
+        chunk = logreg_chunk(self.features, self.batch_size, self.device)  # per torch thread
         start = 0
         for count in draws.counts:
             if count == 0:
@@ -265,7 +264,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             if self.fused:
                 features, labels = self.features, self.labels
                 step_rows = rows[start:stop]
-                logreg_sgd_step_(x, features, labels, step_rows, sel, self.lr, weights, self.chunk)
+                logreg_sgd_step_(x, features, labels, step_rows, sel, self.lr, weights, chunk)
             else:
                 self._grad_step(x, rows[start:stop], sel, weights)
             start = stop

@@ -51,24 +51,38 @@ def logreg_grads(
     }
 
 
-def logreg_chunk(features: torch.Tensor, batch_size: int, device: torch.device) -> int | None:
+def logreg_chunk(
+    features: torch.Tensor, batch_size: int, device: torch.device, threads: int | None = None
+) -> int | None:
     """Return how many workers :func:`logreg_sgd_step_` takes at once, or None for all.
 
     On a CPU, chunks whose gathered mini-batches fill about ``CHUNK_BYTES``
-    keep them in cache between the forward and the backward product; a GPU
-    takes everyone in one launch.
+    per torch thread keep them in cache between the forward and the backward
+    product; a GPU takes everyone in one launch.
+
+    Parameters
+    ----------
+    features : torch.Tensor
+        The resident training rows ``(M, ...)``.
+    batch_size : int
+        Rows per worker and step.
+    device : torch.device
+        Where the step runs.
+    threads : int | None (default: None)
+        Torch threads; None: ``torch.get_num_threads()``.
 
     Examples
     --------
-    >>> logreg_chunk(torch.zeros(5, 784), 32, torch.device("cpu"))  # 2 MiB / 100 kB
+    >>> logreg_chunk(torch.zeros(5, 784), 32, torch.device("cpu"), 1)  # 2 MiB / 100 kB
     20
     >>> logreg_chunk(torch.zeros(5, 784), 32, torch.device("meta")) is None
     True
     """
     if device.type != "cpu":
         return None
+    threads = torch.get_num_threads() if threads is None else threads
     row_bytes = features[0].numel() * features.element_size() * batch_size
-    return max(1, CHUNK_BYTES // max(1, row_bytes))
+    return max(1, CHUNK_BYTES * max(1, threads) // max(1, row_bytes))
 
 
 CHUNK_BYTES = 2 << 20

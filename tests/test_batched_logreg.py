@@ -95,10 +95,11 @@ def test_a_wrong_label_changes_the_step():
     assert (params["linear.weight"][2] - other["linear.weight"][2]).abs().max() > 1e-3
 
 
-def test_chunks_fill_about_two_mib_on_a_cpu_only():
+def test_chunks_fill_about_two_mib_per_thread_on_a_cpu_only():
     features = torch.zeros(10, 784)
-    assert logreg_chunk(features, 32, torch.device("cpu")) == (2 << 20) // (784 * 4 * 32)
-    assert logreg_chunk(features, 10**6, torch.device("cpu")) == 1
+    assert logreg_chunk(features, 32, torch.device("cpu"), 1) == (2 << 20) // (784 * 4 * 32)
+    assert logreg_chunk(features, 32, torch.device("cpu"), 2) == (4 << 20) // (784 * 4 * 32)
+    assert logreg_chunk(features, 10**6, torch.device("cpu"), 1) == 1
     assert logreg_chunk(features, 32, torch.device("meta")) is None
 
 
