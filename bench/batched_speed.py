@@ -7,7 +7,9 @@ interleaved over ``--reps`` repetitions (the fastest repetition of each counts):
 * ``batched``: :class:`flwr_multilevel.batched.BatchedMLLSGD`,
 * ``loop``: one model per worker, a plain PyTorch SGD step per coin, the hub
   averages and gossip as tensor sums (the bench's own, no Flower),
-* ``engine``: the message engine in-process (MLLSGD + ClientApp on LocalGrid).
+* ``engine``: the message engine in-process (MLLSGD + ClientApp on LocalGrid),
+* ``before`` (with ``--before REF``): the batched path as of git ``REF``, for
+  before/after figures measured side by side.
 
 The data are MNIST-shaped and synthetic (60,000 x 1x28x28, 10 classes,
 seeded), served to every path under the name ``mnist``, or the embedded
@@ -15,30 +17,43 @@ seeded), served to every path under the name ``mnist``, or the embedded
 how far the three results are apart. Prints a markdown table of seconds per
 round and the ratios loop / batched and engine / batched.
 
-    PYTHONPATH=. python bench/batched_speed.py [--data mnist|digits] [--reps 2] [--threads 1]
+    PYTHONPATH=. python bench/batched_speed.py [--data mnist|digits] [--reps 2] [--threads 1|0]
+        [--only logreg-100] [--before GIT_REF]
 """
 
 import argparse
+import importlib
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from tempfile import TemporaryDirectory
+from tempfile import TemporaryDirectory, mkdtemp
 from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import ConfigRecord
 from torch.nn import functional as F
 
 import flwr_multilevel.client_app as client_app_module
 import flwr_multilevel.experiment as experiment_module
+import flwr_multilevel.local_data as local_data_module
 from flwr_multilevel.batched import BatchedMLLSGD
 from flwr_multilevel.clients.worker import step_schedule
 from flwr_multilevel.config import load_config, validate
 from flwr_multilevel.data import Dataset
-from flwr_multilevel.experiment import Experiment, initial_model, prepare, train_config
+from flwr_multilevel.experiment import (
+    Experiment,
+    build_mllsgd,
+    initial_model,
+    prepare,
+    train_config,
+)
 from flwr_multilevel.local_grid import LocalGrid
 from flwr_multilevel.models import build_model
-from flwr_multilevel.strategies import MLLSGD
 
 CONFIGS: dict[str, list[str]] = {
     "logreg-100": ["hubs.count=10", "hubs.workers=10", "model.name=logreg", "rounds=3"],
@@ -86,16 +101,45 @@ def serve_synthetic(data: Dataset) -> None:
 
     experiment_module.load_dataset = load  # type: ignore[assignment]
     client_app_module.load_dataset = load  # type: ignore[assignment]
+    local_data_module.load_dataset = load  # type: ignore[assignment]
 
 
 def initial_state(exp: Experiment) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(a.numpy()) for k, a in initial_model(exp).items()}
 
 
-def run_batched(exp: Experiment) -> Callable[[], list[np.ndarray]]:
+def batched_at(ref: str) -> type[BatchedMLLSGD]:
+    """Return ``BatchedMLLSGD`` as of git ``ref``: its batched modules, the rest from this tree.
+
+    ``flwr_multilevel/batched.py`` and ``batched_grads.py`` of ``ref`` are
+    loaded as the package ``batched_at_ref`` (their other relative imports
+    point at this tree's ``flwr_multilevel``), so a before/after comparison
+    runs side by side in one process.
+    """
+    folder = Path(mkdtemp()) / "batched_at_ref"
+    folder.mkdir()
+    (folder / "__init__.py").write_text("", encoding="utf-8")
+    for name in ("batched", "batched_grads"):
+        text = subprocess.run(
+            ["git", "show", f"{ref}:flwr_multilevel/{name}.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        text = re.sub(
+            r"from \.(?!batched_grads )(\w+) import", r"from flwr_multilevel.\1 import", text
+        )
+        (folder / f"{name}.py").write_text(text, encoding="utf-8")
+    sys.path.insert(0, str(folder.parent))
+    return importlib.import_module("batched_at_ref.batched").BatchedMLLSGD  # type: ignore[no-any-return]
+
+
+def run_batched(
+    exp: Experiment, runner_class: type[BatchedMLLSGD] = BatchedMLLSGD
+) -> Callable[[], list[np.ndarray]]:
     """Set up the batched path; return the call that runs it."""
     cfg, data = exp.cfg, exp.dataset
-    runner = BatchedMLLSGD(
+    runner = runner_class(
         build_model(cfg.model.name, data.input_shape, data.num_classes),
         data.x_train,
         data.y_train,
@@ -189,19 +233,14 @@ def loop_rounds(  # pylint: disable=too-many-locals
 def run_engine(exp: Experiment) -> Callable[[], list[np.ndarray]]:
     """Set up the message engine in-process; return the call that runs it."""
     cfg = exp.cfg
-    engine = MLLSGD(
-        exp.hierarchy,
-        tau=cfg.tau,
-        q=cfg.q,
-        mixing=exp.mixing,
-        strategy=exp.strategy,
-        train_config=train_config(exp),
-    )
+    engine = build_mllsgd(exp)
     grid = LocalGrid(client_app_module.app, exp.hierarchy.num_workers)
     init = initial_model(exp)
+    config = ConfigRecord(dict(train_config(exp)))  # type: ignore[arg-type]
 
     def go() -> list[np.ndarray]:
-        models = engine.start(grid, init, cfg.rounds)
+        engine.start(grid, init, int(cfg.rounds), train_config=config)
+        models = [engine.models[d] for d in range(exp.hierarchy.num_hubs)]
         return [np.concatenate([a.numpy().ravel() for a in m.values()]) for m in models]
 
     return go
@@ -214,14 +253,23 @@ PATHS: dict[str, Callable[[Experiment], Callable[[], list[np.ndarray]]]] = {
 }
 
 
-def bench(name: str, overrides: list[str], reps: int, folder: Path, data: str) -> dict[str, Any]:
-    """Time one config three ways; return seconds per round and result differences."""
-    extra = [f"data.name={data}", f"output_dir={folder / name}"]
+def bench(  # pylint: disable=too-many-arguments
+    name: str,
+    overrides: list[str],
+    reps: int,
+    folder: Path,
+    data: str,
+    paths: dict[str, Callable[[Experiment], Callable[[], list[np.ndarray]]]],
+) -> dict[str, Any]:
+    """Time one config on every path; return seconds per round and result differences."""
+    # the engine's workers set torch threads from simulation.threads: keep the bench's
+    threads = f"simulation.threads={torch.get_num_threads()}"
+    extra = [f"data.name={data}", f"output_dir={folder / name}", threads]
     cfg = validate(load_config(None, [*COMMON, *overrides, *extra]))
     exp = prepare(cfg)
     best: dict[str, float] = {}
     results: dict[str, list[np.ndarray]] = {}
-    runs = {path: setup(exp) for path, setup in PATHS.items()}  # set-up is not timed
+    runs = {path: setup(exp) for path, setup in paths.items()}  # set-up is not timed
     for go in runs.values():  # warm-up: caches, allocator, first-call costs
         go()
     for _ in range(reps):
@@ -235,7 +283,8 @@ def bench(name: str, overrides: list[str], reps: int, folder: Path, data: str) -
             float(np.abs(a - b).max())
             for a, b in zip(results[path], results["batched"], strict=True)
         )
-        for path in ("loop", "engine")
+        for path in paths
+        if path != "batched"
     }
     return {
         "name": name,
@@ -249,37 +298,51 @@ def bench(name: str, overrides: list[str], reps: int, folder: Path, data: str) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads; 0: torch's default")
     parser.add_argument("--only", default=None, help="one of " + ", ".join(CONFIGS))
     parser.add_argument(
         "--data", default="mnist", choices=["mnist", "digits"], help="synthetic MNIST or digits"
     )
+    parser.add_argument(
+        "--before", default=None, help="git ref: also time the batched path as of that commit"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    paths = dict(PATHS)
+    if args.before:
+        paths = {"before": partial(run_batched, runner_class=batched_at(args.before)), **paths}
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     serve_synthetic(synthetic_mnist())
     rows = []
     with TemporaryDirectory() as tmp:
         for name, overrides in CONFIGS.items():
             if args.only and name != args.only:
                 continue
-            rows.append(bench(name, overrides, args.reps, Path(tmp), args.data))
+            rows.append(bench(name, overrides, args.reps, Path(tmp), args.data, paths))
             print(f"done: {rows[-1]}", flush=True)
     print(
-        f"\ndata {args.data}, torch threads {args.threads}, seconds per round "
+        f"\ndata {args.data}, torch threads {torch.get_num_threads()}, seconds per round "
         f"(best of {args.reps})\n"
     )
+    print_table(rows, "before" in paths)
+
+
+def print_table(rows: list[dict[str, Any]], before: bool) -> None:
+    """Print the markdown table (with the ``before`` columns when timed)."""
+    extra = " before s | loop / before |" if before else ""
     print(
-        "| config | workers | tau | batched s | loop s | engine s | loop / batched "
+        f"| config | workers | tau |{extra} batched s | loop s | engine s | loop / batched "
         "| engine / batched | max diff loop, engine |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * (9 + 2 * before) + "|")
     for row in rows:
-        s = row["seconds"]
+        s, diff = row["seconds"], row["diff"]
+        cells = f" {s['before']:.4f} | {s['loop'] / s['before']:.1f}x |" if before else ""
         print(
-            f"| {row['name']} | {row['workers']} | {row['tau']} | {s['batched']:.4f} "
+            f"| {row['name']} | {row['workers']} | {row['tau']} |{cells} {s['batched']:.4f} "
             f"| {s['loop']:.4f} | {s['engine']:.4f} | {s['loop'] / s['batched']:.1f}x "
             f"| {s['engine'] / s['batched']:.1f}x "
-            f"| {row['diff']['loop']:.1e}, {row['diff']['engine']:.1e} |"
+            f"| {diff['loop']:.1e}, {diff['engine']:.1e} |"
         )
 
 

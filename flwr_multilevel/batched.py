@@ -3,11 +3,13 @@
 The message-based engine (:class:`flwr_multilevel.strategies.MLLSGD` and its
 ClientApp) runs Algorithm 1 worker by worker. This path runs the same
 algorithm with the same draws on stacked per-worker parameters: at each time
-step the workers whose coin came up take one SGD step together (a hand-written
-batched gradient for logistic regression and the paper's CNN, ``torch.func``
+step the workers whose coin came up take one SGD step together (for logistic
+regression a fused in-place step on cache-sized chunks of workers, a
+hand-written batched gradient for the paper's CNN, ``torch.func``
 ``vmap(grad(...))`` for other models; see :mod:`flwr_multilevel.batched_grads`),
 then every hub averages ``z_d = sum_i v_i x_i`` and every q rounds the hubs
-mix ``y_d = sum_j H[j, d] z_j``, all as matrix products.
+mix ``y_d = sum_j H[j, d] z_j``. The training set stays resident in worker
+order (on huge pages on a Linux CPU: :mod:`flwr_multilevel.resident`).
 
 Coins and mini-batches come from the worker's own
 ``step_schedule(seed, round, worker, tau, rate, n_i, batch_size)``, so both
@@ -25,10 +27,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batched_grads import Params, gradient_function
+from .batched_grads import (
+    Params,
+    gradient_function,
+    logreg_chunk,
+    logreg_grads,
+    logreg_sgd_step_,
+)
 from .errors import ConfigError
 from .hierarchy import Hierarchy
 from .models import build_model, resolve_device
+from .resident import resident_copy
 
 if TYPE_CHECKING:  # only for annotations: the core runs without Flower
     from flwr.app import ArrayRecord
@@ -85,22 +94,21 @@ def round_draws(  # pylint: disable=too-many-arguments
     num_workers = len(sizes)
     width = int(min(batch_size, int(sizes.max())))
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    coins = np.zeros((time_steps, num_workers), dtype=bool)
-    rows = np.empty((time_steps, num_workers, width), dtype=np.int64)
-    for worker in range(num_workers):
-        take, batches = schedule(
-            seed,
-            server_round,
-            worker,
-            time_steps,
-            float(rates[worker]),
-            int(sizes[worker]),
-            batch_size,
-        )
-        coins[:, worker] = take
-        local = rows[:, worker, :]
-        local[:, : batches.shape[1]] = batches + offsets[worker]
-        local[:, batches.shape[1] :] = offsets[worker]  # padding, weight 0
+    rate_list, size_list = [float(r) for r in rates], [int(n) for n in sizes]
+    draws = [
+        schedule(seed, server_round, worker, time_steps, rate_list[worker], n, batch_size)
+        for worker, n in enumerate(size_list)
+    ]
+    coins = np.stack([take for take, _ in draws], axis=1)  # (tau, N)
+    if all(batches.shape[1] == width for _, batches in draws):
+        rows = np.stack([batches for _, batches in draws], axis=1)  # (tau, N, B)
+        rows += offsets[None, :, None]
+    else:  # workers with fewer examples than the batch: pad with their first row, weight 0
+        rows = np.empty((time_steps, num_workers, width), dtype=np.int64)
+        for worker, (_, batches) in enumerate(draws):
+            local = rows[:, worker, :]
+            local[:, : batches.shape[1]] = batches + offsets[worker]
+            local[:, batches.shape[1] :] = offsets[worker]
     active_t, active_w = np.nonzero(coins)  # ordered by time step, then worker
     counts = np.bincount(active_t, minlength=time_steps).tolist()
     return RoundDraws(
@@ -127,6 +135,9 @@ def example_weights(sizes: np.ndarray, batch_size: int) -> np.ndarray | None:
         return None
     cols = np.arange(width)[None, :]
     return np.where(cols < batch[:, None], 1.0 / batch[:, None], 0.0).astype(np.float32)
+
+
+AVERAGE_SLICE = 64  # workers per float64 slice of the hub averages on a CPU
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -207,7 +218,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         self.rates = np.ones(hierarchy.num_workers) if wait_for_slowest else hierarchy.rates
         self.sizes = np.array([len(p) for p in partitions], dtype=np.int64)
         order = torch.from_numpy(np.concatenate(partitions).astype(np.int64))
-        self.features = features[order].to(self.device).contiguous()
+        self.features = resident_copy(features[order], self.device)
         self.labels = labels[order].to(self.device).contiguous()
         weights = example_weights(self.sizes, batch_size)
         self.weights = None if weights is None else torch.from_numpy(weights).to(self.device)
@@ -216,10 +227,12 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         average = np.zeros((hierarchy.num_hubs, hierarchy.num_workers))
         average[hierarchy.hub_of, np.arange(hierarchy.num_workers)] = hierarchy.v
         self.average = torch.from_numpy(average).to(self.device)  # z = A x
+        self.v = torch.from_numpy(np.asarray(hierarchy.v, dtype=np.float64)).to(self.device)
         self.mix_t = torch.from_numpy(np.asarray(mixing, dtype=np.float64).T.copy()).to(
             self.device
         )  # y = H^T z
         self.grads = gradient_function(self.model, gradients)
+        self.fused = self.grads is logreg_grads  # logistic regression: fused in-place steps
 
     def draws(self, server_round: int) -> RoundDraws:
         """Return the draws of every worker for ``server_round``."""
@@ -238,30 +251,64 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         num_workers = len(self.sizes)
         active = _to_device(draws.active, self.device)
         rows = _to_device(draws.rows, self.device)
+        chunk = logreg_chunk(self.features, self.batch_size, self.device)  # per torch thread
         start = 0
         for count in draws.counts:
             if count == 0:
                 continue
             stop = start + count
-            batch = rows[start:stop]
-            flat_rows = batch.reshape(-1)
-            inputs = self.features.index_select(0, flat_rows).view(
-                *batch.shape, *self.features.shape[1:]
-            )
-            targets = self.labels.index_select(0, flat_rows).view(batch.shape)
-            if count == num_workers:  # everyone steps: update in place
-                weights = self.weights
-                grads = self.grads(x, inputs, targets, weights)
-                for key, value in x.items():
-                    value.sub_(self.lr * grads[key])
-            else:  # only the workers whose coin came up
-                sel = active[start:stop]
-                weights = None if self.weights is None else self.weights.index_select(0, sel)
-                sub = {key: value.index_select(0, sel) for key, value in x.items()}
-                grads = self.grads(sub, inputs, targets, weights)
-                for key, value in x.items():
-                    value.index_copy_(0, sel, sub[key] - self.lr * grads[key])
+            sel = None if count == num_workers else active[start:stop]  # None: everyone
+            weights = self.weights
+            if sel is not None and weights is not None:
+                weights = weights.index_select(0, sel)
+            if self.fused:
+                features, labels = self.features, self.labels
+                step_rows = rows[start:stop]
+                logreg_sgd_step_(x, features, labels, step_rows, sel, self.lr, weights, chunk)
+            else:
+                self._grad_step(x, rows[start:stop], sel, weights)
             start = stop
+
+    def _grad_step(
+        self, x: Params, rows: torch.Tensor, sel: torch.Tensor | None, weights: torch.Tensor | None
+    ) -> None:
+        """One SGD step of the workers ``sel`` (None: all) with :attr:`grads`, in place."""
+        flat_rows = rows.reshape(-1)
+        inputs = self.features.index_select(0, flat_rows).view(
+            *rows.shape, *self.features.shape[1:]
+        )
+        targets = self.labels.index_select(0, flat_rows).view(rows.shape)
+        if sel is None:  # everyone steps: update in place
+            grads = self.grads(x, inputs, targets, weights)
+            for key, value in x.items():
+                value.sub_(self.lr * grads[key])
+        else:  # only the workers whose coin came up
+            sub = {key: value.index_select(0, sel) for key, value in x.items()}
+            grads = self.grads(sub, inputs, targets, weights)
+            for key, value in x.items():
+                value.index_copy_(0, sel, sub[key] - self.lr * grads[key])
+
+    def _average(self, stacked: Params) -> Params:
+        """Return the hub averages ``z_d = sum_i v_i x_i`` ``(D, ...)``, summed in float64.
+
+        On a CPU the workers are added to their hub's sum a slice at a time
+        (each worker's model weighs in once, so this costs one pass over the
+        models instead of a dense ``D x N`` product on a float64 copy of all
+        of them); elsewhere one dense product.
+        """
+        if self.device.type != "cpu":
+            return self._mix(self.average, stacked)
+        num_hubs, num_workers = self.average.shape
+        out = {}
+        for key, value in stacked.items():
+            flat = value.reshape(num_workers, -1)
+            total = flat.new_zeros((num_hubs, flat.shape[1]), dtype=torch.float64)
+            for start in range(0, num_workers, AVERAGE_SLICE):
+                stop = min(start + AVERAGE_SLICE, num_workers)
+                part = flat[start:stop].to(torch.float64).mul_(self.v[start:stop, None])
+                total.index_add_(0, self.hub_of[start:stop], part)
+            out[key] = total.to(value.dtype).reshape(num_hubs, *value.shape[1:])
+        return out
 
     def _mix(self, matrix: torch.Tensor, stacked: Params) -> Params:
         """Return ``matrix @ stacked`` per array, in float64, cast back to each dtype."""
@@ -285,7 +332,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             workers = {key: value.index_select(0, self.hub_of) for key, value in hubs.items()}
         self._steps(workers, draws)
         with torch.no_grad():
-            hubs = self._mix(self.average, workers)  # z_d = sum_i v_i x_i
+            hubs = self._average(workers)  # z_d = sum_i v_i x_i
             if server_round % self.q == 0:
                 hubs = self._mix(self.mix_t, hubs)  # y_d = sum_j H[j, d] z_j
         return hubs, draws.steps
