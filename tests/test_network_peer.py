@@ -129,6 +129,20 @@ def test_equals_in_process_layer_over_rounds_with_mutual_tls(hubs, federation):
         ]
 
 
+def assert_mixes_like_in_process(net, z, server_round: int) -> None:
+    """Every hub publishes ``z`` for the round; each mix equals the in-process layer's."""
+    local = InProcessPeerLayer(H)
+    for d in range(3):
+        net.layers[d].publish(d, server_round, z[d])
+        local.publish(d, server_round, z[d])
+    got = collect_all(enumerate(net.layers), server_round)
+    for d in range(3):
+        assert got[d].skipped == []
+        np.testing.assert_allclose(
+            values(got[d].model), values(local.collect(d, server_round).model), atol=1e-6
+        )
+
+
 def test_stopped_neighbour_is_skipped_then_mixed_in_again(hubs, caplog):
     net = hubs(timeout=0.5)
     rng = np.random.default_rng(1)
@@ -147,16 +161,7 @@ def test_stopped_neighbour_is_skipped_then_mixed_in_again(hubs, caplog):
     assert net.layers[2].collect(2, 1).skipped == []
 
     net.start(0)
-    local = InProcessPeerLayer(H)
-    for d in range(3):
-        net.layers[d].publish(d, 2, z[d])
-        local.publish(d, 2, z[d])
-    got = collect_all(enumerate(net.layers), 2)
-    for d in range(3):
-        assert got[d].skipped == []
-        np.testing.assert_allclose(
-            values(got[d].model), values(local.collect(d, 2).model), atol=1e-6
-        )
+    assert_mixes_like_in_process(net, z, 2)
 
 
 def test_withheld_neighbour_is_skipped_at_once_with_its_reason(hubs, caplog):
@@ -177,16 +182,7 @@ def test_withheld_neighbour_is_skipped_at_once_with_its_reason(hubs, caplog):
     )
     assert "no model from hub 0" not in caplog.text
     # the next round hub 0 publishes again and is mixed in
-    local = InProcessPeerLayer(H)
-    for d in range(3):
-        net.layers[d].publish(d, 2, z[d])
-        local.publish(d, 2, z[d])
-    got = collect_all(enumerate(net.layers), 2)
-    for d in range(3):
-        assert got[d].skipped == []
-        np.testing.assert_allclose(
-            values(got[d].model), values(local.collect(d, 2).model), atol=1e-6
-        )
+    assert_mixes_like_in_process(net, z, 2)
 
 
 def test_model_of_another_round_is_never_mixed_in(hubs):
