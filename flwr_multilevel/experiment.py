@@ -32,6 +32,7 @@ from .rates import operating_rates
 from .results import RunRecorder, plan_output_dir
 from .schema import check_strategy
 from .strategies import MLLSGD, OnRound, RoundReport
+from .strategies.report import round_row
 from .theory import theory_report
 from .topology import hub_graph
 
@@ -474,17 +475,7 @@ def run(
         recorder.append_row(
             "rounds.csv",
             {
-                "round": report.server_round,
-                "time_step": report.server_round * int(cfg.tau),
-                "time_slot": clock["time_slot"],
-                "slots": report.slots,
-                "gossip": int(report.gossip),
-                "steps": sum(report.steps.values()),
-                "bytes_down": report.bytes_down,
-                "bytes_up": report.bytes_up,
-                "bytes_hubs": report.bytes_hubs,
-                "dropped": len(report.dropped),
-                "missing": len(report.missing),
+                **round_row(report, int(cfg.tau), clock["time_slot"]),
                 "seconds": round(report.seconds, 4),
                 **{f"hub{d}_train_loss": loss for d, loss in enumerate(losses)},
                 "failed_hubs": " ".join(str(d) for d in report.failed_hubs),

@@ -39,8 +39,8 @@ from . import experiment
 from .config import from_run_config, merge, validate
 from .errors import ConfigError
 from .results import RunRecorder
-from .strategies import RoundReport
 from .strategies.network_peer import NetworkPeerLayer, PeerTls, parse_peers
+from .strategies.report import RoundReport, round_row
 
 PREFIX = "deploy."
 POLL_S = 0.05
@@ -223,17 +223,7 @@ def _run(
         recorder.append_row(
             "rounds.csv",
             {
-                "round": report.server_round,
-                "time_step": report.server_round * int(cfg.tau),
-                "time_slot": clock["time_slot"],
-                "slots": report.slots,
-                "gossip": int(report.gossip),
-                "steps": sum(report.steps.values()),
-                "bytes_down": report.bytes_down,
-                "bytes_up": report.bytes_up,
-                "bytes_hubs": report.bytes_hubs,
-                "dropped": len(report.dropped),
-                "missing": len(report.missing),
+                **round_row(report, int(cfg.tau), clock["time_slot"]),
                 "skipped_peers": " ".join(map(str, report.skipped_peers.get(d, []))),
                 "seconds": round(report.seconds, 4),
                 "elapsed_s": round(time.perf_counter() - start, 3),

@@ -109,3 +109,27 @@ def round_record(report: RoundReport, b: np.ndarray) -> MetricRecord:
         for key, value in record.items():
             metrics[f"hub{d}-{key}"] = value
     return metrics
+
+
+def round_row(report: RoundReport, tau: int, time_slot: int) -> dict[str, Any]:
+    """Return the columns every ``rounds.csv`` row starts with (a run's, or one hub's).
+
+    Examples
+    --------
+    >>> row = round_row(RoundReport(3, gossip=True, slots=4), tau=4, time_slot=12)
+    >>> row["time_step"], row["gossip"], row["steps"]
+    (12, 1, 0)
+    """
+    return {
+        "round": report.server_round,
+        "time_step": report.server_round * tau,
+        "time_slot": time_slot,
+        "slots": report.slots,
+        "gossip": int(report.gossip),
+        "steps": sum(report.steps.values()),
+        "bytes_down": report.bytes_down,
+        "bytes_up": report.bytes_up,
+        "bytes_hubs": report.bytes_hubs,
+        "dropped": len(report.dropped),
+        "missing": len(report.missing),
+    }
