@@ -36,3 +36,21 @@ def test_the_adoption_diff_is_the_real_one():
         )
         real += [d for d in diff if d[:1] in "+-" and not d.startswith(("+++", "---"))]
     assert sorted(shown) == sorted(real)
+
+
+def test_the_run_config_check_runs_as_written(monkeypatch, capsys):
+    import shlex
+
+    from flwr_multilevel.cli import main
+
+    lines = [
+        line.split("#")[0].strip()
+        for code in blocks("bash")
+        for line in code.splitlines()
+        if line.startswith("flwr-multilevel config --run-config")
+    ]
+    assert lines
+    monkeypatch.chdir(ROOT)  # the README runs it from the repository root (--app .)
+    for line in lines:
+        assert main(shlex.split(line)[1:]) == 0, capsys.readouterr().err
+        assert "rounds: 20" in capsys.readouterr().out
