@@ -114,11 +114,10 @@ def local_sgd(
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     model.train()
     losses: list[float] = []
-    for take, batch in zip(schedule.coins, schedule.batches, strict=True):
-        if not take:
-            continue
-        idx = torch.from_numpy(batch).to(x.device)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+    batches = torch.from_numpy(schedule.batches).to(x.device)  # one transfer per round
+    for step in np.flatnonzero(schedule.coins).tolist():
+        idx = batches[step]
+        loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
         objective = loss
         if anchor:
             objective = loss + proximal_mu / 2 * sum(
@@ -127,13 +126,13 @@ def local_sgd(
         grads = torch.autograd.grad(objective, params)
         with torch.no_grad():
             for param, grad in zip(params, grads, strict=True):
-                param.sub_(lr * grad)
-        losses.append(loss.detach().item())
+                param.add_(grad, alpha=-lr)  # x <- x - lr * grad, without a temporary
+        losses.append(loss.item())
     if not losses:
         with torch.no_grad():
-            idx = torch.from_numpy(schedule.batches[0]).to(x.device)
-            return 0, float(F.cross_entropy(model(x[idx]), y[idx]))
-    return len(losses), float(np.mean(losses))
+            idx = batches[0]
+            return 0, float(F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx)))
+    return len(losses), sum(losses) / len(losses)
 
 
 def config_number(config: ConfigRecord, key: str, default: float | None = None) -> float:
