@@ -22,6 +22,7 @@ actor until it returns.
 """
 
 import threading
+import time
 from logging import DEBUG
 from queue import Empty, Queue
 from typing import Any
@@ -64,6 +65,10 @@ class Dispatch:
     def __init__(self) -> None:
         self._busy: set[int] = set()
         self._lock = threading.Lock()
+        self._passes = threading.Condition()
+        self._feeding = False  # a pass over the nodes is running
+        self._arrived = threading.Event()  # the grid stored a message since the pass began
+        self._last_arrival = 0.0  # time.monotonic() of the grid's latest message
 
     def start(self, node_id: int) -> bool:
         """Mark ``node_id`` busy; return False if it already was."""
@@ -92,16 +97,69 @@ class Dispatch:
         def add_messages_to_queue(
             state: Any, queue: Queue[Message], nodes_mapping: Any, f_stop: threading.Event
         ) -> None:
-            while not f_stop.is_set():
-                for node_id in nodes_mapping.keys():
-                    if self.busy(node_id):
-                        continue  # its next message waits (and may expire) in the LinkState
-                    for msg in state.get_message_ins(node_id=node_id, limit=1):
-                        self.start(node_id)
-                        queue.put(msg)
-                f_stop.wait(interval)
+            arrived = self._arrived  # set when the grid stores a message: no poll wait
+            store = getattr(state, "store_message_ins", None)
+            if store is not None:
+
+                def store_message_ins(message: Message) -> Any:
+                    message_id = store(message)
+                    self._last_arrival = time.monotonic()
+                    arrived.set()
+                    return message_id
+
+                state.store_message_ins = store_message_ins
+            try:
+                self._feed(state, queue, nodes_mapping, f_stop, arrived, interval)
+            finally:
+                if store is not None:
+                    del state.store_message_ins  # Flower's method again
 
         return add_messages_to_queue
+
+    # pylint: disable-next=too-many-arguments,too-many-positional-arguments
+    def _feed(
+        self,
+        state: Any,
+        queue: Queue[Message],
+        nodes_mapping: Any,
+        f_stop: threading.Event,
+        arrived: threading.Event,
+        interval: float,
+    ) -> None:
+        """Pass over the nodes until ``f_stop``; wait ``interval`` s or until a message arrives."""
+        while not f_stop.is_set():
+            arrived.clear()
+            with self._passes:
+                self._feeding = True
+            for node_id in nodes_mapping.keys():
+                if self.busy(node_id):
+                    continue  # its next message waits (and may expire) in the LinkState
+                for msg in state.get_message_ins(node_id=node_id, limit=1):
+                    self.start(node_id)
+                    queue.put(msg)
+            with self._passes:
+                self._feeding = False
+                self._passes.notify_all()
+            arrived.wait(interval)
+
+    def settle(self, timeout: float, quiet: float = 0.001) -> None:
+        """Wait until the grid has stopped storing messages and the feeder has queued them.
+
+        That is: no message stored for ``quiet`` seconds and no pass of the
+        feeder pending; at most ``timeout`` seconds. A worker that just took a
+        round's first message calls this so that the whole round is queued
+        before it takes its share.
+        """
+        deadline = time.monotonic() + timeout
+        with self._passes:
+            while (now_ := time.monotonic()) < deadline:
+                if (
+                    not self._feeding
+                    and not self._arrived.is_set()
+                    and now_ - self._last_arrival >= quiet
+                ):
+                    return
+                self._passes.wait(min(quiet / 2, deadline - now_))
 
     def worker(self, original: Any) -> Any:
         """Return the engine's ``worker`` running ``original`` on checked queues."""
@@ -132,6 +190,14 @@ class _FreshMessages:
             )
             if not block:
                 raise Empty
+
+    def put(self, message: Message) -> None:
+        """Queue ``message`` again (taken but not run)."""
+        self._queue.put(message)
+
+    def qsize(self) -> int:
+        """Return how many messages are queued (expired ones included)."""
+        return self._queue.qsize()
 
 
 class _TimelyReplies:

@@ -11,7 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 from . import experiment
 from .config import checked_run_config
 from .errors import ConfigError, RunAborted
-from .simulation import tune_grid
+from .simulation import poll_interval, tune_grid
 
 ONE_LINE_ERRORS = (ConfigError, RunAborted)  # reported in one line, never as a traceback
 
@@ -81,7 +81,7 @@ def make_server_app(
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
         del context
-        tune_grid(grid)  # the in-memory grid of the simulation engine polls every 0.01 s
+        tune_grid(grid, poll_interval(exp.hierarchy.num_workers))  # Flower's: every 0.1 s
         try:
             outcome["summary"] = experiment.run(exp, grid, progress=progress, resume=resume)
         except BaseException as err:  # pylint: disable=broad-except

@@ -4,11 +4,13 @@
 ``flwr run``; when it goes, only this module changes.
 """
 
+import functools
 import logging
 import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
@@ -16,7 +18,25 @@ from flwr.serverapp import Grid, ServerApp
 from .dispatch import Dispatch
 
 POLL_INTERVAL = 0.01  # seconds between reply polls of Flower's in-memory grid (its default: 0.1)
+SETTLE = 0.005  # seconds a worker waits for the feeder to queue the rest of a round
 FEEDER_NODES = 16  # up to this many nodes the engine's node feeder also waits POLL_INTERVAL
+FAST_POLL = 0.002  # seconds between the grid's reply polls up to FAST_POLL_NODES nodes
+FAST_POLL_NODES = 64
+
+
+def poll_interval(nodes: int) -> float:
+    """Return how often the engine polls for ``nodes`` nodes' messages or replies, in seconds.
+
+    Every poll scans the pending messages, so short intervals pay only while
+    there are few of them: ``FAST_POLL`` up to ``FAST_POLL_NODES`` nodes, then
+    ``POLL_INTERVAL``.
+
+    Examples
+    --------
+    >>> poll_interval(12), poll_interval(1000)
+    (0.002, 0.01)
+    """
+    return FAST_POLL if nodes <= FAST_POLL_NODES else POLL_INTERVAL
 
 
 def tune_grid(grid: Grid, interval: float | None = None) -> None:
@@ -40,7 +60,7 @@ def tune_grid(grid: Grid, interval: float | None = None) -> None:
 
 
 @contextmanager
-def fast_node_polling(interval: float | None = None) -> Iterator[None]:
+def fast_node_polling(interval: float | None = None, groups: bool = True) -> Iterator[None]:
     """Within the block, the simulation engine's nodes look for messages every ``interval`` s.
 
     Flower's engine moves messages from its LinkState to the workers in a
@@ -49,8 +69,9 @@ def fast_node_polling(interval: float | None = None) -> Iterator[None]:
     shorter wait (``POLL_INTERVAL`` by default), and puts Flower's back after.
     It also keeps timed-out work from piling up (:class:`~flwr_multilevel.dispatch.Dispatch`):
     one message in flight per node, and expired messages and late replies are
-    dropped instead of run and stored. If Flower's engine no longer has these
-    functions, nothing is changed.
+    dropped instead of run and stored. With ``groups``, each Ray actor call
+    runs a group of messages (:mod:`~flwr_multilevel.ray_groups`). If Flower's
+    engine no longer has these functions, nothing is changed.
     """
     # pylint: disable-next=import-outside-toplevel
     from flwr.server.superlink.fleet.vce import vce_api
@@ -66,10 +87,39 @@ def fast_node_polling(interval: float | None = None) -> Iterator[None]:
     )
     vce_api.worker = dispatch.worker(worker)  # type: ignore[attr-defined]
     try:
-        yield
+        with _grouped_messages(vce_api, dispatch, groups):
+            yield
     finally:
         vce_api.add_messages_to_queue = feeder  # type: ignore[attr-defined]
         vce_api.worker = worker  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _grouped_messages(vce_api: Any, dispatch: Dispatch, groups: bool) -> Iterator[None]:
+    """Within the block, each Ray actor call runs a group of messages (:mod:`.ray_groups`).
+
+    The engine's actors become :class:`~flwr_multilevel.ray_groups.GroupActor`
+    and its workers take groups. Nothing changes if ``groups`` is False or
+    Flower's engine no longer has the pieces this replaces.
+    """
+    # pylint: disable-next=import-outside-toplevel
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    actor = getattr(raybackend, "ClientAppActor", None)
+    if not groups or actor is None:
+        yield
+        return
+    # pylint: disable-next=import-outside-toplevel
+    from . import ray_groups
+
+    raybackend.ClientAppActor = ray_groups.RayGroupActor  # type: ignore[misc]
+    vce_api.worker = dispatch.worker(  # the lanes, on the same checked queues
+        functools.partial(ray_groups.grouped_worker, settle=lambda: dispatch.settle(SETTLE))
+    )
+    try:
+        yield
+    finally:
+        raybackend.ClientAppActor = actor  # type: ignore[misc]
 
 
 def run_in_simulation(
