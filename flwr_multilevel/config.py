@@ -527,6 +527,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     number("simulation.gpus_per_worker", sim.gpus_per_worker, 0, 1)
     number("simulation.timeout", sim.timeout, 0, 1e7, low_open=True)
     integer("simulation.threads", sim.threads, 0, 1024)
+    flag("simulation.ray_groups", sim.ray_groups)
     if cfg.hub.clip_norm is not None:
         number("hub.clip_norm", cfg.hub.clip_norm, 0, 1e12, low_open=True)
     number("hub.min_replies", cfg.hub.min_replies, 0, 1)

@@ -23,6 +23,7 @@ actor until it returns.
 
 import threading
 import time
+from collections import deque
 from logging import DEBUG
 from queue import Empty, Queue
 from typing import Any
@@ -91,25 +92,33 @@ class Dispatch:
     def feeder(self, interval: float) -> Any:
         """Return the engine's ``add_messages_to_queue``: one message in flight per node.
 
-        It polls the LinkState every ``interval`` seconds (Flower's waits 0.1 s).
+        It takes the messages the grid stores as they come (an inbox per
+        node), not by asking the LinkState node after node (Flower's
+        ``get_message_ins`` scans every stored message, O(N^2) per pass over N
+        nodes), and marks them delivered as ``get_message_ins`` does. A pass
+        runs when a message arrives, or every ``interval`` seconds (Flower's
+        waits 0.1 s). A LinkState without ``store_message_ins`` is polled
+        with ``get_message_ins`` instead.
         """
 
         def add_messages_to_queue(
             state: Any, queue: Queue[Message], nodes_mapping: Any, f_stop: threading.Event
         ) -> None:
-            arrived = self._arrived  # set when the grid stores a message: no poll wait
             store = getattr(state, "store_message_ins", None)
+            inbox: dict[int, deque[Message]] = {node_id: deque() for node_id in nodes_mapping}
             if store is not None:
 
                 def store_message_ins(message: Message) -> Any:
                     message_id = store(message)
+                    if message_id is not None and message.metadata.dst_node_id in inbox:
+                        inbox[message.metadata.dst_node_id].append(message)
                     self._last_arrival = time.monotonic()
-                    arrived.set()
+                    self._arrived.set()
                     return message_id
 
                 state.store_message_ins = store_message_ins
             try:
-                self._feed(state, queue, nodes_mapping, f_stop, arrived, interval)
+                self._feed(state, queue, inbox, f_stop, interval, polled=store is None)
             finally:
                 if store is not None:
                     del state.store_message_ins  # Flower's method again
@@ -121,26 +130,41 @@ class Dispatch:
         self,
         state: Any,
         queue: Queue[Message],
-        nodes_mapping: Any,
+        inbox: dict[int, "deque[Message]"],
         f_stop: threading.Event,
-        arrived: threading.Event,
         interval: float,
+        polled: bool,
     ) -> None:
-        """Pass over the nodes until ``f_stop``; wait ``interval`` s or until a message arrives."""
+        """Pass over the nodes until ``f_stop``; wait ``interval`` s or until a message arrives.
+
+        The first pass (and every pass, if ``polled``) asks the LinkState for
+        each node's messages: those stored before the inbox was in place.
+        """
+        first = True
         while not f_stop.is_set():
-            arrived.clear()
+            self._arrived.clear()
             with self._passes:
                 self._feeding = True
-            for node_id in nodes_mapping.keys():
+            for node_id, waiting in inbox.items():
                 if self.busy(node_id):
                     continue  # its next message waits (and may expire) in the LinkState
-                for msg in state.get_message_ins(node_id=node_id, limit=1):
+                if polled or first:
+                    for msg in state.get_message_ins(node_id=node_id, limit=1):
+                        self.start(node_id)
+                        queue.put(msg)
+                        break
+                while waiting and not self.busy(node_id):
+                    msg = waiting.popleft()
+                    if msg.metadata.delivered_at:  # taken by get_message_ins already
+                        continue
+                    msg.metadata.delivered_at = now().isoformat()
                     self.start(node_id)
                     queue.put(msg)
+            first = False
             with self._passes:
                 self._feeding = False
                 self._passes.notify_all()
-            arrived.wait(interval)
+            self._arrived.wait(interval)
 
     def settle(self, timeout: float, quiet: float = 0.001) -> None:
         """Wait until the grid has stopped storing messages and the feeder has queued them.

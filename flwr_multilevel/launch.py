@@ -40,6 +40,7 @@ def launch(
         num_workers,
         float(exp.cfg.simulation.cpus_per_worker),
         float(exp.cfg.simulation.gpus_per_worker),
+        groups=bool(exp.cfg.simulation.ray_groups),
     )
     if "error" in outcome:
         raise outcome["error"]

@@ -110,6 +110,7 @@ class Simulation:
     device: str = "cpu"
     timeout: float = 600.0
     threads: int = 0
+    ray_groups: bool = True
 
 
 @dataclass

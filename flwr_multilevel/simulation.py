@@ -22,6 +22,7 @@ SETTLE = 0.005  # seconds a worker waits for the feeder to queue the rest of a r
 FEEDER_NODES = 16  # up to this many nodes the engine's node feeder also waits POLL_INTERVAL
 FAST_POLL = 0.002  # seconds between the grid's reply polls up to FAST_POLL_NODES nodes
 FAST_POLL_NODES = 64
+SLOW_POLL = 0.1  # the longest wait between the grid's reply polls (Flower's own)
 
 
 def poll_interval(nodes: int) -> float:
@@ -29,14 +30,16 @@ def poll_interval(nodes: int) -> float:
 
     Every poll scans the pending messages, so short intervals pay only while
     there are few of them: ``FAST_POLL`` up to ``FAST_POLL_NODES`` nodes, then
-    ``POLL_INTERVAL``.
+    ``POLL_INTERVAL`` per 200 nodes, at most ``SLOW_POLL``.
 
     Examples
     --------
-    >>> poll_interval(12), poll_interval(1000)
-    (0.002, 0.01)
+    >>> poll_interval(12), poll_interval(200), poll_interval(1000), poll_interval(10**5)
+    (0.002, 0.01, 0.05, 0.1)
     """
-    return FAST_POLL if nodes <= FAST_POLL_NODES else POLL_INTERVAL
+    if nodes <= FAST_POLL_NODES:
+        return FAST_POLL
+    return round(min(SLOW_POLL, POLL_INTERVAL * max(1.0, nodes / 200)), 6)
 
 
 def tune_grid(grid: Grid, interval: float | None = None) -> None:
@@ -128,11 +131,13 @@ def run_in_simulation(
     num_supernodes: int,
     cpus_per_worker: float,
     gpus_per_worker: float = 0.0,
+    groups: bool = True,
 ) -> None:
     """Run ``server_app`` with ``num_supernodes`` virtual nodes of ``client_app`` on Ray.
 
     With ``gpus_per_worker > 0`` Ray is given every visible GPU and packs
-    ``1 / gpus_per_worker`` workers on each.
+    ``1 / gpus_per_worker`` workers on each. With ``groups`` each actor call
+    runs a group of messages (:mod:`~flwr_multilevel.ray_groups`).
     """
     # pylint: disable=import-outside-toplevel
     import torch
@@ -149,7 +154,7 @@ def run_in_simulation(
     # The feeder visits every node per pass: with many nodes, short waits cost more than they save
     feeder_wait = min(0.1, POLL_INTERVAL * max(1.0, num_supernodes / FEEDER_NODES))
     try:
-        with warnings.catch_warnings(), fast_node_polling(feeder_wait):
+        with warnings.catch_warnings(), fast_node_polling(feeder_wait, groups):
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")
             run_simulation(

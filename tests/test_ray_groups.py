@@ -117,17 +117,27 @@ failing_app.train()(make_worker_train(load_task))
 
 
 @pytest.mark.simulation
-def test_ray_a_failing_worker_fails_alone_in_its_group(tmp_path):
-    """12 workers on 2 actors: groups of 6; worker 4's error costs only worker 4."""
+@pytest.mark.parametrize("groups", [True, False], ids=["groups", "flower-per-message"])
+def test_ray_a_failing_worker_fails_alone_in_its_group(tmp_path, groups):
+    """12 workers on 2 actors: groups of 6; worker 4's error costs only worker 4.
+
+    The same as Flower's own engine (``simulation.ray_groups=false``) gives.
+    """
     cfg = make_config(
         tmp_path, ["simulation.backend=ray", "hubs.count=3", "hubs.workers=4", "rounds=3"]
     )
     outcome: dict = {}
     cpus = os.cpu_count() or 1
-    run_in_simulation(make_server_app(prepare(cfg), outcome), failing_app, 12, cpus / 2)
+    app = make_server_app(prepare(cfg), outcome)
+    run_in_simulation(app, failing_app, 12, cpus / 2, groups=groups)
     assert "summary" in outcome, outcome.get("error")
     rounds = read_csv(tmp_path / "run" / "rounds.csv")
     assert [int(r["missing"]) for r in rounds] == [1, 1, 1]
     for row in rounds:
-        assert "worker 4" in row["dropped_reasons"] and "lost its disk" in row["dropped_reasons"]
+        assert "worker 4: the worker failed" in row["dropped_reasons"]
+        if groups:  # Flower's reason starts with Ray's long preamble; the cause is cut off
+            assert (
+                "RuntimeError" in row["dropped_reasons"]
+                and "lost its disk" in row["dropped_reasons"]
+            )
         assert "worker 5" not in row["dropped_reasons"]

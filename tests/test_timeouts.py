@@ -265,6 +265,57 @@ def test_dispatch_feeds_one_message_per_node_and_skips_expired_work():
     assert [r.metadata.reply_to_message_id for r in replies.queue] == ["x", "y"]
 
 
+def test_dispatch_takes_the_grids_messages_as_they_are_stored_not_by_scanning():
+    """Messages stored while the engine runs reach the queue without get_message_ins.
+
+    Flower's get_message_ins scans every stored message per node (O(N^2) per
+    pass); it is asked only once, for what was stored before the feeder began.
+    """
+    import threading
+    from queue import Queue
+
+    class State:  # the LinkState's two entry points, counting the scans
+        def __init__(self):
+            self.stored, self.scans = [_pushed(1, "early")], 0
+
+        def store_message_ins(self, message):
+            self.stored.append(message)
+            return message.metadata.message_id
+
+        def get_message_ins(self, node_id, limit):
+            self.scans += 1
+            for message in self.stored:
+                if message.metadata.dst_node_id == node_id and not message.metadata.delivered_at:
+                    message.metadata.delivered_at = "now"
+                    return [message]
+            return []
+
+    dispatch, state, queue, stop = Dispatch(), State(), Queue(), threading.Event()
+    feeder = threading.Thread(
+        target=dispatch.feeder(60.0), args=(state, queue, {1: 0, 2: 1, 3: 2}, stop)
+    )
+    feeder.start()
+    time.sleep(0.05)
+    assert [m.metadata.message_id for m in queue.queue] == ["early"]
+    scans = state.scans
+    for node, message_id in [(2, "a"), (3, "b"), (2, "c")]:  # the grid pushes a round
+        state.store_message_ins(_pushed(node, message_id))
+    time.sleep(0.05)  # no poll for 60 s: only the arrival can have woken the feeder
+    assert [m.metadata.message_id for m in queue.queue] == ["early", "a", "b"]  # c: node 2 busy
+    assert all(m.metadata.delivered_at for m in queue.queue)
+    assert state.scans == scans  # nothing scanned after the first pass
+    dispatch.finish(2)
+    state.store_message_ins(_pushed(3, "d"))  # wakes the feeder: c goes, d waits for b
+    time.sleep(0.05)
+    stop.set()
+    state.store_message_ins(_pushed(1, "wake"))
+    feeder.join(5)
+    assert not feeder.is_alive()
+    assert [m.metadata.message_id for m in queue.queue][:4] == ["early", "a", "b", "c"]
+    assert "d" not in [m.metadata.message_id for m in queue.queue]
+    assert "store_message_ins" not in vars(state)  # the LinkState's own method again
+
+
 def test_a_reply_after_its_deadline_is_not_stored():
     from queue import Queue
 
