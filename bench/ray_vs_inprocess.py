@@ -2,11 +2,14 @@
 
 Each config runs as its own ``flwr-multilevel run`` process, Ray and
 in-process alternately (``--repeats`` pairs), logistic regression on digits,
-batch 32. While a run lasts, its whole process tree (the driver, and for Ray
-the raylet, GCS and every actor) is sampled from ``/proc`` every 0.1 s: the
-peak of the tree's summed PSS (shared pages split between the processes that
-map them, so Ray's shared memory is counted once) and of its summed RSS, and
-the CPU seconds of each kind of process. Rounds after ``--warmup`` count.
+batch 32. Rounds after ``--warmup`` count. While a run lasts, its whole
+process tree (the driver, and for Ray the raylet, GCS and every actor) is
+sampled from ``/proc``: the CPU seconds of each kind of process. Memory comes
+from one more run of each backend, sampled every 0.1 s: the peak of the
+tree's summed PSS (shared pages split between the processes that map them,
+so Ray's shared memory is counted once) and of its summed RSS. Reading the
+PSS (``smaps_rollup``) stalls a busy process, and Ray has 8 or more of them,
+so the timed runs do not read it.
 
     python bench/ray_vs_inprocess.py                       # 12, 200 and 1,000 workers
     python bench/ray_vs_inprocess.py --sizes 3x4 --repeats 3 simulation.cpus_per_worker=0.5
@@ -56,8 +59,12 @@ def _tree(root: int) -> list[int]:
     return found
 
 
-def _sample(pid: int) -> tuple[str, float, int, int] | None:
-    """Return (name, CPU seconds, PSS bytes, RSS bytes) of one process, None if it is gone."""
+def _sample(pid: int, pss_too: bool = True) -> tuple[str, float, int, int] | None:
+    """Return (name, CPU seconds, PSS bytes, RSS bytes) of one process, None if it is gone.
+
+    Without ``pss_too`` the PSS is the RSS: reading ``smaps_rollup`` walks the
+    process's page tables under its memory lock, which slows a busy process.
+    """
     try:
         with open(f"/proc/{pid}/stat") as file:
             head, tail = file.read().rsplit(")", 1)
@@ -65,11 +72,12 @@ def _sample(pid: int) -> tuple[str, float, int, int] | None:
         cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         rss = int(fields[21]) * PAGE
         pss = rss
-        with open(f"/proc/{pid}/smaps_rollup") as file:
-            for line in file:
-                if line.startswith("Pss:"):
-                    pss = int(line.split()[1]) * 1024
-                    break
+        if pss_too:
+            with open(f"/proc/{pid}/smaps_rollup") as file:
+                for line in file:
+                    if line.startswith("Pss:"):
+                        pss = int(line.split()[1]) * 1024
+                        break
         with open(f"/proc/{pid}/cmdline", "rb") as file:
             args = file.read().decode(errors="replace").split("\0")
         script = next((Path(a).name for a in args[1:3] if a.endswith(".py")), None)
@@ -93,9 +101,9 @@ _ROOT = [0]
 class TreeSampler(threading.Thread):
     """Sample a process tree until stopped: peak summed PSS/RSS, CPU seconds per kind."""
 
-    def __init__(self, root: int, every: float = 0.1) -> None:
+    def __init__(self, root: int, every: float = 0.1, pss: bool = True) -> None:
         super().__init__(daemon=True)
-        self.root, self.every = root, every
+        self.root, self.every, self.pss = root, every, pss
         self.peak_pss = self.peak_rss = 0
         self.cpu: dict[int, tuple[str, float]] = {}
         self.peak_kinds: dict[str, int] = {}  # PSS per kind of process at the peak
@@ -106,7 +114,7 @@ class TreeSampler(threading.Thread):
             pss = rss = 0
             kinds: dict[str, int] = defaultdict(int)
             for pid in _tree(self.root):
-                sample = _sample(pid)
+                sample = _sample(pid, self.pss)
                 if sample is None:
                     continue
                 name, cpu, p, r = sample
@@ -125,13 +133,22 @@ class TreeSampler(threading.Thread):
         return dict(kinds)
 
 
+# pylint: disable-next=too-many-arguments,too-many-positional-arguments
 def run_once(
-    backend: str, size: str, rounds: int, folder: Path, extra: list[str], code: str | None = None
+    backend: str,
+    size: str,
+    rounds: int,
+    folder: Path,
+    extra: list[str],
+    code: str | None = None,
+    memory: bool = False,
 ) -> dict:
     """Run one config in a child process; return its round times, peak memory and CPU.
 
     ``code``: a folder whose ``flwr_multilevel`` the child imports instead (a
-    checkout of an earlier commit, for before/after).
+    checkout of an earlier commit, for before/after). ``memory``: sample the
+    PSS every 0.1 s (a run for the memory columns; its round times are not
+    used); otherwise only CPU times and RSS, every 0.5 s.
     """
     hubs, workers = size.split("x")
     out = folder / f"{backend}-{size}-{time.monotonic_ns()}"
@@ -158,7 +175,7 @@ def run_once(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
     )
     _ROOT[0] = child.pid
-    sampler = TreeSampler(child.pid)
+    sampler = TreeSampler(child.pid, 0.1 if memory else 0.5, pss=memory)
     sampler.start()
     _, err = child.communicate()
     sampler.stop.set()
@@ -204,6 +221,12 @@ def main() -> None:
                     backend = name.split("@")[0]
                     result = run_once(backend, size, rounds, Path(tmp), extra, codes.get(name))
                     runs[name].append(result)
+            for name in runs:  # memory: one more run each, sampled closely (slows it down)
+                memory = run_once(
+                    name.split("@")[0], size, rounds, Path(tmp), extra, codes.get(name), True
+                )
+                for result in runs[name]:
+                    result.update({k: memory[k] for k in ("pss", "rss", "kinds")})
             rows.append((size, runs))
             print_table(rows, args.warmup)
 

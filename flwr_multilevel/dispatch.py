@@ -166,7 +166,7 @@ class Dispatch:
                 self._passes.notify_all()
             self._arrived.wait(interval)
 
-    def settle(self, timeout: float, quiet: float = 0.001) -> None:
+    def settle(self, timeout: float, quiet: float = 0.0005) -> None:
         """Wait until the grid has stopped storing messages and the feeder has queued them.
 
         That is: no message stored for ``quiet`` seconds and no pass of the

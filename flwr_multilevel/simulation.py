@@ -20,7 +20,7 @@ from .dispatch import Dispatch
 POLL_INTERVAL = 0.01  # seconds between reply polls of Flower's in-memory grid (its default: 0.1)
 SETTLE = 0.005  # seconds a worker waits for the feeder to queue the rest of a round
 FEEDER_NODES = 16  # up to this many nodes the engine's node feeder also waits POLL_INTERVAL
-FAST_POLL = 0.002  # seconds between the grid's reply polls up to FAST_POLL_NODES nodes
+FAST_POLL = 0.001  # seconds between the grid's reply polls up to FAST_POLL_NODES nodes
 FAST_POLL_NODES = 64
 SLOW_POLL = 0.1  # the longest wait between the grid's reply polls (Flower's own)
 
@@ -35,7 +35,7 @@ def poll_interval(nodes: int) -> float:
     Examples
     --------
     >>> poll_interval(12), poll_interval(200), poll_interval(1000), poll_interval(10**5)
-    (0.002, 0.01, 0.05, 0.1)
+    (0.001, 0.01, 0.05, 0.1)
     """
     if nodes <= FAST_POLL_NODES:
         return FAST_POLL
