@@ -15,6 +15,10 @@ project's code runs unchanged. The ClientApp travels to the actors pickled
 with every message (Flower's way), so the ``app`` timer runs inside them;
 ``--app-by-value`` forces that for a ClientApp that would travel by name.
 
+It profiles Flower's own path, one actor call per message
+(``simulation.ray_groups=false``); the default grouped path is timed by
+``bench/ray_vs_inprocess.py``.
+
     python bench/ray_profile.py [--hubs 3] [--workers 4] [--rounds 12] [key=value ...]
 """
 
@@ -124,6 +128,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> None:
         f"hubs.workers={args.workers}",
         "eval.hubs=false",
         "batch_size=32",
+        "simulation.ray_groups=false",  # the stages below are those of one call per message
         *overrides,
     ]
     apps = APPS

@@ -171,8 +171,13 @@ def run_once(
     env = dict(os.environ)
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([code, *env.get("PYTHONPATH", "").split(os.pathsep)])
-    child = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    child = subprocess.Popen(  # python -m puts its working folder first on sys.path
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=code if code is not None else Path(__file__).resolve().parent.parent,
     )
     _ROOT[0] = child.pid
     sampler = TreeSampler(child.pid, 0.1 if memory else 0.5, pss=memory)

@@ -15,6 +15,14 @@ after its deadline is refused by the LinkState with an error in the log.
 * a message that expired while waiting for a free worker is not run;
 * a reply that completes after its message's deadline is dropped quietly.
 
+It also hands messages out faster: the feeder takes the messages the grid
+stores as they come (an inbox per node) instead of asking the LinkState node
+after node, which scans every stored message each time (O(N^2) per pass over
+N nodes: 60% of the driver's CPU at 1,000 workers), and it runs as soon as a
+message is stored instead of every 0.1 s. :meth:`Dispatch.settle` lets a
+worker wait until a round's messages are all queued before it takes a group
+(:mod:`~flwr_multilevel.ray_groups`).
+
 Messages must carry the round's deadline as their ``ttl`` (MLL-SGD sets it
 to the round's timeout). Work already running cannot be stopped: Ray has no
 way to pre-empt an actor's Python code, so a worker that overruns holds its
