@@ -11,8 +11,9 @@ group of queued messages and hands them to its actor in ONE call. The actor
 runs the same ClientApp on every message with that node's Context, as
 Flower's actor does, and streams the replies back in chunks (every
 ``YIELD_EVERY`` seconds), so a reply reaches the LinkState as soon as its
-chunk is done, not when the whole group is. Nothing else in the engine
-changes: the LinkState, the node feeder, the contexts, the error replies.
+chunk is done, not when the whole group is. The ClientApp travels to each
+actor once, not with every message. The LinkState, the contexts and the
+error replies stay Flower's.
 
 A group never holds messages hostage behind a slow one: when an actor sends
 nothing for ``STALL`` seconds, the lane *cuts* the group: the actor finishes
@@ -61,12 +62,12 @@ def group_size(pending: int, lanes: int, limit: int = MAX_GROUP) -> int:
 
 
 class GroupActor:
-    """A Ray actor that runs Flower ClientApps, one message or a group per call.
+    """A Ray actor that runs a Flower ClientApp on groups of messages.
 
-    ``run`` is Flower's ``ClientAppActor.run`` (the engine may still call it);
-    ``run_group`` runs a group and streams the outcomes; ``cut`` stops a group
-    after the message it is running. Two calls may run at once (``cut`` while
-    ``run_group`` works).
+    It takes the place of Flower's ``ClientAppActor`` in the engine's actor
+    pool (same constructor). ``run_group`` runs a group and streams the
+    outcomes; ``cut`` stops a group after the message it is running. Two
+    calls may run at once (``cut`` while ``run_group`` works).
     """
 
     def __init__(self, on_actor_init_fn: Callable[[], None] | None = None) -> None:
@@ -78,19 +79,6 @@ class GroupActor:
         self._finished: OrderedDict[int, int] = OrderedDict()  # recent groups that ran out
         self._done: dict[int, list[Outcome]] = {}  # outcomes not sent yet, by group
         self._apps: dict[str, Any] = {}  # the ClientApp this actor holds, by engine run
-
-    def run(
-        self, client_app_fn: Callable[[], Any], message: Message, cid: str, context: Context
-    ) -> tuple[str, Message, Context]:
-        """Run one message, as Flower's actor does."""
-        # pylint: disable-next=import-outside-toplevel
-        from flwr.clientapp.exception import ClientAppException
-
-        try:
-            reply = client_app_fn()(message=message, context=context)
-        except Exception as err:  # pylint: disable=broad-except
-            raise ClientAppException(str(err)) from err
-        return cid, reply, context
 
     # pylint: disable-next=too-many-arguments,too-many-positional-arguments
     def run_group(
