@@ -37,6 +37,7 @@ HEADER = struct.Struct(">qq")  # (sender hub id, round)
 REQUEST = struct.Struct(">qq")  # (round, requesting hub id)
 POLL_S = 0.05  # pause between two fetches of a model not published yet
 KEEP_ROUNDS = 4
+CLOSE_GRACE_S = 1.0  # seconds answers in flight may take to finish when the layer closes
 WITHHELD = "withheld: "  # details of the answer for a round this hub sits out
 _IDENTITY = re.compile(r"hub-(\d+)")
 
@@ -470,7 +471,8 @@ class NetworkPeerLayer(PeerLayer):
 
         Before stopping, keep serving until every out-neighbour fetched the
         last round published (a slower neighbour still gets it), for at most
-        ``linger`` seconds (default: ``timeout``; 0 stops at once).
+        ``linger`` seconds (default: ``timeout``; 0 stops at once). Answers
+        still in flight then get up to ``CLOSE_GRACE_S`` seconds to finish.
         """
         linger = self.timeout if linger is None else linger
         deadline = time.monotonic() + linger
@@ -488,7 +490,10 @@ class NetworkPeerLayer(PeerLayer):
                     missing,
                     last,
                 )
-        self._server.stop(grace=None)
+        # A reader is counted when its fetch is served, before the payload is sent: a grace
+        # period lets that last answer (and any other in flight) finish instead of cutting it
+        grace = None if linger <= 0 else min(CLOSE_GRACE_S, linger)
+        self._server.stop(grace=grace).wait()
         for channel in self._channels.values():
             channel.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
