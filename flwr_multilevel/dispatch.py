@@ -154,7 +154,7 @@ class Dispatch:
             with self._passes:
                 self._feeding = True
             for node_id, waiting in inbox.items():
-                if self.busy(node_id):
+                if not (waiting or polled or first) or self.busy(node_id):
                     continue  # its next message waits (and may expire) in the LinkState
                 if polled or first:
                     for msg in state.get_message_ins(node_id=node_id, limit=1):

@@ -160,15 +160,17 @@ class GroupActor:
 
 RayGroupActor = ray.remote(max_concurrency=2)(GroupActor)  # type: ignore[call-overload]
 _GROUP_IDS = count()
-_APPS_LOCK = threading.Lock()
 
 
-def _app_holders(backend: Any) -> tuple[str, set[int]]:
-    """Return the backend's app key and the ids of its actors that hold the ClientApp."""
-    with _APPS_LOCK:
-        if not hasattr(backend, "_mll_app"):
-            backend._mll_app = (uuid.uuid4().hex, set())  # pylint: disable=protected-access
-        return backend._mll_app  # type: ignore[no-any-return]  # pylint: disable=protected-access
+class Lanes:
+    """One engine run's lanes: how many run a group, and which actors hold the ClientApp."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.busy = 0  # lanes running a group
+        self.app_key = uuid.uuid4().hex  # names this run's ClientApp in the actors
+        self.holders: set[int] = set()  # ids of the actor handles that hold it (the pool
+        # keeps its actors alive, so an id stays theirs)
 
 
 def grouped_worker(
@@ -178,14 +180,17 @@ def grouped_worker(
     backend: Any,
     f_stop: threading.Event,
     metrics: Any,
+    *,
+    lanes: Lanes,
     settle: Callable[[], None] = lambda: None,
 ) -> None:
     """Run one of the engine's ``worker`` threads (a lane): groups of messages, one call each.
 
-    Same arguments as Flower's ``vce_api.worker``; ``settle`` waits (briefly)
-    for the node feeder to queue the rest of a round's messages.
+    Same positional arguments as Flower's ``vce_api.worker``; ``lanes`` is
+    shared by the run's lanes, ``settle`` waits (briefly) for the node feeder
+    to queue the rest of a round's messages.
     """
-    lanes = max(1, int(backend.num_workers))
+    actors = max(1, int(backend.num_workers))
     while not f_stop.is_set():
         try:
             first = messages.get(timeout=1.0)
@@ -193,37 +198,19 @@ def grouped_worker(
             continue
         settle()
         group = [first]
-        with _BUSY_LANES:  # share what is queued with the lanes not running a group
-            want = group_size(messages.qsize() + 1, lanes - _BUSY_LANES.count)
-            _BUSY_LANES.count += 1
+        with lanes.lock:  # share what is queued with the lanes not running a group
+            want = group_size(messages.qsize() + 1, actors - lanes.busy)
+            lanes.busy += 1
         try:
             while len(group) < want:
                 try:
                     group.append(messages.get(block=False))
                 except Empty:
                     break
-            _run_group(group, messages, replies, node_info_store, backend, metrics)
+            _run_group(group, messages, replies, node_info_store, backend, metrics, lanes)
         finally:
-            with _BUSY_LANES:
-                _BUSY_LANES.count -= 1
-
-
-class _Lanes:
-    """How many lanes are running a group (guarded by its own lock)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-
-    def __enter__(self) -> "_Lanes":
-        self._lock.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-
-
-_BUSY_LANES = _Lanes()
+            with lanes.lock:
+                lanes.busy -= 1
 
 
 # pylint: disable-next=too-many-arguments,too-many-positional-arguments,too-many-locals
@@ -234,6 +221,7 @@ def _run_group(
     node_info_store: dict[int, Any],
     backend: Any,
     metrics: Any,
+    lanes: Lanes,
 ) -> None:
     """Run ``group`` on one actor; put every reply (or error reply) into ``replies``."""
     stores = [node_info_store[m.metadata.dst_node_id] for m in group]
@@ -241,15 +229,14 @@ def _run_group(
     contexts = [s.retrieve_context(run_id=r) for s, r in zip(stores, run_ids, strict=True)]
     done: set[int] = set()
     group_id, actor = next(_GROUP_IDS), []
-    app_key, holders = _app_holders(backend)
 
     def call(a: Any, app_fn: Any, msgs: Any, _cid: Any, ctxs: Any) -> Any:
         actor.append(a)
-        with _APPS_LOCK:
-            known = id(a) in holders  # the pool keeps its actors alive: ids stay theirs
-            holders.add(id(a))
+        with lanes.lock:
+            known = id(a) in lanes.holders
+            lanes.holders.add(id(a))
         return a.run_group.options(num_returns="streaming").remote(
-            group_id, app_key, None if known else app_fn, msgs, ctxs
+            group_id, lanes.app_key, None if known else app_fn, msgs, ctxs
         )
 
     def deliver(chunk: list[Outcome]) -> None:

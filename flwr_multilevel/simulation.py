@@ -88,9 +88,10 @@ def fast_node_polling(interval: float | None = None, groups: bool = True) -> Ite
     vce_api.add_messages_to_queue = dispatch.feeder(  # type: ignore[attr-defined]
         POLL_INTERVAL if interval is None else interval
     )
-    vce_api.worker = dispatch.worker(worker)  # type: ignore[attr-defined]
     try:
-        with _grouped_messages(vce_api, dispatch, groups):
+        with _grouped_messages(dispatch, groups) as grouped:
+            # the engine's workers (grouped or Flower's own), on checked queues
+            vce_api.worker = dispatch.worker(grouped or worker)  # type: ignore[attr-defined]
             yield
     finally:
         vce_api.add_messages_to_queue = feeder  # type: ignore[attr-defined]
@@ -98,29 +99,30 @@ def fast_node_polling(interval: float | None = None, groups: bool = True) -> Ite
 
 
 @contextmanager
-def _grouped_messages(vce_api: Any, dispatch: Dispatch, groups: bool) -> Iterator[None]:
+def _grouped_messages(dispatch: Dispatch, groups: bool) -> Iterator[Any]:
     """Within the block, each Ray actor call runs a group of messages (:mod:`.ray_groups`).
 
-    The engine's actors become :class:`~flwr_multilevel.ray_groups.GroupActor`
-    and its workers take groups. Nothing changes if ``groups`` is False or
-    Flower's engine no longer has the pieces this replaces.
+    The engine's actors become :class:`~flwr_multilevel.ray_groups.GroupActor`;
+    yields the engine ``worker`` that takes groups, or None (nothing changed)
+    if ``groups`` is False or Flower's engine no longer has the actor this replaces.
     """
     # pylint: disable-next=import-outside-toplevel
     from flwr.server.superlink.fleet.vce.backend import raybackend
 
     actor = getattr(raybackend, "ClientAppActor", None)
     if not groups or actor is None:
-        yield
+        yield None
         return
     # pylint: disable-next=import-outside-toplevel
     from . import ray_groups
 
     raybackend.ClientAppActor = ray_groups.RayGroupActor  # type: ignore[misc]
-    vce_api.worker = dispatch.worker(  # the lanes, on the same checked queues
-        functools.partial(ray_groups.grouped_worker, settle=lambda: dispatch.settle(SETTLE))
-    )
     try:
-        yield
+        yield functools.partial(
+            ray_groups.grouped_worker,
+            lanes=ray_groups.Lanes(),
+            settle=lambda: dispatch.settle(SETTLE),
+        )
     finally:
         raybackend.ClientAppActor = actor  # type: ignore[misc]
 
