@@ -35,15 +35,15 @@ from flwr.app import ConfigRecord
 from torch.nn import functional as F
 
 import flwr_multilevel.client_app as client_app_module
-import flwr_multilevel.experiment as experiment_module
-import flwr_multilevel.local_data as local_data_module
+import flwr_multilevel.experiment.local_data as local_data_module
+import flwr_multilevel.experiment.prepare as experiment_module
 from flwr_multilevel.clients.worker import step_schedule
-from flwr_multilevel.config import load_config, validate
-from flwr_multilevel.data import Dataset
-from flwr_multilevel.experiment import Experiment, build_mllsgd, initial_model, prepare
-from flwr_multilevel.experiment import train_config as make_train_config
-from flwr_multilevel.local_grid import LocalGrid
-from flwr_multilevel.models import build_model
+from flwr_multilevel.engines.local_grid import LocalGrid
+from flwr_multilevel.experiment.config import load_config, validate
+from flwr_multilevel.experiment.data import Dataset
+from flwr_multilevel.experiment.models import build_model
+from flwr_multilevel.experiment.prepare import Experiment, build_mllsgd, initial_model, prepare
+from flwr_multilevel.experiment.prepare import train_config as make_train_config
 
 NETWORK_50 = ["hubs.count=5", "hubs.workers=10", "tau=8", "q=4", "rates.distribution=fixed"]
 CONFIGS: dict[str, list[str]] = {

@@ -32,11 +32,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
-from flwr_multilevel.batched import BatchedMLLSGD  # noqa: E402
-from flwr_multilevel.data import partition  # noqa: E402
-from flwr_multilevel.hierarchy import build_hierarchy  # noqa: E402
-from flwr_multilevel.mixing import complete_mixing  # noqa: E402
-from flwr_multilevel.models import build_model  # noqa: E402
+from flwr_multilevel.engines.batched import BatchedMLLSGD  # noqa: E402
+from flwr_multilevel.experiment.data import partition  # noqa: E402
+from flwr_multilevel.experiment.models import build_model  # noqa: E402
+from flwr_multilevel.model.hierarchy import build_hierarchy  # noqa: E402
+from flwr_multilevel.model.mixing import complete_mixing  # noqa: E402
 
 COIN_STREAM, BATCH_STREAM = 0, 1
 CONFIG = ROOT / "baselines" / "paper" / "fig1_emnist.yaml"

@@ -37,9 +37,9 @@ from flwr.server.superlink.fleet.vce.backend import raybackend
 from flwr.server.superlink.linkstate import in_memory_linkstate
 from flwr.superlink.grid import inmemory_grid
 
-import flwr_multilevel.launch as launch
-import flwr_multilevel.simulation as simulation
-from flwr_multilevel.cli import main
+import flwr_multilevel.engines.launch as launch
+import flwr_multilevel.engines.simulation as simulation
+from flwr_multilevel.cli.main import main
 
 TIMES: dict[str, list[tuple[float, float]]] = defaultdict(list)  # stage -> (start, seconds)
 

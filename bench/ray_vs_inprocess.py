@@ -155,7 +155,7 @@ def run_once(
     cmd = [
         sys.executable,
         "-m",
-        "flwr_multilevel.cli",
+        "flwr_multilevel.cli.main",
         "run",
         f"rounds={rounds}",
         f"hubs.count={hubs}",

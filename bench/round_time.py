@@ -2,7 +2,7 @@
 
 Every backend runs the same config (``--hubs`` x ``--workers``, digits,
 logreg by default) in this one script; the first ``--warmup`` rounds are left
-out. ``ray`` waits ``flwr_multilevel.simulation.POLL_INTERVAL`` (0.01 s) between
+out. ``ray`` waits ``flwr_multilevel.engines.simulation.POLL_INTERVAL`` (0.01 s) between
 the engine's polls (the grid's for replies, the node feeder's for messages);
 ``ray-poll-0.1`` is the same run with Flower's 0.1 s waits, i.e. Flower as it
 ships (``--no-default-poll`` skips it). Prints the mean per round of each and the
@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import flwr_multilevel.simulation as simulation
-from flwr_multilevel.cli import main
+import flwr_multilevel.engines.simulation as simulation
+from flwr_multilevel.cli.main import main
 
 
 def per_round(folder: Path, warmup: int) -> list[float]:

@@ -4,17 +4,18 @@ The network model (hubs, workers, operating rates, hub graphs, mixing
 matrices) is importable without Flower or torch; the engine, apps and command
 line compose it with Flower's Message API.
 
-Its subpackages ``flwr_multilevel.strategies`` (server side), ``.clients``
-(worker side) and ``.baselines`` (configs) live at the top of the source
-repository and are installed inside this package, so nothing generic lands at
-the top of site-packages.
+Subpackages: ``model`` (the pure network model), ``protocol`` (message keys
+and codec), ``experiment`` (config, data, models), ``run`` (the run core),
+``engines`` (in-process, Ray, batched), ``deploy`` (hubs as SuperLinks),
+``cli``; and what a Flower user imports: ``strategies`` (server side),
+``clients`` (worker side), plus ``baselines`` (configs). The source
+repository shows ``strategies/``, ``clients/`` and ``baselines/`` at its top
+as links to these folders; ``flwr_multilevel`` is the one importable name.
 """
 
-from pathlib import Path as _Path
-
-from .errors import ConfigError
-from .hierarchy import Hierarchy, build_hierarchy, hub_sizes
-from .mixing import (
+from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy, hub_sizes
+from flwr_multilevel.model.mixing import (
     Spectrum,
     check_mixing,
     complete_mixing,
@@ -23,18 +24,10 @@ from .mixing import (
     mixing_matrix,
     spectrum,
 )
-from .rates import operating_rates
-from .topology import hub_graph, load_graph_file
+from flwr_multilevel.model.rates import operating_rates
+from flwr_multilevel.model.topology import hub_graph, load_graph_file
 
 __version__ = "0.1.0"
-
-# In a source checkout (or a Flower App bundle of it) the subpackages sit beside
-# this folder; an installed wheel holds them inside it.
-_SOURCE_ROOT = _Path(__file__).resolve().parent.parent
-if not (_Path(__file__).parent / "strategies").is_dir() and all(
-    (_SOURCE_ROOT / name / "__init__.py").is_file() for name in ("strategies", "clients")
-):
-    __path__.append(str(_SOURCE_ROOT))  # noqa: F821 (the package's own __path__)
 
 __all__ = [
     "ConfigError",

@@ -6,10 +6,10 @@ import torch
 from flwr.app import ConfigRecord, Context
 from flwr.clientapp import ClientApp
 
-from .clients import WorkerTask, config_number, make_worker_train, multilevel_mod
-from .data import load_dataset
-from .local_data import Split, worker_data
-from .models import build_model, resolve_device
+from flwr_multilevel.clients import WorkerTask, config_number, make_worker_train, multilevel_mod
+from flwr_multilevel.experiment.data import load_dataset
+from flwr_multilevel.experiment.local_data import Split, worker_data
+from flwr_multilevel.experiment.models import build_model, resolve_device
 
 app = ClientApp(mods=[multilevel_mod])
 

@@ -8,10 +8,10 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from . import experiment
-from .config import checked_run_config
-from .errors import ConfigError, RunAborted
-from .simulation import poll_interval, tune_grid
+from flwr_multilevel.engines.simulation import poll_interval, tune_grid
+from flwr_multilevel.errors import ConfigError, RunAborted
+from flwr_multilevel.experiment import prepare as experiment
+from flwr_multilevel.experiment.config import checked_run_config
 
 ONE_LINE_ERRORS = (ConfigError, RunAborted)  # reported in one line, never as a traceback
 

@@ -14,7 +14,7 @@ for _var, _value in {
 }.items():
     os.environ.setdefault(_var, _value)
 
-from flwr_multilevel.config import load_config, validate  # noqa: E402
+from flwr_multilevel.experiment.config import load_config, validate  # noqa: E402
 
 
 def make_config(tmp_path, overrides: Sequence[str] = ()) -> DictConfig:

@@ -6,8 +6,8 @@ import numpy as np
 from flwr.app import ConfigRecord
 
 from flwr_multilevel.client_app import app as client_app
-from flwr_multilevel.experiment import build_mllsgd, initial_model, prepare, train_config
-from flwr_multilevel.local_grid import LocalGrid
+from flwr_multilevel.engines.local_grid import LocalGrid
+from flwr_multilevel.experiment.prepare import build_mllsgd, initial_model, prepare, train_config
 
 
 def run_engine(cfg, strategy=None, on_round=None):

@@ -10,7 +10,7 @@ import tomllib
 from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from flwr_multilevel.local_grid import LocalGrid
+from flwr_multilevel.engines.local_grid import LocalGrid
 from flwr_multilevel.strategies import MLLSGD
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from flwr_multilevel.cli import main
+from flwr_multilevel.cli.main import main
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_missing_config_file(capsys):
 
 def test_real_process_prints_no_traceback():
     proc = subprocess.run(
-        [sys.executable, "-m", "flwr_multilevel.cli", "run", "q=0"],
+        [sys.executable, "-m", "flwr_multilevel", "run", "q=0"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -98,10 +98,11 @@ import yaml  # noqa: E402
 from flwr.common.config import flatten_dict  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from flwr_multilevel import config as config_module  # noqa: E402
-from flwr_multilevel import data, mixing, models, rates, schema, topology  # noqa: E402
-from flwr_multilevel.compare import load_comparison, slug  # noqa: E402
-from flwr_multilevel.config import (  # noqa: E402
+from flwr_multilevel.cli.compare import load_comparison, slug  # noqa: E402
+from flwr_multilevel.errors import ConfigError  # noqa: E402
+from flwr_multilevel.experiment import config as config_module  # noqa: E402
+from flwr_multilevel.experiment import data, models, schema  # noqa: E402
+from flwr_multilevel.experiment.config import (  # noqa: E402
     checked_run_config,
     default_config,
     from_run_config,
@@ -110,8 +111,8 @@ from flwr_multilevel.config import (  # noqa: E402
     validate,
     warnings_of,
 )
-from flwr_multilevel.errors import ConfigError  # noqa: E402
-from flwr_multilevel.results import RunRecorder, check_output_dir, plan_output_dir  # noqa: E402
+from flwr_multilevel.model import mixing, rates, topology  # noqa: E402
+from flwr_multilevel.run.results import RunRecorder, check_output_dir, plan_output_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from flwr_multilevel.compare import baseline_names, baseline_path
-from flwr_multilevel.config import load_config, validate
-from flwr_multilevel.experiment import prepare
-from flwr_multilevel.launch import launch
+from flwr_multilevel.cli.compare import baseline_names, baseline_path
+from flwr_multilevel.engines.launch import launch
+from flwr_multilevel.experiment.config import load_config, validate
+from flwr_multilevel.experiment.prepare import prepare
 
 from .helpers import read_csv
 

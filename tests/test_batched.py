@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from flwr_multilevel.batched import BatchedMLLSGD, example_weights, round_draws, simulate
-from flwr_multilevel.batched_grads import gradient_function
 from flwr_multilevel.clients.worker import step_schedule
+from flwr_multilevel.engines.batched import BatchedMLLSGD, example_weights, round_draws, simulate
+from flwr_multilevel.engines.batched_grads import gradient_function
 from flwr_multilevel.errors import ConfigError
-from flwr_multilevel.experiment import initial_model, prepare
-from flwr_multilevel.models import build_model
+from flwr_multilevel.experiment.models import build_model
+from flwr_multilevel.experiment.prepare import initial_model, prepare
 
 from .helpers import flat, run_engine
 
@@ -231,7 +231,7 @@ def test_gpu_bench_draws_are_the_workers_draws():
 
 
 def test_batched_backend_writes_the_same_results_folder_as_the_engine(tmp_path):
-    from flwr_multilevel.cli import main
+    from flwr_multilevel.cli.main import main
 
     common = ["rounds=4", "q=2", "hubs.workers=[1,2,3]", "eval.hubs=true"]
     for backend in ("batched", "inprocess"):
@@ -259,7 +259,7 @@ def test_batched_backend_writes_the_same_results_folder_as_the_engine(tmp_path):
 
 
 def test_batched_backend_refuses_what_it_cannot_run(tmp_path):
-    from flwr_multilevel.cli import main
+    from flwr_multilevel.cli.main import main
 
     args = ["run", "simulation.backend=batched", f"output_dir={tmp_path / 'x'}"]
     assert main([*args, "strategy.name=FedAdam"]) == 2

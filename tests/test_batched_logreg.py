@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from flwr_multilevel.batched_grads import logreg_chunk, logreg_sgd_step_, put_rows_
-from flwr_multilevel.resident import resident_copy
+from flwr_multilevel.engines.batched_grads import logreg_chunk, logreg_sgd_step_, put_rows_
+from flwr_multilevel.engines.resident import resident_copy
 
 WORKERS, CLASSES, LR = 7, 4, 0.3
 
@@ -119,10 +119,10 @@ def test_put_rows_and_resident_copy_keep_values():
 
 def test_hub_averages_by_slices_equal_the_dense_product(tmp_path):
     """The CPU's sliced float64 hub sums equal ``A @ x`` (the GPU's dense product)."""
-    from flwr_multilevel.batched import AVERAGE_SLICE, BatchedMLLSGD
     from flwr_multilevel.clients.worker import step_schedule
-    from flwr_multilevel.experiment import prepare
-    from flwr_multilevel.models import build_model
+    from flwr_multilevel.engines.batched import AVERAGE_SLICE, BatchedMLLSGD
+    from flwr_multilevel.experiment.models import build_model
+    from flwr_multilevel.experiment.prepare import prepare
 
     from .conftest import make_config
 

@@ -6,9 +6,9 @@ import numpy as np
 from flwr.app import ArrayRecord
 from flwr.common.serde import array_record_to_proto
 
-from flwr_multilevel.arrays import record_bytes
-from flwr_multilevel.experiment import initial_model, prepare
-from flwr_multilevel.launch import launch
+from flwr_multilevel.engines.launch import launch
+from flwr_multilevel.experiment.prepare import initial_model, prepare
+from flwr_multilevel.protocol.arrays import record_bytes
 
 from .helpers import read_csv, run_engine
 

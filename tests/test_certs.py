@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from flwr.cli.supernode.register import try_load_public_key
 
-from flwr_multilevel.certs import make_federation
-from flwr_multilevel.cli import main
+from flwr_multilevel.cli.main import main
+from flwr_multilevel.deploy.certs import make_federation
 
 
 def test_make_federation_writes_a_verifiable_set(tmp_path):

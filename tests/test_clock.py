@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from flwr_multilevel.clients.worker import step_schedule
-from flwr_multilevel.clock import round_slots, slots_to_finish
-from flwr_multilevel.rates import COIN_STREAM
+from flwr_multilevel.model.clock import round_slots, slots_to_finish
+from flwr_multilevel.model.rates import COIN_STREAM
 
 from .helpers import run_engine
 

@@ -6,14 +6,14 @@ import json
 import pytest
 
 from flwr_multilevel import ConfigError
-from flwr_multilevel.cli import main
-from flwr_multilevel.compare import (
+from flwr_multilevel.cli.compare import (
     COLUMNS,
     default_targets,
     load_comparison,
     run_comparison,
     summarize,
 )
+from flwr_multilevel.cli.main import main
 
 from .helpers import read_csv
 
@@ -196,7 +196,7 @@ def test_every_run_writes_its_theory(tmp_path):
 
 
 def test_plot_of_a_comparison_keeps_its_title(tmp_path, monkeypatch):
-    from flwr_multilevel import plots
+    from flwr_multilevel.run import plots
 
     out = tmp_path / "cmp"
     run_comparison(load_comparison(["local_sgd"], FAST), out)
@@ -230,7 +230,7 @@ def test_paper_configs_load_and_match_the_paper():
             if run.label.startswith(("MLL", "HL")) or "hubs x" in run.label:
                 assert cfg.q * cfg.tau == 32, (file.stem, run.label)
         if "fig4" in file.stem or "fig5" in file.stem:
-            from flwr_multilevel.rates import operating_rates
+            from flwr_multilevel.model.rates import operating_rates
 
             for run in comparison.runs[1:]:
                 options = dict(run.cfg.rates)
@@ -246,7 +246,7 @@ def test_runs_may_read_the_same_data_from_different_roots(tmp_path):
 
 
 def test_compare_over_seeds_adds_mean_rows_and_bands(tmp_path, capsys):
-    from flwr_multilevel.cli import main as cli_main
+    from flwr_multilevel.cli.main import main as cli_main
 
     out = tmp_path / "cmp"
     status = cli_main(
@@ -281,6 +281,6 @@ def test_compare_over_seeds_adds_mean_rows_and_bands(tmp_path, capsys):
 
 
 def main_rejects_bad_seeds(tmp_path):
-    from flwr_multilevel.cli import main as cli_main
+    from flwr_multilevel.cli.main import main as cli_main
 
     return cli_main(["compare", "mll_sgd", "--seeds", "1,1", "--out", str(tmp_path / "x")]) == 2

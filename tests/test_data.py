@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from flwr_multilevel import ConfigError
-from flwr_multilevel.data import label_counts, load_dataset, partition
-from flwr_multilevel.experiment import prepare
-from flwr_multilevel.models import build_model
+from flwr_multilevel.experiment.data import label_counts, load_dataset, partition
+from flwr_multilevel.experiment.models import build_model
+from flwr_multilevel.experiment.prepare import prepare
 
 from .helpers import run_engine
 
@@ -124,7 +124,7 @@ def test_cuda_without_a_gpu_is_a_named_error(config):
 
 
 def test_train_loss_on_a_fixed_sample_and_hub_scores_off(config):
-    from flwr_multilevel.experiment import Evaluator, initial_model
+    from flwr_multilevel.experiment.prepare import Evaluator, initial_model
 
     exp = prepare(config("eval.train_examples=100", "eval.hubs=false"))
     evaluate = Evaluator(exp)

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from flwr_multilevel import cli, experiment
-from flwr_multilevel.deploy import DeployOutcome, HubWatch, deploy_on
-from flwr_multilevel.deploy_processes import descendants, local_federation, pid_alive
-from flwr_multilevel.launch import launch
+from flwr_multilevel import cli
+from flwr_multilevel.deploy.federation import descendants, local_federation, pid_alive
+from flwr_multilevel.deploy.runner import DeployOutcome, HubWatch, deploy_on
+from flwr_multilevel.engines.launch import launch
+from flwr_multilevel.experiment import prepare as experiment
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.deployment
@@ -139,7 +140,7 @@ def test_a_killed_hub_is_skipped_and_named(deployed):
 
 
 def test_cli_exits_non_zero_naming_the_failed_hub(monkeypatch, tmp_path, capsys):
-    import flwr_multilevel.deploy as deploy_module
+    import flwr_multilevel.deploy.runner as deploy_module
 
     def fake(exp, **kwargs):
         return DeployOutcome({}, {2: "its ServerApp (pid 7) died"})
@@ -153,7 +154,7 @@ def test_cli_exits_non_zero_naming_the_failed_hub(monkeypatch, tmp_path, capsys)
 def test_cli_deploy_sigint_leaves_no_process(tmp_path):
     """Ctrl-C while the hubs run: every process deploy started, and below them, is gone."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "flwr_multilevel.cli", "deploy", "--insecure"]
+    argv = [sys.executable, "-m", "flwr_multilevel", "deploy", "--insecure"]
     argv += ["hubs.count=2", "hubs.workers=1", "rounds=50", f"output_dir={tmp_path}"]
     log_path = tmp_path / "deploy.log"
     with log_path.open("w") as log_file:

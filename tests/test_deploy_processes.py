@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flwr_multilevel.certs import make_supernode_keys, write_private
-from flwr_multilevel.deploy_processes import (
+from flwr_multilevel.deploy.certs import make_supernode_keys, write_private
+from flwr_multilevel.deploy.federation import (
     DeploymentError,
     descendants,
     local_federation,
@@ -93,7 +93,7 @@ def test_no_process_left_after_an_exception(tmp_path):
 
 SCRIPT = """
 import json, sys, time
-from flwr_multilevel.deploy_processes import descendants, local_federation
+from flwr_multilevel.deploy.federation import descendants, local_federation
 with local_federation(sys.argv[1], [1], insecure=True) as fed:
     pids = [*fed.group.pids, *(c for p in fed.group.pids for c in descendants(p))]
     print(json.dumps(pids), flush=True)

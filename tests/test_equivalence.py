@@ -6,8 +6,8 @@ from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import FedAvg
 
 from flwr_multilevel.client_app import app as client_app
-from flwr_multilevel.experiment import initial_model, train_config
-from flwr_multilevel.local_grid import LocalGrid
+from flwr_multilevel.engines.local_grid import LocalGrid
+from flwr_multilevel.experiment.prepare import initial_model, train_config
 
 from .helpers import flat, run_engine
 from .reference import algorithm_1, logreg_gradient

@@ -12,10 +12,10 @@ from flwr.cli.config_utils import load_and_validate
 from flwr.cli.utils import validate_project_name
 from flwr.common.config import flatten_dict, fuse_dicts, parse_config_args
 
-from flwr_multilevel.config import load_config, validate
-from flwr_multilevel.experiment import prepare
-from flwr_multilevel.launch import launch
-from flwr_multilevel.local_grid import LocalGrid
+from flwr_multilevel.engines.launch import launch
+from flwr_multilevel.engines.local_grid import LocalGrid
+from flwr_multilevel.experiment.config import load_config, validate
+from flwr_multilevel.experiment.prepare import prepare
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = REPO / "baselines" / "mll_sgd"

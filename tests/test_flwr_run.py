@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from flwr_multilevel.cli import main
-from flwr_multilevel.deploy_processes import FLOWER_ENV, write_connections
-from flwr_multilevel.processes import ProcessGroup, executable, free_port, wait_for_port
+from flwr_multilevel.cli.main import main
+from flwr_multilevel.deploy.federation import FLOWER_ENV, write_connections
+from flwr_multilevel.deploy.processes import ProcessGroup, executable, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = "tau='abc'"

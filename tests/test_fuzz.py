@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flwr_multilevel import schema
-from flwr_multilevel.cli import main
-from flwr_multilevel.config import checked_run_config, default_config, to_run_config
+from flwr_multilevel.cli.main import main
 from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.experiment import schema
+from flwr_multilevel.experiment.config import checked_run_config, default_config, to_run_config
 
 SEED = 8
 RNG = random.Random(SEED)
@@ -544,7 +544,7 @@ def test_real_process(args, tmp_path):
     if args[0] == "plot":
         args += ["--out", str(out)]
     proc = subprocess.run(
-        [sys.executable, "-m", "flwr_multilevel.cli", *args],
+        [sys.executable, "-m", "flwr_multilevel", *args],
         capture_output=True,
         text=True,
         timeout=120,

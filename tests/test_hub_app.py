@@ -11,10 +11,10 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from flwr_multilevel.config import default_config, load_config, validate
-from flwr_multilevel.deploy import APP_DIR
+from flwr_multilevel.deploy.hub_app import FastGrid, peer_layer, split_run_config
+from flwr_multilevel.deploy.runner import APP_DIR
 from flwr_multilevel.errors import ConfigError
-from flwr_multilevel.hub_app import FastGrid, peer_layer, split_run_config
+from flwr_multilevel.experiment.config import default_config, load_config, validate
 
 
 def flat_keys(node, prefix=""):
@@ -34,7 +34,7 @@ def test_the_shipped_app_declares_every_key():
     """`flwr run` drops run-config keys the app does not declare: all must be there."""
     app = app_config()
     assert app["components"] == {
-        "serverapp": "flwr_multilevel.hub_app:app",
+        "serverapp": "flwr_multilevel.deploy.hub_app:app",
         "clientapp": "flwr_multilevel.client_app:app",
     }
     declared = set(app["config"])

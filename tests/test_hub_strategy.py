@@ -20,8 +20,8 @@ from flwr.serverapp.strategy import (
 
 from flwr_multilevel.client_app import app as client_app
 from flwr_multilevel.clients import multilevel_mod
-from flwr_multilevel.experiment import build_mllsgd, initial_model, prepare, train_config
-from flwr_multilevel.local_grid import LocalGrid
+from flwr_multilevel.engines.local_grid import LocalGrid
+from flwr_multilevel.experiment.prepare import build_mllsgd, initial_model, prepare, train_config
 from flwr_multilevel.strategies import HubStrategy, RunAborted, WorkerSpec
 from flwr_multilevel.strategies.peer import InProcessPeerLayer
 

@@ -12,7 +12,7 @@ from flwr_multilevel import (
     mixing_matrix,
     spectrum,
 )
-from flwr_multilevel.hierarchy import build_hierarchy
+from flwr_multilevel.model.hierarchy import build_hierarchy
 
 
 def random_case(seed):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
-from flwr_multilevel.certs import make_federation
-from flwr_multilevel.deploy_processes import free_port
+from flwr_multilevel.deploy.certs import make_federation
+from flwr_multilevel.deploy.federation import free_port
 from flwr_multilevel.strategies.network_peer import (
     METHOD,
     SERVICE,

@@ -10,10 +10,10 @@ from flwr.clientapp import ClientApp
 
 from flwr_multilevel.client_app import load_task
 from flwr_multilevel.clients import make_worker_train, multilevel_mod
-from flwr_multilevel.experiment import prepare
-from flwr_multilevel.ray_groups import GroupActor, group_size
+from flwr_multilevel.engines.ray_groups import GroupActor, group_size
+from flwr_multilevel.engines.simulation import run_in_simulation
+from flwr_multilevel.experiment.prepare import prepare
 from flwr_multilevel.server_app import make_server_app
-from flwr_multilevel.simulation import run_in_simulation
 
 from .conftest import make_config
 from .helpers import read_csv

@@ -41,7 +41,7 @@ def test_the_adoption_diff_is_the_real_one():
 def test_the_run_config_check_runs_as_written(monkeypatch, capsys):
     import shlex
 
-    from flwr_multilevel.cli import main
+    from flwr_multilevel.cli.main import main
 
     lines = [
         line.split("#")[0].strip()

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from flwr_multilevel.cli import main
+from flwr_multilevel.cli.main import main
 
 TIMING = {"elapsed_s", "seconds"}
 
@@ -38,7 +38,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, strategy):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(  # noqa: S603 (our own CLI)
-        [sys.executable, "-m", "flwr_multilevel.cli", "run", *common, f"output_dir={killed}"],
+        [sys.executable, "-m", "flwr_multilevel", "run", *common, f"output_dir={killed}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from flwr_multilevel.cli import main
-from flwr_multilevel.config import default_config, from_run_config
+from flwr_multilevel.cli.main import main
+from flwr_multilevel.experiment.config import default_config, from_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,7 @@ def test_the_ray_backend_prints_no_banner_or_warning(tmp_path):
         [
             sys.executable,
             "-m",
-            "flwr_multilevel.cli",
+            "flwr_multilevel.cli.main",
             "run",
             "rounds=2",
             "hubs.workers=1",

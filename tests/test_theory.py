@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from flwr_multilevel import ConfigError, complete_mixing, metropolis_hastings, spectrum
-from flwr_multilevel.hierarchy import build_hierarchy
-from flwr_multilevel.theory import (
+from flwr_multilevel.model.hierarchy import build_hierarchy
+from flwr_multilevel.model.theory import (
     STEP_SIZE_RATE_FLOOR,
     corollary1_holds,
     drift_factor,

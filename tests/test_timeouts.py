@@ -9,15 +9,15 @@ from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, Record
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
-from flwr_multilevel.cli import main
+from flwr_multilevel.cli.main import main
 from flwr_multilevel.client_app import load_task
 from flwr_multilevel.clients import make_worker_train, multilevel_mod
-from flwr_multilevel.dispatch import Dispatch
+from flwr_multilevel.engines.dispatch import Dispatch
+from flwr_multilevel.engines.local_grid import LocalGrid
+from flwr_multilevel.engines.simulation import run_in_simulation
 from flwr_multilevel.errors import WorkerDiscoveryError
-from flwr_multilevel.experiment import build_mllsgd, initial_model, prepare, train_config
-from flwr_multilevel.local_grid import LocalGrid
+from flwr_multilevel.experiment.prepare import build_mllsgd, initial_model, prepare, train_config
 from flwr_multilevel.server_app import make_server_app
-from flwr_multilevel.simulation import run_in_simulation
 from flwr_multilevel.strategies.deadline import one_reply_each
 from flwr_multilevel.strategies.discovery import discover_workers
 
@@ -349,9 +349,9 @@ def test_discovery_names_the_nodes_that_did_not_answer_in_time():
 
 
 def test_a_failed_discovery_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
-    import flwr_multilevel.launch
+    import flwr_multilevel.engines.launch
 
-    monkeypatch.setattr(flwr_multilevel.launch, "client_app", echo_app)  # no multilevel_mod
+    monkeypatch.setattr(flwr_multilevel.engines.launch, "client_app", echo_app)  # no multilevel_mod
     status = main(
         ["run", "simulation.backend=inprocess", "rounds=1", f"output_dir={tmp_path / 'run'}"]
     )

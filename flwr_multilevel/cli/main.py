@@ -1,0 +1,363 @@
+"""The ``flwr-multilevel`` command line."""
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from omegaconf import OmegaConf
+
+from flwr_multilevel.deploy.federation import DeploymentError
+from flwr_multilevel.errors import ConfigError, RunAborted, SimulationError, WorkerDiscoveryError
+from flwr_multilevel.experiment.config import from_run_config, load_config, validate
+
+USAGE = """examples:
+  flwr-multilevel run                                   # the default experiment (digits)
+  flwr-multilevel run hubs.count=5 hubs.graph=ring tau=8 q=4 output_dir=out/
+  flwr-multilevel run my.yaml data.name=mnist data.root=../shared/data
+  flwr-multilevel run local_sgd                         # a shipped baseline, by name
+  flwr-multilevel compare distributed_sgd local_sgd hl_sgd mll_sgd --out cmp/
+  flwr-multilevel compare baselines/paper/cpu_fig6_mnist.yaml data.root=../shared/data --out cmp6/
+  flwr-multilevel plot cmp/ runs/20260101-120000        # redraw plots of finished runs
+  flwr-multilevel theory theory.L=1 theory.sigma2=1 theory.beta=0 theory.f_gap=2
+  flwr-multilevel config                                # every key, with its default
+  flwr-multilevel certs certs/ --hubs 3 --workers 4     # CA, hub and SuperNode keys for deploy
+  flwr-multilevel deploy hubs.workers=2 rounds=8        # every hub its own Flower server, locally
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one-line ConfigErrors."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102
+        raise ConfigError(self.prog.replace("flwr-multilevel", "arguments").strip(), message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="flwr-multilevel",
+        description="Multi-Level Local SGD (MLL-SGD) on Flower.",
+        epilog=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "run an experiment and write its results folder"),
+        ("config", "print the resolved config without running"),
+        ("theory", "print Theorem 1's quantities of a config, without training"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml|BASELINE] [key=value ...]")
+        if name == "config":
+            sub.add_argument(
+                "--run-config",
+                metavar="OVERRIDES",
+                help='check `flwr run` overrides the way the ServerApp will (e.g. "tau=8 '
+                'hubs.count=5" or a .toml file) against the app in --app; exit 2 if invalid',
+            )
+            sub.add_argument(
+                "--app", default=".", help="the Flower App's folder for --run-config (default: .)"
+            )
+        if name == "run":
+            sub.add_argument(
+                "--verbose", action="store_true", help="show Flower's per-round log lines"
+            )
+            sub.add_argument(
+                "--resume",
+                metavar="FOLDER",
+                help="continue the killed run in FOLDER from its last checkpoint",
+            )
+    text = "run several configs on the same seed, data and clock; write a table and plots"
+    sub = commands.add_parser("compare", help=text, description=text)
+    sub.add_argument("args", nargs="+", metavar="CONFIG|BASELINE|COMPARISON.yaml|key=value")
+    sub.add_argument("--out", help="folder of the comparison (default: runs/compare-<time>)")
+    sub.add_argument("--target-accuracy", type=float, help="accuracy to reach (default: auto)")
+    sub.add_argument("--target-loss", type=float, help="training loss to reach (default: auto)")
+    sub.add_argument(
+        "--seeds",
+        help="repeat every run with these seeds, e.g. 0,1,2: the table adds mean rows and the "
+        "plots draw the mean with a min-max band",
+    )
+    sub.add_argument("--verbose", action="store_true", help="keep Flower's per-round log lines")
+    text = "redraw the plots of finished runs or comparisons"
+    sub = commands.add_parser("plot", help=text, description=text)
+    sub.add_argument("results", nargs="+", metavar="RESULTS", help="run or comparison folders")
+    sub.add_argument("--out", help="folder for the PNGs (default: the one folder given, or plots/)")
+    sub.add_argument("--title", help="title of the plots")
+    text = "make a federation CA, per-hub peer and SuperLink certificates, SuperNode keys"
+    sub = commands.add_parser("certs", help=text, description=text)
+    sub.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created)")
+    sub.add_argument("--hubs", type=int, default=3, help="number of hubs (default: 3)")
+    sub.add_argument("--workers", type=int, default=4, help="workers per hub (default: 4)")
+    sub.add_argument(
+        "--host",
+        action="append",
+        help="host name or IP of the servers (repeatable; default: localhost and 127.0.0.1)",
+    )
+    text = "run an experiment with every hub its own Flower SuperLink on this machine"
+    sub = commands.add_parser("deploy", help=text, description=text)
+    sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml|BASELINE] [key=value ...]")
+    sub.add_argument("--insecure", action="store_true", help="no TLS, no SuperNode auth")
+    sub.add_argument(
+        "--gossip-timeout", type=float, default=30.0, help="seconds before a hub skips a peer"
+    )
+    return parser
+
+
+def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Return (config file or shipped baseline, overrides)."""
+    from flwr_multilevel.cli.compare import baseline_path  # pylint: disable=import-outside-toplevel
+
+    path = None
+    overrides = list(args)
+    if overrides and "=" not in overrides[0]:
+        path = overrides.pop(0)
+        baseline = baseline_path(path)
+        if baseline is not None and not Path(path).is_file():
+            path = str(baseline)
+    return path, overrides
+
+
+def _print_summary(summary: dict[str, Any], exp: Any) -> None:
+    cfg, h = exp.cfg, exp.hierarchy
+    waits = ", waits for the slowest" if cfg.wait_for_slowest else ""
+    print(
+        f"MLL-SGD on {cfg.data.name} ({cfg.model.name}): "
+        f"{h.num_hubs} hubs x {list(h.sizes)} workers, "
+        f"{cfg.hubs.graph} graph (zeta {exp.spectrum.zeta:.3f}), tau={cfg.tau}, q={cfg.q}, "
+        f"{summary['round']} rounds, mean rate P={h.mean_rate:.3f}, "
+        f"hub strategy {cfg.strategy.name}{waits}"
+    )
+    accuracies = [
+        summary[f"hub{d}_accuracy"] for d in range(h.num_hubs) if f"hub{d}_accuracy" in summary
+    ]
+    hubs = (
+        ""
+        if not accuracies
+        else "; hub accuracies " + " ".join(f"{a:.4f}" for a in accuracies)
+        if len(accuracies) <= 10
+        else f"; hub accuracies min {min(accuracies):.4f}, max {max(accuracies):.4f}"
+    )
+    print(
+        f"final: accuracy {summary['accuracy']:.4f}, train loss {summary['loss']:.4f}, "
+        f"test loss {summary['test_loss']:.4f}, consensus {summary['consensus']:.3g}{hubs}"
+    )
+    possible = int(summary["time_step"]) * h.num_workers
+    print(
+        f"{summary['time_step']} time steps, {summary['time_slot']} time slots; "
+        f"gradient steps {summary['steps_taken']} of {possible} worker-time-steps; "
+        f"wall time {summary['wall_s']:.1f} s (evaluation {summary['eval_s']:.1f} s)"
+    )
+    print(f"results: {summary['output_dir']}")
+
+
+def _config(ns: argparse.Namespace) -> Any:
+    """Return the validated config of ``config [args]`` or of ``config --run-config``."""
+    if ns.run_config is None:
+        return validate(load_config(*_split(ns.args)))
+    if ns.args:
+        raise ConfigError("--run-config", "takes no config file or key=value arguments beside it")
+    from flwr_multilevel.experiment.config import flwr_run_config  # pylint: disable=import-outside-toplevel
+
+    return validate(from_run_config(flwr_run_config(ns.app, ns.run_config)))
+
+
+def run(args: Sequence[str], verbose: bool = False, resume: str | None = None) -> int:
+    """Run an experiment; return the exit status."""
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.experiment import prepare as experiment
+    from flwr_multilevel.run.results import plan_output_dir, release_output_dir, reserve_output_dir
+
+    if resume is not None:
+        return _resume(resume, args, verbose)
+    cfg = validate(load_config(*_split(args)))
+    output = plan_output_dir(cfg.output_dir, bool(cfg.overwrite))  # checked before loading
+    made = reserve_output_dir(output)
+    cfg.output_dir = str(output)
+    try:
+        exp = experiment.prepare(cfg)
+    except BaseException:
+        release_output_dir(made)  # stopped before writing: leave nothing behind
+        raise
+    return _launch(exp, verbose)
+
+
+def _launch(exp: Any, verbose: bool, resume: bool = False) -> int:
+    """Run a prepared experiment with a progress bar; draw its plots; print its summary."""
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.cli.console import ProgressBar, quiet_flower
+    from flwr_multilevel.engines.launch import launch
+    from flwr_multilevel.experiment.config import num_rounds
+    from flwr_multilevel.run.plots import plot_run
+
+    quiet_flower(verbose)
+    bar = ProgressBar(num_rounds(exp.cfg), int(exp.cfg.tau))
+    try:
+        summary = launch(exp, progress=bar, resume=resume)
+    finally:
+        bar.close()
+    plot_run(exp.output_dir)
+    _print_summary(summary, exp)
+    return 0
+
+
+def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
+    """Continue the run in ``folder`` with the config it was started with."""
+    from flwr_multilevel.experiment import prepare as experiment  # pylint: disable=import-outside-toplevel
+
+    if args:
+        raise ConfigError("--resume", "takes no config or overrides: the run keeps its own")
+    path = Path(folder).expanduser().absolute()
+    if not (path / "config.yaml").is_file() or not (path / "checkpoint.pt").is_file():
+        raise ConfigError("--resume", f"{folder!r} holds no checkpointed run")
+    cfg = validate(load_config(path / "config.yaml"))
+    if cfg.simulation.backend == "batched":
+        raise ConfigError("--resume", "runs of the batched backend cannot be resumed")
+    cfg.output_dir = str(path)
+    return _launch(experiment.prepare(cfg), verbose, resume=True)
+
+
+def deploy(ns: argparse.Namespace) -> int:
+    """Deploy an experiment on local SuperLinks; return the exit status (1: a hub failed)."""
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.deploy.runner import deploy as deploy_experiment
+    from flwr_multilevel.deploy.runner import progress_line
+    from flwr_multilevel.experiment import prepare as experiment
+
+    if not ns.gossip_timeout > 0:
+        raise ConfigError("--gossip-timeout", f"expected seconds > 0, got {ns.gossip_timeout}")
+    exp = experiment.prepare(validate(load_config(*_split(ns.args))))
+    outcome = deploy_experiment(
+        exp,
+        insecure=ns.insecure,
+        gossip_timeout=ns.gossip_timeout,
+        progress=lambda row: print(progress_line(row, exp.num_rounds), flush=True),
+    )
+    if outcome.summary.get("round") is not None:
+        _print_summary(outcome.summary, exp)
+    for hub, why in outcome.failed.items():
+        print(f"flwr-multilevel: error: hub {hub} failed: {why}", file=sys.stderr)
+    return 1 if outcome.failed else 0
+
+
+def theory(args: Sequence[str]) -> int:
+    """Print the theory report of a config; return the exit status."""
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.experiment import prepare as experiment
+    from flwr_multilevel.model.theory import format_report
+
+    exp = experiment.prepare(validate(load_config(*_split(args))))
+    print(format_report(exp.theory))
+    return 0
+
+
+def compare(ns: argparse.Namespace) -> int:
+    """Run a comparison; return the exit status."""
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.cli.compare import (
+        check_comparison_dir,
+        load_comparison,
+        run_comparison,
+        with_seeds,
+    )
+    from flwr_multilevel.cli.console import quiet_flower
+
+    sources = [a for a in ns.args if "=" not in a]
+    overrides = [a for a in ns.args if "=" in a]
+    for key, value in (
+        ("--target-accuracy", ns.target_accuracy),
+        ("--target-loss", ns.target_loss),
+    ):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(key, f"expected a finite number >= 0, got {value!r}")
+    comparison = load_comparison(sources, overrides)
+    comparison.target_accuracy = ns.target_accuracy or comparison.target_accuracy
+    comparison.target_loss = ns.target_loss or comparison.target_loss
+    if ns.seeds is not None:
+        try:
+            seeds = [int(s) for s in ns.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(
+                "--seeds", f"expected integers such as 0,1,2, got {ns.seeds!r}"
+            ) from None
+        comparison = with_seeds(comparison, seeds)
+    check_comparison_dir(comparison, ns.out)
+    if not ns.verbose:
+        quiet_flower()
+    out = run_comparison(comparison, ns.out)
+    print((out / "comparison.md").read_text(), end="")
+    print(f"results: {out}")
+    return 0
+
+
+def plot(ns: argparse.Namespace) -> int:
+    """Redraw plots of finished runs; return the exit status."""
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.cli.compare import load_finished, read_index
+    from flwr_multilevel.run.plots import check_plot_dir, plot_histories
+
+    histories = load_finished(ns.results)
+    out = ns.out or (ns.results[0] if len(ns.results) == 1 else "plots")
+    check_plot_dir(out)
+    title = ns.title
+    index = Path(ns.results[0]) / "comparison.json"
+    if title is None and len(ns.results) == 1 and index.is_file():
+        title = read_index(Path(ns.results[0]))[0]
+    for path in plot_histories(histories, out, title):
+        print(path)
+    return 0
+
+
+def certs(ns: argparse.Namespace) -> int:
+    """Write a federation's certificates and keys; return the exit status."""
+    from flwr_multilevel.deploy.certs import DEFAULT_HOSTS, make_federation  # pylint: disable=import-outside-toplevel
+
+    for name, value in (("--hubs", ns.hubs), ("--workers", ns.workers)):
+        if value < 1:
+            raise ConfigError(name, f"expected an integer >= 1, got {value}")
+    files = make_federation(ns.out_dir, ns.hubs, ns.workers, ns.host or DEFAULT_HOSTS)
+    print(f"CA: {files.ca_cert} (its key {files.ca_key}: keep it off the hubs)")
+    print(f"per hub: {Path(ns.out_dir) / 'hub-<d>'}/ peer.pem/.key, superlink.pem/.key, ", end="")
+    print("supernode-<k> (private, 0600) and supernode-<k>.pub")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``flwr-multilevel``; returns the exit status.
+
+    Invalid input ends with one line on stderr and status 2.
+    """
+    try:
+        ns = _parser().parse_args(argv)
+        if ns.command == "config":
+            print(OmegaConf.to_yaml(_config(ns)), end="")
+            return 0
+        if ns.command == "compare":
+            return compare(ns)
+        if ns.command == "plot":
+            return plot(ns)
+        if ns.command == "certs":
+            return certs(ns)
+        if ns.command == "deploy":
+            return deploy(ns)
+        if ns.command == "theory":
+            return theory(ns.args)
+        return run(ns.args, ns.verbose, ns.resume)
+    except ConfigError as err:
+        print(f"flwr-multilevel: error: {err}", file=sys.stderr)
+        return 2
+    except (SimulationError, RunAborted, DeploymentError, WorkerDiscoveryError) as err:
+        print(f"flwr-multilevel: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "flwr-multilevel: interrupted; the results folder holds every finished round",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

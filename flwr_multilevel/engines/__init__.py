@@ -1,0 +1,6 @@
+"""The engines that run an experiment's workers.
+
+Flower's simulation engine on Ray (:mod:`.simulation`, :mod:`.dispatch`,
+:mod:`.ray_groups`), the in-process grid (:mod:`.local_grid`) and the batched
+engine (:mod:`.batched`).
+"""

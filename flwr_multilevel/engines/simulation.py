@@ -1,0 +1,177 @@
+"""The one place that starts Flower's simulation engine from Python.
+
+``flwr.simulation.run_simulation`` is deprecated in Flower 1.42 in favour of
+``flwr run``; when it goes, only this module changes.
+"""
+
+import functools
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from flwr_multilevel.engines.dispatch import Dispatch
+
+POLL_INTERVAL = 0.01  # seconds between reply polls of Flower's in-memory grid (its default: 0.1)
+SETTLE = 0.005  # seconds a worker waits for the feeder to queue the rest of a round
+FEEDER_NODES = 16  # up to this many nodes the engine's node feeder also waits POLL_INTERVAL
+FAST_POLL = 0.001  # seconds between the grid's reply polls up to FAST_POLL_NODES nodes
+FAST_POLL_NODES = 64
+SLOW_POLL = 0.1  # the longest wait between the grid's reply polls (Flower's own)
+
+
+def poll_interval(nodes: int) -> float:
+    """Return how often the engine polls for ``nodes`` nodes' messages or replies, in seconds.
+
+    Every poll scans the pending messages, so short intervals pay only while
+    there are few of them: ``FAST_POLL`` up to ``FAST_POLL_NODES`` nodes, then
+    ``POLL_INTERVAL`` per 200 nodes, at most ``SLOW_POLL``.
+
+    Examples
+    --------
+    >>> poll_interval(12), poll_interval(200), poll_interval(1000), poll_interval(10**5)
+    (0.001, 0.01, 0.05, 0.1)
+    """
+    if nodes <= FAST_POLL_NODES:
+        return FAST_POLL
+    return round(min(SLOW_POLL, POLL_INTERVAL * max(1.0, nodes / 200)), 6)
+
+
+def tune_grid(grid: Grid, interval: float | None = None) -> None:
+    """Make the simulation engine's grid poll for replies every ``interval`` seconds.
+
+    Flower's ``InMemoryGrid`` sleeps ``pull_interval`` (0.1 s) between polls,
+    so every round of a short simulation waits for the next multiple of it.
+    Grids without that setting are left as they are.
+
+    Examples
+    --------
+    >>> class Polling:
+    ...     pull_interval = 0.1
+    >>> grid = Polling()
+    >>> tune_grid(grid)  # type: ignore[arg-type]
+    >>> grid.pull_interval
+    0.01
+    """
+    if isinstance(getattr(grid, "pull_interval", None), (int, float)):
+        grid.pull_interval = POLL_INTERVAL if interval is None else interval  # type: ignore[attr-defined]
+
+
+@contextmanager
+def fast_node_polling(interval: float | None = None, groups: bool = True) -> Iterator[None]:
+    """Within the block, the simulation engine's nodes look for messages every ``interval`` s.
+
+    Flower's engine moves messages from its LinkState to the workers in a
+    thread that waits 0.1 s between passes (``vce_api.add_messages_to_queue``),
+    which adds up to 0.1 s to every round; this swaps in the same loop with a
+    shorter wait (``POLL_INTERVAL`` by default), and puts Flower's back after.
+    It also keeps timed-out work from piling up (:class:`.dispatch.Dispatch`):
+    one message in flight per node, and expired messages and late replies are
+    dropped instead of run and stored. With ``groups``, each Ray actor call
+    runs a group of messages (:mod:`~flwr_multilevel.engines.ray_groups`). If Flower's
+    engine no longer has these functions, nothing is changed.
+    """
+    # pylint: disable-next=import-outside-toplevel
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    feeder = getattr(vce_api, "add_messages_to_queue", None)
+    worker = getattr(vce_api, "worker", None)
+    if feeder is None or worker is None:
+        yield
+        return
+    dispatch = Dispatch()
+    vce_api.add_messages_to_queue = dispatch.feeder(  # type: ignore[attr-defined]
+        POLL_INTERVAL if interval is None else interval
+    )
+    try:
+        with _grouped_messages(dispatch, groups) as grouped:
+            # the engine's workers (grouped or Flower's own), on checked queues
+            vce_api.worker = dispatch.worker(grouped or worker)  # type: ignore[attr-defined]
+            yield
+    finally:
+        vce_api.add_messages_to_queue = feeder  # type: ignore[attr-defined]
+        vce_api.worker = worker  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _grouped_messages(dispatch: Dispatch, groups: bool) -> Iterator[Any]:
+    """Within the block, each Ray actor call runs a group of messages (:mod:`.ray_groups`).
+
+    The engine's actors become :class:`~flwr_multilevel.engines.ray_groups.GroupActor`;
+    yields the engine ``worker`` that takes groups, or None (nothing changed)
+    if ``groups`` is False or Flower's engine no longer has the actor this replaces.
+    """
+    # pylint: disable-next=import-outside-toplevel
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    actor = getattr(raybackend, "ClientAppActor", None)
+    if not groups or actor is None:
+        yield None
+        return
+    # pylint: disable-next=import-outside-toplevel
+    from . import ray_groups
+
+    raybackend.ClientAppActor = ray_groups.RayGroupActor  # type: ignore[misc]
+    try:
+        yield functools.partial(
+            ray_groups.grouped_worker,
+            lanes=ray_groups.Lanes(),
+            settle=lambda: dispatch.settle(SETTLE),
+        )
+    finally:
+        raybackend.ClientAppActor = actor  # type: ignore[misc]
+
+
+def run_in_simulation(
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_supernodes: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float = 0.0,
+    groups: bool = True,
+) -> None:
+    """Run ``server_app`` with ``num_supernodes`` virtual nodes of ``client_app`` on Ray.
+
+    With ``gpus_per_worker > 0`` Ray is given every visible GPU and packs
+    ``1 / gpus_per_worker`` workers on each. With ``groups`` each actor call
+    runs a group of messages (:mod:`~flwr_multilevel.engines.ray_groups`).
+    """
+    # pylint: disable=import-outside-toplevel
+    import torch
+    from flwr.simulation import run_simulation
+
+    num_gpus = torch.cuda.device_count() if gpus_per_worker > 0 else 0
+    backend_config = {
+        "client_resources": {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker},
+        "init_args": {"num_cpus": os.cpu_count() or 1, "num_gpus": num_gpus},
+    }
+    flower = logging.getLogger("flwr")
+    notice = _DropDeprecationNotice()
+    flower.addFilter(notice)  # this module is the one place that knows; users need not see it
+    # The feeder visits every node per pass: with many nodes, short waits cost more than they save
+    feeder_wait = min(0.1, POLL_INTERVAL * max(1.0, num_supernodes / FEEDER_NODES))
+    try:
+        with warnings.catch_warnings(), fast_node_polling(feeder_wait, groups):
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=num_supernodes,
+                backend_config=backend_config,  # type: ignore[arg-type]
+            )
+    finally:
+        flower.removeFilter(notice)
+
+
+class _DropDeprecationNotice(logging.Filter):
+    """Drop Flower's "run_simulation is deprecated" banner (logged, not warned)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("DEPRECATED FEATURE" in message and "run_simulation" in message)

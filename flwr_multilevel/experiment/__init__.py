@@ -1,0 +1,6 @@
+"""The experiment layer: what a run is made of, checked before any training.
+
+The config and its schema (:mod:`.config`, :mod:`.schema`), data and
+partitions (:mod:`.data`, :mod:`.local_data`), models (:mod:`.models`), and
+the preparation of an experiment from a config (:mod:`.prepare`).
+"""
