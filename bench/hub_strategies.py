@@ -17,12 +17,12 @@ from flwr_multilevel.client_app import app as client_app  # noqa: E402
 from flwr_multilevel.engines.local_grid import LocalGrid  # noqa: E402
 from flwr_multilevel.experiment.config import load_config, validate  # noqa: E402
 from flwr_multilevel.experiment.prepare import (  # noqa: E402
-    Evaluator,
     build_mllsgd,
     initial_model,
     prepare,
     train_config,
 )
+from flwr_multilevel.run.evaluate import Evaluator  # noqa: E402
 from flwr_multilevel.strategies import RunAborted  # noqa: E402
 from tests.test_hub_strategy import every_stock_strategy  # noqa: E402
 

@@ -8,10 +8,13 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from flwr_multilevel.engines.engine import GridEngine
 from flwr_multilevel.engines.simulation import poll_interval, tune_grid
 from flwr_multilevel.errors import ConfigError, RunAborted
-from flwr_multilevel.experiment import prepare as experiment
 from flwr_multilevel.experiment.config import checked_run_config
+from flwr_multilevel.experiment.prepare import Experiment, prepare
+from flwr_multilevel.run.core import run_experiment
+from flwr_multilevel.run.recorder import Progress
 
 ONE_LINE_ERRORS = (ConfigError, RunAborted)  # reported in one line, never as a traceback
 
@@ -57,18 +60,18 @@ def main(grid: Grid, context: Context) -> None:
     ``finished:failed``) with one ``flwr-multilevel: error: ...`` line in its log.
     """
     report_in_one_line()
-    exp = experiment.prepare(checked_run_config(context.run_config))
+    exp = prepare(checked_run_config(context.run_config))
     try:
-        experiment.run(exp, grid)
+        run_experiment(exp, GridEngine(exp, grid))
     except RunAborted as err:
         log(ERROR, "flwr-multilevel: error: %s", err)
         raise
 
 
 def make_server_app(
-    exp: experiment.Experiment,
+    exp: Experiment,
     outcome: dict[str, Any],
-    progress: experiment.Progress | None = None,
+    progress: Progress | None = None,
     resume: bool = False,
 ) -> ServerApp:
     """Return a ServerApp that runs a prepared experiment.
@@ -83,7 +86,8 @@ def make_server_app(
         del context
         tune_grid(grid, poll_interval(exp.hierarchy.num_workers))  # Flower's: every 0.1 s
         try:
-            outcome["summary"] = experiment.run(exp, grid, progress=progress, resume=resume)
+            engine = GridEngine(exp, grid)
+            outcome["summary"] = run_experiment(exp, engine, progress, resume)
         except BaseException as err:  # pylint: disable=broad-except
             outcome["error"] = err
             raise

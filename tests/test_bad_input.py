@@ -112,7 +112,7 @@ from flwr_multilevel.experiment.config import (  # noqa: E402
     warnings_of,
 )
 from flwr_multilevel.model import mixing, rates, topology  # noqa: E402
-from flwr_multilevel.run.results import RunRecorder, check_output_dir, plan_output_dir  # noqa: E402
+from flwr_multilevel.run.results import ResultsFolder, check_output_dir, plan_output_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,7 +245,7 @@ def test_folder_with_a_runs_files_but_no_history_is_not_touched(tmp_path, capsys
 def test_overwrite_replaces_only_the_runs_own_files(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "history.csv").write_text("old")
-    recorder = RunRecorder(tmp_path, overwrite=True)
+    recorder = ResultsFolder(tmp_path, overwrite=True)
     recorder.append_row("history.csv", {"round": 1})
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert (tmp_path / "history.csv").read_text().splitlines() == ["round", "1"]
@@ -255,7 +255,7 @@ def test_no_symbolic_link_is_followed(tmp_path):
     outside = tmp_path / "outside.txt"
     outside.write_text("keep")
     run = tmp_path / "run"
-    recorder = RunRecorder(run)
+    recorder = ResultsFolder(run)
     (run / "rounds.csv").symlink_to(outside)
     with pytest.raises(OSError):
         recorder.append_row("rounds.csv", {"round": 1})

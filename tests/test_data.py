@@ -124,7 +124,8 @@ def test_cuda_without_a_gpu_is_a_named_error(config):
 
 
 def test_train_loss_on_a_fixed_sample_and_hub_scores_off(config):
-    from flwr_multilevel.experiment.prepare import Evaluator, initial_model
+    from flwr_multilevel.experiment.prepare import initial_model
+    from flwr_multilevel.run.evaluate import Evaluator
 
     exp = prepare(config("eval.train_examples=100", "eval.hubs=false"))
     evaluate = Evaluator(exp)

@@ -20,7 +20,7 @@ from flwr_multilevel import cli
 from flwr_multilevel.deploy.federation import descendants, local_federation, pid_alive
 from flwr_multilevel.deploy.runner import DeployOutcome, HubWatch, deploy_on
 from flwr_multilevel.engines.launch import launch
-from flwr_multilevel.experiment import prepare as experiment
+from flwr_multilevel.experiment.prepare import prepare
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.deployment
@@ -56,8 +56,8 @@ def deployed(tmp_path_factory) -> Deployed:
     """
     tmp = tmp_path_factory.mktemp("deploy")
     overrides = [*BASE, "tau=2", "q=1", "seed=3", "eval.hubs=true"]
-    launch(experiment.prepare(make_config(tmp / "sim", [*overrides, "rounds=2"])))
-    exp = experiment.prepare(make_config(tmp / "dep", [*overrides, "rounds=3"]))
+    launch(prepare(make_config(tmp / "sim", [*overrides, "rounds=2"])))
+    exp = prepare(make_config(tmp / "dep", [*overrides, "rounds=3"]))
     killed: dict[str, int] = {}
 
     def kill_hub_1(hubs: list[HubWatch]) -> None:

@@ -167,7 +167,7 @@ def _config(ns: argparse.Namespace) -> Any:
 def run(args: Sequence[str], verbose: bool = False, resume: str | None = None) -> int:
     """Run an experiment; return the exit status."""
     # pylint: disable=import-outside-toplevel
-    from flwr_multilevel.experiment import prepare as experiment
+    from flwr_multilevel.experiment.prepare import prepare
     from flwr_multilevel.run.results import plan_output_dir, release_output_dir, reserve_output_dir
 
     if resume is not None:
@@ -177,7 +177,7 @@ def run(args: Sequence[str], verbose: bool = False, resume: str | None = None) -
     made = reserve_output_dir(output)
     cfg.output_dir = str(output)
     try:
-        exp = experiment.prepare(cfg)
+        exp = prepare(cfg)
     except BaseException:
         release_output_dir(made)  # stopped before writing: leave nothing behind
         raise
@@ -185,12 +185,11 @@ def run(args: Sequence[str], verbose: bool = False, resume: str | None = None) -
 
 
 def _launch(exp: Any, verbose: bool, resume: bool = False) -> int:
-    """Run a prepared experiment with a progress bar; draw its plots; print its summary."""
+    """Run a prepared experiment with a progress bar; print its summary."""
     # pylint: disable=import-outside-toplevel
     from flwr_multilevel.cli.console import ProgressBar, quiet_flower
     from flwr_multilevel.engines.launch import launch
     from flwr_multilevel.experiment.config import num_rounds
-    from flwr_multilevel.run.plots import plot_run
 
     quiet_flower(verbose)
     bar = ProgressBar(num_rounds(exp.cfg), int(exp.cfg.tau))
@@ -198,14 +197,13 @@ def _launch(exp: Any, verbose: bool, resume: bool = False) -> int:
         summary = launch(exp, progress=bar, resume=resume)
     finally:
         bar.close()
-    plot_run(exp.output_dir)
     _print_summary(summary, exp)
     return 0
 
 
 def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
     """Continue the run in ``folder`` with the config it was started with."""
-    from flwr_multilevel.experiment import prepare as experiment  # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.experiment.prepare import prepare  # pylint: disable=import-outside-toplevel
 
     if args:
         raise ConfigError("--resume", "takes no config or overrides: the run keeps its own")
@@ -216,7 +214,7 @@ def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
     if cfg.simulation.backend == "batched":
         raise ConfigError("--resume", "runs of the batched backend cannot be resumed")
     cfg.output_dir = str(path)
-    return _launch(experiment.prepare(cfg), verbose, resume=True)
+    return _launch(prepare(cfg), verbose, resume=True)
 
 
 def deploy(ns: argparse.Namespace) -> int:
@@ -224,16 +222,18 @@ def deploy(ns: argparse.Namespace) -> int:
     # pylint: disable=import-outside-toplevel
     from flwr_multilevel.deploy.runner import deploy as deploy_experiment
     from flwr_multilevel.deploy.runner import progress_line
-    from flwr_multilevel.experiment import prepare as experiment
+    from flwr_multilevel.experiment.prepare import prepare
 
     if not ns.gossip_timeout > 0:
         raise ConfigError("--gossip-timeout", f"expected seconds > 0, got {ns.gossip_timeout}")
-    exp = experiment.prepare(validate(load_config(*_split(ns.args))))
+    exp = prepare(validate(load_config(*_split(ns.args))))
+
+    def progress(row: dict[str, float]) -> None:
+        if row["evaluated"]:  # one line per evaluation of u
+            print(progress_line(row, exp.num_rounds), flush=True)
+
     outcome = deploy_experiment(
-        exp,
-        insecure=ns.insecure,
-        gossip_timeout=ns.gossip_timeout,
-        progress=lambda row: print(progress_line(row, exp.num_rounds), flush=True),
+        exp, insecure=ns.insecure, gossip_timeout=ns.gossip_timeout, progress=progress
     )
     if outcome.summary.get("round") is not None:
         _print_summary(outcome.summary, exp)
@@ -245,10 +245,10 @@ def deploy(ns: argparse.Namespace) -> int:
 def theory(args: Sequence[str]) -> int:
     """Print the theory report of a config; return the exit status."""
     # pylint: disable=import-outside-toplevel
-    from flwr_multilevel.experiment import prepare as experiment
+    from flwr_multilevel.experiment.prepare import prepare
     from flwr_multilevel.model.theory import format_report
 
-    exp = experiment.prepare(validate(load_config(*_split(args))))
+    exp = prepare(validate(load_config(*_split(args))))
     print(format_report(exp.theory))
     return 0
 

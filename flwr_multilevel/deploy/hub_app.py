@@ -4,10 +4,12 @@
 SuperLink. It prepares the same experiment as the simulation (same seed: same
 partitions, rates, weights and H), runs :class:`MLLSGD` with ``hub_ids=[d]``
 on its grid and a :class:`NetworkPeerLayer` for the gossip, and writes its
-own results folder ``<output_dir>/hub-<d>/``:
+own results folder ``<output_dir>/hub-<d>/`` through the run core
+(:class:`~flwr_multilevel.run.recorder.RunRecorder`, without evaluation):
 
-* ``rounds.csv``: one row per round (steps, bytes, dropped and missing
-  workers, ``skipped_peers``: the neighbours left out of that gossip);
+* ``rounds.csv``: one row per round, the columns of ``run``'s (its own
+  workers' steps, bytes, dropped and missing workers, ``skipped_peers``);
+* ``reports.jsonl``: the same rounds in full, read by deploy's combined view;
 * ``models/round-<r>.pt``: its model ``y_d`` at every evaluation round
   (round 0 included), read by :mod:`flwr_multilevel.deploy.runner` to compute u;
 * ``hub.log`` (its log), ``pid`` (its process), ``summary.json`` at the end.
@@ -21,11 +23,10 @@ Deployment keys of the run config (the experiment's own keys are those of
 pulls of replies) and ``deploy.out`` (its folder; default ``<output_dir>/hub-<d>``).
 """
 
-import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,19 @@ from flwr.supercore.run import Run
 from omegaconf import DictConfig, OmegaConf
 
 from flwr_multilevel.errors import ConfigError
-from flwr_multilevel.experiment import prepare as experiment
 from flwr_multilevel.experiment.config import from_run_config, merge, validate
-from flwr_multilevel.run.results import RunRecorder
+from flwr_multilevel.experiment.prepare import (
+    Experiment,
+    build_mllsgd,
+    initial_model,
+    prepare,
+    train_config,
+)
+from flwr_multilevel.run.recorder import RunRecorder
+from flwr_multilevel.run.reports import append_report
+from flwr_multilevel.run.results import ResultsFolder
 from flwr_multilevel.strategies.network_peer import NetworkPeerLayer, PeerTls, parse_peers
-from flwr_multilevel.strategies.report import RoundReport, round_row
+from flwr_multilevel.strategies.report import RoundReport
 
 PREFIX = "deploy."
 POLL_S = 0.05
@@ -184,57 +193,41 @@ def run_hub(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
         A bad experiment or deployment key.
     """
     cfg, deploy = split_run_config(run_config)
-    exp = experiment.prepare(validate(cfg))
+    exp = prepare(validate(cfg))
     d = int(deploy.get("hub-id", -1))
     if not 0 <= d < exp.hierarchy.num_hubs:
         raise ConfigError(
             "deploy.hub-id", f"expected a hub in 0..{exp.hierarchy.num_hubs - 1}, got {d}"
         )
-    folder = Path(str(deploy.get("out") or exp.output_dir / f"hub-{d}"))
-    recorder = RunRecorder(folder, overwrite=True)
-    (folder / "models").mkdir(exist_ok=True)
-    (folder / "pid").write_text(f"{os.getpid()}\n")
-    handler = _log_to(folder / "hub.log")
+    folder = ResultsFolder(Path(str(deploy.get("out") or exp.output_dir / f"hub-{d}")), True)
+    (folder.path / "models").mkdir(exist_ok=True)
+    (folder.path / "pid").write_text(f"{os.getpid()}\n")
+    handler = _log_to(folder.path / "hub.log")
     try:
-        return _run(exp, d, grid, deploy, recorder)
+        return _run(exp, d, grid, deploy, folder)
     finally:
         FLOWER_LOGGER.removeHandler(handler)
         handler.close()
 
 
 def _run(
-    exp: experiment.Experiment,
+    exp: Experiment,
     d: int,
     grid: Grid,
     deploy: Mapping[str, Any],
-    recorder: RunRecorder,
+    folder: ResultsFolder,
 ) -> dict[str, Any]:
-    cfg = exp.cfg
-    init = experiment.initial_model(exp)
-    recorder.save_model("models/round-00000.pt", init)
-    start = time.perf_counter()
-    clock = {"time_slot": 0}
-    max_slots = cfg.max_time_slots
-    last = {"round": 0}
+    """Run hub ``d``, recorded by the run core: rounds.csv, reports.jsonl, its models."""
+
+    def save_models(server_round: int, models: Sequence[ArrayRecord]) -> None:
+        folder.save_model(f"models/round-{server_round:05d}.pt", models[0])
+
+    recorder = RunRecorder(folder, exp.plan, None, save_models=save_models)
+    init = initial_model(exp)
+    recorder.begin([init], None)
 
     def on_round(report: RoundReport, models: list[ArrayRecord]) -> bool:
-        clock["time_slot"] += report.slots
-        metrics = report.hub_metrics.get(d)
-        recorder.append_row(
-            "rounds.csv",
-            {
-                **round_row(report, int(cfg.tau), clock["time_slot"]),
-                "skipped_peers": " ".join(map(str, report.skipped_peers.get(d, []))),
-                "seconds": round(report.seconds, 4),
-                "elapsed_s": round(time.perf_counter() - start, 3),
-                "train_loss": metrics.get("train-loss") if metrics else None,
-                "dropped_reasons": " | ".join(report.dropped),
-            },
-        )
-        last["round"] = report.server_round
-        out_of_time = max_slots is not None and clock["time_slot"] >= int(max_slots)
-        if exp.evaluates_after(report.server_round) or out_of_time:
-            recorder.save_model(f"models/round-{report.server_round:05d}.pt", models[0])
+        append_report(folder.path, report)
         if report.skipped_peers.get(d):
             log(
                 logging.WARNING,
@@ -243,27 +236,25 @@ def _run(
                 report.server_round,
                 report.skipped_peers[d],
             )
-        return out_of_time
+        return recorder.on_round(report, models)
 
     layer = peer_layer(deploy, exp.mixing, d)
     try:
-        strategy = experiment.build_mllsgd(exp, on_round, hub_ids=[d], peer_layer=layer)
+        strategy = build_mllsgd(exp, on_round, hub_ids=[d], peer_layer=layer)
         strategy.start(
             FastGrid(grid, float(deploy.get("poll-s", POLL_S))),
             init,
             exp.num_rounds,
-            timeout=float(cfg.simulation.timeout),
-            train_config=ConfigRecord(dict(experiment.train_config(exp))),  # type: ignore[arg-type]
+            timeout=float(exp.cfg.simulation.timeout),
+            train_config=ConfigRecord(dict(train_config(exp))),  # type: ignore[arg-type]
         )
     finally:
         layer.close(linger=0)  # start() already lingered for the neighbours on success
-    summary = {"hub": d, "round": last["round"], "wall_s": round(time.perf_counter() - start, 3)}
-    recorder.write_json("summary.json", summary)
-    return summary
+    return recorder.finish(hub=d)
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run hub ``deploy.hub-id`` of the experiment in ``context.run_config``."""
     summary = run_hub(grid, context.run_config)
-    log(logging.INFO, "hub %s done: %s", summary["hub"], json.dumps(summary))
+    log(logging.INFO, "hub %s done after round %s", summary["hub"], summary["rounds_run"])

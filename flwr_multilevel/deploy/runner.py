@@ -4,17 +4,15 @@ Starts D SuperLinks and one SuperNode per worker (:func:`local_federation`,
 TLS and SuperNode authentication unless ``insecure``), submits the hub app
 (:mod:`flwr_multilevel.deploy.hub_app`, from ``flwr_multilevel/deploy/app``) to
 every SuperLink, follows the hubs' own results folders, and combines them
-into the results folder of ``run``: ``history.csv`` (u = sum_d b_d y_d scored
-from the hubs' checkpoints, consensus, bytes per level, time slots),
-``rounds.csv`` (one row per round over all hubs, with the neighbours each hub
-skipped), ``hub_models.pt``, ``summary.json``, plus ``hub-<d>/`` (its
-rounds.csv, checkpoints, ``hub.log`` and ``run.log``) and ``federation/``
-(every process's log). Every process started is stopped on success, error
+through the run core (:class:`~flwr_multilevel.run.recorder.RunRecorder`)
+into the results folder of ``run``, the same files and columns (u = sum_d
+b_d y_d scored from the hubs' models), plots included, plus ``hub-<d>/``
+(its rounds.csv, ``reports.jsonl``, models, ``hub.log`` and ``run.log``) and
+``federation/`` (every process's log). Every process started is stopped on success, error
 and Ctrl-C. A hub that dies does not stop the others: they skip it after the
 gossip timeout; the deploy then names it (:attr:`DeployOutcome.failed`).
 """
 
-import csv
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -29,8 +27,12 @@ from flwr.common.logger import log
 from omegaconf import OmegaConf
 
 from flwr_multilevel.deploy.federation import LocalFederation, local_federation, pid_alive
-from flwr_multilevel.experiment import prepare as experiment
-from flwr_multilevel.run.results import RunRecorder
+from flwr_multilevel.experiment.prepare import Experiment, initial_model
+from flwr_multilevel.run.core import log_network, write_run_files
+from flwr_multilevel.run.evaluate import Evaluator
+from flwr_multilevel.run.recorder import Progress, RunRecorder
+from flwr_multilevel.run.reports import merge_reports, read_reports
+from flwr_multilevel.run.results import ResultsFolder
 from flwr_multilevel.strategies.network_peer import format_peers
 
 APP_DIR = Path(__file__).parent / "app"
@@ -54,7 +56,7 @@ class DeployOutcome:
 
 
 def hub_run_config(
-    exp: experiment.Experiment,
+    exp: Experiment,
     fed: LocalFederation,
     hub_id: int,
     *,
@@ -83,13 +85,6 @@ def hub_run_config(
         "deploy.config": OmegaConf.to_yaml(exp.cfg, resolve=True),
     }
     return config | {f"deploy.{k}": v for k, v in tls.items()}
-
-
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def _checkpoints(folder: Path) -> dict[int, Path]:
@@ -133,14 +128,18 @@ class HubWatch:
 
 
 class Combiner:
-    """Scores u from the hubs' checkpoints as they appear; writes the run's files."""
+    """Deploy's combined view: the hubs' rounds, as they appear, recorded by the run core.
 
-    def __init__(self, exp: experiment.Experiment, recorder: RunRecorder, hubs: list[HubWatch]):
-        self.exp, self.recorder, self.hubs = exp, recorder, hubs
-        self.evaluate = experiment.Evaluator(exp)
-        self.recorded: set[int] = set()
-        self.last_row: dict[str, Any] = {}
-        self.last_models: list[ArrayRecord] = []
+    Each round is recorded once every hub has reported it (a hub that failed
+    counts as keeping its last model) and, at an evaluation round, saved its
+    model: the merged round goes to :meth:`RunRecorder.on_round`, which
+    scores u from the hubs' models and writes the same files as ``run``.
+    """
+
+    def __init__(self, recorder: RunRecorder, hubs: list[HubWatch]) -> None:
+        self.recorder, self.hubs = recorder, hubs
+        self.next_round = 1
+        self.last_models: dict[int, ArrayRecord] = {}
 
     def _model(self, hub: HubWatch, server_round: int) -> ArrayRecord | None:
         found = _checkpoints(hub.folder)
@@ -155,90 +154,30 @@ class Combiner:
             path = found[max(earlier)]
         return ArrayRecord(torch.load(path, map_location="cpu", weights_only=True))
 
-    def step(self, progress: Callable[[dict[str, Any]], None] | None = None) -> None:
-        """Record every evaluation round that every hub has reached, in order."""
-        rounds = sorted({r for h in self.hubs for r in _checkpoints(h.folder)} - self.recorded)
-        for server_round in rounds:
-            models = [self._model(h, server_round) for h in self.hubs]
-            if any(m is None for m in models):
+    def step(self) -> None:
+        """Record every round that every hub has reached, in order."""
+        plan = self.recorder.plan
+        while self.next_round <= plan.num_rounds:
+            server_round = self.next_round
+            reports = {h.hub_id: read_reports(h.folder).get(server_round) for h in self.hubs}
+            waiting = [h for h in self.hubs if reports[h.hub_id] is None and h.running]
+            if waiting or not any(reports.values()):
                 return
-            self._record(server_round, [m for m in models if m is not None])
-            if progress is not None:
-                progress(self.last_row)
-
-    def _record(self, server_round: int, models: list[ArrayRecord]) -> None:
-        steps = slot = bytes_wh = bytes_hh = 0
-        elapsed = 0.0
-        for hub in self.hubs:
-            for row in _read_rows(hub.folder / "rounds.csv"):
-                if int(row["round"]) > server_round:
-                    break
-                steps += int(row["steps"])
-                bytes_wh += int(row["bytes_down"]) + int(row["bytes_up"])
-                bytes_hh += int(row["bytes_hubs"])
-                slot = max(slot, int(row["time_slot"]))
-                elapsed = max(elapsed, float(row["elapsed_s"]))
-        self.last_row = {
-            "round": server_round,
-            "time_step": server_round * int(self.exp.cfg.tau),
-            "time_slot": slot,
-            **self.evaluate(models),
-            "steps_taken": steps,
-            "bytes_worker_hub": bytes_wh,
-            "bytes_hub_hub": bytes_hh,
-            "elapsed_s": elapsed,
-        }
-        self.recorder.append_row("history.csv", self.last_row)
-        self.recorder.save_hub_models(server_round, models)
-        self.recorded.add(server_round)
-        self.last_models = models
-
-    def write_rounds(self) -> None:
-        """Write ``rounds.csv``: every round over all hubs, with skipped neighbours per hub."""
-        per_hub = {h.hub_id: _read_rows(h.folder / "rounds.csv") for h in self.hubs}
-        rounds = sorted({int(r["round"]) for rows in per_hub.values() for r in rows})
-        path = self.recorder.folder / "rounds.csv"
-        path.unlink(missing_ok=True)
-        for server_round in rounds:
-            rows = {
-                d: next(r for r in rs if int(r["round"]) == server_round)
-                for d, rs in per_hub.items()
-                if any(int(r["round"]) == server_round for r in rs)
-            }
-
-            def total(key: str, rows: dict[int, dict[str, str]] = rows) -> int:
-                return sum(int(r[key]) for r in rows.values())
-
-            first = next(iter(rows.values()))
-            self.recorder.append_row(
-                "rounds.csv",
-                {
-                    "round": server_round,
-                    "time_step": int(first["time_step"]),
-                    "time_slot": int(first["time_slot"]),
-                    "slots": int(first["slots"]),
-                    "gossip": int(first["gossip"]),
-                    "steps": total("steps"),
-                    "bytes_down": total("bytes_down"),
-                    "bytes_up": total("bytes_up"),
-                    "bytes_hubs": total("bytes_hubs"),
-                    "dropped": total("dropped"),
-                    "missing": total("missing"),
-                    "seconds": max(float(r["seconds"]) for r in rows.values()),
-                    "hubs": " ".join(map(str, sorted(rows))),
-                    **{
-                        f"hub{d}_train_loss": rows[d]["train_loss"] if d in rows else ""
-                        for d in per_hub
-                    },
-                    **{
-                        f"hub{d}_skipped_peers": rows[d]["skipped_peers"] if d in rows else ""
-                        for d in per_hub
-                    },
-                    "dropped_reasons": " | ".join(
-                        r["dropped_reasons"] for r in rows.values() if r["dropped_reasons"]
-                    ),
-                },
+            models = None
+            time_slot = self.recorder.counters.time_slot + max(
+                r.slots for r in reports.values() if r is not None
             )
+            if plan.evaluates_after(server_round, time_slot):
+                found = [self._model(h, server_round) for h in self.hubs]
+                if any(m is None for m in found):
+                    return
+                models = [m for m in found if m is not None]
+            merged = merge_reports([r for r in reports.values() if r is not None])
+            for d, report in reports.items():
+                if report is None:
+                    merged.failed_hubs[d] = "hub down"
+            self.recorder.on_round(merged, models or [])
+            self.next_round += 1
 
 
 def progress_line(row: Mapping[str, Any], num_rounds: int) -> str:
@@ -259,11 +198,11 @@ def progress_line(row: Mapping[str, Any], num_rounds: int) -> str:
 
 def deploy_on(
     fed: LocalFederation,
-    exp: experiment.Experiment,
+    exp: Experiment,
     *,
     gossip_timeout: float = 30.0,
     poll_s: float = 0.05,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
     on_submitted: Callable[[list[HubWatch]], None] | None = None,
 ) -> DeployOutcome:
     """Run a prepared experiment on a started federation (one SuperLink per hub).
@@ -272,14 +211,14 @@ def deploy_on(
     ----------
     fed : LocalFederation
         Started with ``exp``'s hub sizes.
-    exp : experiment.Experiment
+    exp : Experiment
         The experiment; its ``output_dir`` receives the results.
     gossip_timeout : float (default: 30.0)
         Seconds a hub waits for a neighbour's model before skipping it.
     poll_s : float (default: 0.05)
         Seconds between two pulls of worker replies at every hub.
-    progress : Callable[[dict[str, Any]], None] | None (default: None)
-        Called with every history row as it is written.
+    progress : Callable[[dict[str, float]], None] | None (default: None)
+        Called after every recorded round (``evaluated`` is 1.0 when u was scored).
     on_submitted : Callable[[list[HubWatch]], None] | None (default: None)
         Called once every hub's run is submitted (tests use it).
 
@@ -288,55 +227,46 @@ def deploy_on(
     DeployOutcome
         The summary and the hubs that failed.
     """
-    cfg = exp.cfg
-    recorder = RunRecorder(exp.output_dir, overwrite=bool(cfg.overwrite))
-    recorder.write_config(cfg)
-    recorder.write_json("network.json", experiment.network_record(exp))
-    recorder.write_json("theory.json", exp.theory)
-    recorder.write_partition(exp.partitions)
-    recorder.save_model("initial_model.pt", experiment.initial_model(exp))
-    experiment.log_network(exp)
-    start = time.perf_counter()
+    folder = ResultsFolder(exp.output_dir, overwrite=bool(exp.cfg.overwrite))
+    initial = initial_model(exp)
+    write_run_files(folder, exp, initial)
+    log_network(exp)
     hubs = []
     for d in range(exp.hierarchy.num_hubs):
-        folder = exp.output_dir / f"hub-{d}"
-        shutil.rmtree(folder, ignore_errors=True)
+        hub_folder = exp.output_dir / f"hub-{d}"
+        shutil.rmtree(hub_folder, ignore_errors=True)
         config = hub_run_config(exp, fed, d, gossip_timeout=gossip_timeout, poll_s=poll_s)
-        hubs.append(HubWatch(d, folder, fed.submit(d, APP_DIR, config)))
+        hubs.append(HubWatch(d, hub_folder, fed.submit(d, APP_DIR, config)))
     if on_submitted is not None:
         on_submitted(hubs)
-    combiner = Combiner(exp, recorder, hubs)
+    recorder = RunRecorder(folder, exp.plan, Evaluator(exp), progress=progress)
+    recorder.begin([initial] * exp.hierarchy.num_hubs, None)
+    combiner = Combiner(recorder, hubs)
     while any(h.running for h in hubs):
         time.sleep(0.2)
         for hub in hubs:
             hub.poll()
-        combiner.step(progress)
-    combiner.step(progress)
-    combiner.write_rounds()
+        combiner.step()
+    combiner.step()
     for hub in hubs:
         log_file = fed.folder / f"run-{hub.hub_id}.log"
         if log_file.is_file():
             hub.folder.mkdir(parents=True, exist_ok=True)
             shutil.copy(log_file, hub.folder / "run.log")
     failed = {h.hub_id: h.failed for h in hubs if h.failed}
-    summary = {
-        **combiner.last_row,
-        "output_dir": str(exp.output_dir),
-        "wall_s": round(time.perf_counter() - start, 3),
-        "zeta": exp.spectrum.zeta,
-        "failed_hubs": {str(d): why for d, why in failed.items()},
-    }
-    recorder.write_json("summary.json", summary)
+    summary = recorder.finish(
+        zeta=exp.spectrum.zeta, failed_hubs={str(d): why for d, why in failed.items()}
+    )
     return DeployOutcome(summary, failed)
 
 
 def deploy(
-    exp: experiment.Experiment,
+    exp: Experiment,
     *,
     insecure: bool = False,
     gossip_timeout: float = 30.0,
     poll_s: float = 0.05,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
 ) -> DeployOutcome:
     """Start a local federation for ``exp`` (``output_dir/federation``), run it, stop it.
 

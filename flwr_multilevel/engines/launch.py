@@ -3,15 +3,18 @@
 from typing import Any
 
 from flwr_multilevel.client_app import app as client_app
+from flwr_multilevel.engines.engine import BatchedEngine, GridEngine
 from flwr_multilevel.engines.local_grid import LocalGrid
 from flwr_multilevel.engines.simulation import run_in_simulation
 from flwr_multilevel.errors import SimulationError
-from flwr_multilevel.experiment import prepare as experiment
+from flwr_multilevel.experiment.prepare import Experiment
+from flwr_multilevel.run.core import run_experiment
+from flwr_multilevel.run.recorder import Progress
 from flwr_multilevel.server_app import make_server_app
 
 
 def launch(
-    exp: experiment.Experiment, progress: experiment.Progress | None = None, resume: bool = False
+    exp: Experiment, progress: Progress | None = None, resume: bool = False
 ) -> dict[str, Any]:
     """Run ``exp`` with ``simulation.backend`` and return its summary.
 
@@ -28,11 +31,10 @@ def launch(
     """
     num_workers = exp.hierarchy.num_workers
     if exp.cfg.simulation.backend == "batched":
-        return experiment.run(exp, None, progress=progress, resume=resume)
+        return run_experiment(exp, BatchedEngine(exp), progress, resume)
     if exp.cfg.simulation.backend == "inprocess":
-        return experiment.run(
-            exp, LocalGrid(client_app, num_workers), progress=progress, resume=resume
-        )
+        grid = LocalGrid(client_app, num_workers)
+        return run_experiment(exp, GridEngine(exp, grid), progress, resume)
     outcome: dict[str, Any] = {}
     run_in_simulation(
         make_server_app(exp, outcome, progress, resume),

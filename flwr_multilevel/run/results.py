@@ -159,8 +159,8 @@ def plan_output_dir(folder: str | Path | None, overwrite: bool = False, base: st
     raise ConfigError("output_dir", f"could not find a free folder name under {base!r}")
 
 
-class RunRecorder:
-    """Writes one run's results folder.
+class ResultsFolder:
+    """The files of one run's results folder.
 
     Files: ``config.yaml`` (resolved), ``network.json`` (hubs, weights, rates,
     graph, H and its spectrum), ``partition.json`` (sample indices per
@@ -187,19 +187,19 @@ class RunRecorder:
     """
 
     def __init__(self, folder: str | Path, overwrite: bool = False, resume: bool = False) -> None:
-        self.folder = check_output_dir(folder, overwrite or resume)
+        self.path = check_output_dir(folder, overwrite or resume)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(
                 "output_dir", f"cannot create {str(folder)!r} ({err.strerror})"
             ) from None
         for name in () if resume else (HISTORY, "rounds.csv", "summary.json", "checkpoint.pt"):
-            (self.folder / name).unlink(missing_ok=True)  # only the run's own files
+            (self.path / name).unlink(missing_ok=True)  # only the run's own files
 
     def write_config(self, cfg: DictConfig) -> None:
         """Write the resolved config."""
-        OmegaConf.save(cfg, self.folder / "config.yaml", resolve=True)
+        OmegaConf.save(cfg, self.path / "config.yaml", resolve=True)
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
         """Write a JSON file (numpy values converted)."""
@@ -212,7 +212,7 @@ class RunRecorder:
             raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
         _atomic_write(
-            self.folder / name,
+            self.path / name,
             lambda p: p.write_text(json.dumps(data, indent=1, default=convert) + "\n"),
         )
 
@@ -223,7 +223,7 @@ class RunRecorder:
     def save_model(self, name: str, arrays: ArrayRecord) -> None:
         """``torch.save`` the state dict of one model."""
         state = arrays.to_torch_state_dict()
-        _atomic_write(self.folder / name, lambda p: torch.save(state, p))
+        _atomic_write(self.path / name, lambda p: torch.save(state, p))
 
     def save_hub_models(self, server_round: int, hub_models: Sequence[ArrayRecord]) -> None:
         """``torch.save`` every hub's state dict, with the round they belong to."""
@@ -231,11 +231,11 @@ class RunRecorder:
             "round": server_round,
             "hubs": [arrays.to_torch_state_dict() for arrays in hub_models],
         }
-        _atomic_write(self.folder / "hub_models.pt", lambda p: torch.save(state, p))
+        _atomic_write(self.path / "hub_models.pt", lambda p: torch.save(state, p))
 
     def append_row(self, name: str, row: Mapping[str, Any]) -> None:
         """Append a row to a CSV file (header written with the first row)."""
-        path = self.folder / name
+        path = self.path / name
         new = not os.path.lexists(path)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         with os.fdopen(os.open(path, flags, 0o644), "a", newline="") as file:
