@@ -101,7 +101,8 @@ def test_deployed_hubs_equal_the_simulation(deployed):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-5), key
     assert int(dep_history[2]["bytes_hub_hub"]) > 0
     combined = rows(run / "rounds.csv")
-    assert [r["hub0_skipped_peers"] for r in combined[:2]] == ["", ""]
+    assert list(combined[0]) == list(rows(sim / "rounds.csv")[0])  # the same columns as `run`
+    assert [r["skipped_peers"] for r in combined[:2]] == ["", ""]
     for d in range(3):
         hub = run / f"hub-{d}"
         assert (hub / "hub.log").read_text().count("[ROUND") >= 2
@@ -121,12 +122,8 @@ def test_a_killed_hub_is_skipped_and_named(deployed):
         assert (run / f"hub-{d}" / "models" / "round-00003.pt").is_file()
     assert not (run / "hub-1" / "summary.json").exists()
     combined = rows(run / "rounds.csv")
-    assert [(r["round"], r["hubs"]) for r in combined] == [
-        ("1", "0 1 2"),
-        ("2", "0 1 2"),
-        ("3", "0 2"),
-    ]
-    assert combined[2]["hub0_skipped_peers"] == combined[2]["hub2_skipped_peers"] == "1"
+    assert [(r["round"], r["failed_hubs"]) for r in combined] == [("1", ""), ("2", ""), ("3", "1")]
+    assert combined[2]["skipped_peers"] == "0:1 2:1"
     history = rows(run / "history.csv")
     assert [int(r["round"]) for r in history] == [0, 1, 2, 3]
     assert all(np.isfinite(float(r["accuracy"])) for r in history)
@@ -178,3 +175,42 @@ def test_cli_deploy_sigint_leaves_no_process(tmp_path):
             proc.wait()
     assert [p for p in pids if pid_alive(p)] == []
     assert not (tmp_path / "federation" / "certs").exists()
+
+
+SUMMARY_TIMES = re.compile(r"wall time [0-9.]+ s \(evaluation [0-9.]+ s\)|results: \S+")
+
+
+def _cli(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    cli_path = Path(sys.executable).parent / "flwr-multilevel"
+    return subprocess.run(
+        [str(cli_path), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_cli_deploy_records_a_run_like_run(tmp_path):
+    """`flwr-multilevel deploy rounds=2` as typed: exit 0, `run`'s summary, files and columns."""
+    small = ["rounds=2", "hubs.workers=2", "eval.train_examples=200"]
+    sim = _cli(
+        ["run", *small, "simulation.backend=inprocess", f"output_dir={tmp_path / 'sim'}"], 600
+    )
+    assert sim.returncode == 0, sim.stderr[-3000:]
+    dep = _cli(["deploy", *small, f"output_dir={tmp_path / 'dep'}"], 900)
+    assert dep.returncode == 0, dep.stdout[-3000:] + dep.stderr[-3000:]
+    summary = [line for line in dep.stdout.splitlines() if not line.startswith("round ")]
+    assert SUMMARY_TIMES.sub("", "\n".join(summary)) == SUMMARY_TIMES.sub("", sim.stdout.strip())
+    assert "Traceback" not in dep.stderr
+
+    def files(folder: Path) -> set[str]:
+        skip = ("hub-", "federation")
+        return {p.name for p in folder.iterdir() if not p.name.startswith(skip)}
+
+    # deploy adds its per-hub folders; a deployed run cannot be resumed, so it has no checkpoint
+    assert files(tmp_path / "dep") == files(tmp_path / "sim") - {"checkpoint.pt"}
+    assert "accuracy_vs_time_step.png" in files(tmp_path / "dep")
+    for name in ("history.csv", "rounds.csv"):
+        assert list(rows(tmp_path / "dep" / name)[0]) == list(rows(tmp_path / "sim" / name)[0])
+    dep_summary = json.loads((tmp_path / "dep" / "summary.json").read_text())
+    sim_summary = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert set(dep_summary) == set(sim_summary)
+    assert dep_summary["failed_hubs"] == {} and dep_summary["skipped_gossip"] == 0
+    assert dep_summary["steps_per_worker"] == sim_summary["steps_per_worker"]

@@ -89,7 +89,7 @@ def test_a_slot_budget_stops_the_run_and_the_last_round_is_scored(tmp_path):
     utils = module("utils")
     overrides = {"num-server-rounds": 10, "max-time-slots": 12, "hubs": "2,2", "tau": 4, "q": 2}
     history = utils.read_history(run_baseline(tmp_path, 4, **overrides))
-    assert [(r["round"], r["time-slot"]) for r in history] == [(0, 0), (2, 8), (3, 12)]
+    assert [(r["round"], r["time_slot"]) for r in history] == [(0, 0), (2, 8), (3, 12)]
 
 
 def test_the_baseline_matches_the_library_engine_on_the_same_experiment(tmp_path):

@@ -107,4 +107,4 @@ def run_experiment(
     )
     recorder.begin([init] * exp.hierarchy.num_hubs, state)
     engine.run(init, recorder.on_round)
-    return recorder.finish(zeta=exp.spectrum.zeta)
+    return recorder.finish(zeta=exp.spectrum.zeta, failed_hubs={})  # deploy's: dead hubs

@@ -7,50 +7,22 @@ into ``MLLSGD(FedAvg(), hubs=..., tau=..., q=..., graph=..., rates=...)``.
 from collections.abc import Mapping
 from typing import Any
 
-from flwr.app import ArrayRecord
-
 from flwr_multilevel.experiment.prepare import build_strategy
-from flwr_multilevel.strategies import MLLSGD, RoundReport
+from flwr_multilevel.strategies import MLLSGD
 
 from .utils import worker_rates
 
 WEIGHTS = {"data-size": "num-examples", "equal": "equal"}
 
 
-class SlotBudget:
-    """The virtual clock of a run; as ``on_round``, it stops the run after ``max_slots``.
-
-    A round of MLL-SGD lasts tau time slots; with ``wait-for-slowest`` it lasts
-    until the slowest worker has taken tau steps (Fig. 6 of the paper).
-
-    Parameters
-    ----------
-    max_slots : int
-        Stop once this many time slots have passed (0: never).
-    """
-
-    def __init__(self, max_slots: int) -> None:
-        self.max_slots = max_slots
-        self.slots = 0
-
-    def spent(self, slots: int) -> bool:
-        """Return whether the clock has passed the budget at ``slots``."""
-        return 0 < self.max_slots <= slots
-
-    def __call__(self, report: RoundReport, models: list[ArrayRecord]) -> bool:
-        """Advance the clock by the round's slots; return True to stop the run."""
-        del models
-        self.slots += report.slots
-        return self.spent(self.slots)
-
-
-def mll_sgd_strategy(run_config: Mapping[str, Any], budget: SlotBudget | None = None) -> MLLSGD:
+def mll_sgd_strategy(run_config: Mapping[str, Any]) -> MLLSGD:
     """Return the MLL-SGD strategy of a run config.
 
     Every hub runs ``hub-strategy`` (a ``flwr.serverapp.strategy`` class, e.g.
     ``FedAvg``); ``hubs``, ``tau``, ``q``, ``hub-graph`` and ``seed`` are read by
     :meth:`MLLSGD.from_run_config`, the rest here. Federated evaluation is off:
-    the server scores the global model u itself.
+    the server scores the global model u itself, and the run core's recorder
+    (its ``on_round``) keeps the clock and stops at ``max-time-slots``.
 
     Raises
     ------
@@ -77,5 +49,4 @@ def mll_sgd_strategy(run_config: Mapping[str, Any], budget: SlotBudget | None = 
         wait_for_slowest=bool(run_config.get("wait-for-slowest", False)),
         evaluate_every=0,
         discovery_timeout=float(run_config.get("discovery-timeout", 120)),
-        on_round=budget,
     )

@@ -96,57 +96,31 @@ def output_dir(run_config: Mapping[str, Any]) -> Path:
     return Path(name).expanduser().absolute()
 
 
-class ResultsWriter:
-    """Writes ``history.csv`` row by row, then ``results.json`` with the whole ``Result``.
+def write_result(folder: Path, result: Result, summary: Mapping[str, Any]) -> None:
+    """Write ``results.json``: the per-round metrics of Flower's ``Result`` and the summary."""
 
-    Parameters
-    ----------
-    folder : Path
-        The results folder (created).
-    run_config : Mapping[str, Any]
-        Written to ``run_config.json``.
-    """
+    def rounds(metrics: Mapping[int, Any]) -> dict[str, dict[str, Any]]:
+        return {str(r): dict(m.items()) for r, m in sorted(metrics.items())}
 
-    def __init__(self, folder: Path, run_config: Mapping[str, Any]) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "history.csv").unlink(missing_ok=True)
-        self._write_json("run_config.json", dict(run_config))
+    def plain(value: Any) -> Any:
+        return value.tolist() if hasattr(value, "tolist") else value
 
-    def _write_json(self, name: str, data: Any) -> None:
-        (self.folder / name).write_text(json.dumps(data, indent=1) + "\n")
-
-    def append(self, row: Mapping[str, Any]) -> None:
-        """Append one evaluation to ``history.csv`` (header with the first row)."""
-        path = self.folder / "history.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-    def write_result(self, result: Result, summary: Mapping[str, Any]) -> None:
-        """Write ``results.json``: the per-round metrics of ``result`` and a summary."""
-
-        def rounds(metrics: Mapping[int, Any]) -> dict[str, dict[str, Any]]:
-            return {str(r): dict(m.items()) for r, m in sorted(metrics.items())}
-
-        self._write_json(
-            "results.json",
-            {
-                "summary": dict(summary),
-                "train_metrics_clientapp": rounds(result.train_metrics_clientapp),
-                "evaluate_metrics_clientapp": rounds(result.evaluate_metrics_clientapp),
-                "evaluate_metrics_serverapp": rounds(result.evaluate_metrics_serverapp),
-            },
-        )
+    data = {
+        "summary": {key: plain(value) for key, value in summary.items()},
+        "train_metrics_clientapp": rounds(result.train_metrics_clientapp),
+        "evaluate_metrics_clientapp": rounds(result.evaluate_metrics_clientapp),
+        "evaluate_metrics_serverapp": rounds(result.evaluate_metrics_serverapp),
+    }
+    (folder / "results.json").write_text(json.dumps(data, indent=1) + "\n")
 
 
 def read_history(folder: str | Path) -> list[dict[str, float]]:
-    """Return the rows of ``history.csv`` in ``folder`` as floats."""
+    """Return the rows of ``history.csv`` in ``folder`` as floats (empty cells: NaN)."""
     with (Path(folder) / "history.csv").open() as file:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+        return [
+            {k: float(v) if v != "" else float("nan") for k, v in row.items()}
+            for row in csv.DictReader(file)
+        ]
 
 
 def _merged(common: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
