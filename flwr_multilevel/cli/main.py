@@ -203,13 +203,22 @@ def _launch(exp: Any, verbose: bool, resume: bool = False) -> int:
 
 def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
     """Continue the run in ``folder`` with the config it was started with."""
-    from flwr_multilevel.experiment.prepare import prepare  # pylint: disable=import-outside-toplevel
+    import json  # pylint: disable=import-outside-toplevel
+
+    from flwr_multilevel.experiment.prepare import prepare  # pylint: disable=C0415
 
     if args:
         raise ConfigError("--resume", "takes no config or overrides: the run keeps its own")
     path = Path(folder).expanduser().absolute()
     if not (path / "config.yaml").is_file() or not (path / "checkpoint.pt").is_file():
         raise ConfigError("--resume", f"{folder!r} holds no checkpointed run")
+    if (path / "summary.json").is_file():
+        try:
+            last = json.loads((path / "summary.json").read_text()).get("round", "?")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            last = "?"
+        print(f"the run in {folder} is finished (round {last}): nothing to resume, nothing changed")
+        return 0
     cfg = validate(load_config(path / "config.yaml"))
     if cfg.simulation.backend == "batched":
         raise ConfigError("--resume", "runs of the batched backend cannot be resumed")

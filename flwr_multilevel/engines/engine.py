@@ -9,6 +9,7 @@ Ray). :class:`BatchedEngine` advances every worker in one vectorised
 computation (:mod:`flwr_multilevel.engines.batched`).
 """
 
+import copy
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr_multilevel.experiment.prepare import Experiment, build_mllsgd, train_config
 from flwr_multilevel.model.clock import round_slots
 from flwr_multilevel.protocol.arrays import record_bytes
+from flwr_multilevel.run.state import decode, load_strategy_state
 from flwr_multilevel.strategies.report import OnRound, RoundReport
 
 
@@ -64,12 +66,35 @@ class GridEngine:
         )
 
     def state_dict(self) -> dict[str, Any] | None:
-        """Return the strategy's state (:meth:`MLLSGD.state_dict`)."""
+        """Return the strategy's state (:meth:`MLLSGD.state_dict`).
+
+        A checkpoint saves it as tensors and plain data
+        (:func:`~flwr_multilevel.run.state.encode`): each hub strategy as its attributes.
+        """
         return self.strategy.state_dict()
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        """Continue from ``state`` (:meth:`MLLSGD.restore`)."""
-        self.strategy.restore(state)
+        """Continue from ``state`` (:meth:`state_dict`, decoded) at the next :meth:`run`.
+
+        Each hub's strategy is the experiment's, built from the config, with
+        the saved attributes set on it: nothing is unpickled.
+        """
+        strategies = {
+            int(d): load_strategy_state(copy.deepcopy(self.exp.strategy), decode(attributes))
+            for d, attributes in state["strategies"].items()
+        }
+        models = {int(d): m for d, m in state["models"].items()}
+        weights = {int(d): {int(w): v for w, v in ws.items()} for d, ws in state["weights"].items()}
+        failed = {int(d): int(n) for d, n in state["failed_in_a_row"].items()}
+        self.strategy.restore(
+            {
+                **state,
+                "strategies": strategies,
+                "models": models,
+                "weights": weights,
+                "failed_in_a_row": failed,
+            }
+        )
 
 
 class BatchedEngine:

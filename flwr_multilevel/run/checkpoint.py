@@ -1,12 +1,26 @@
 """Checkpoints of a run: everything needed to continue it bit for bit after a crash.
 
-A checkpoint is written atomically (a temporary file, then a rename) after
-every evaluation, before that evaluation's history row: the history is never
-ahead of the checkpoint. ``rounds.csv`` may be; resuming cuts it back.
+Format (version :data:`VERSION`): a dict of tensors and plain data only
+(:mod:`flwr_multilevel.run.state`), read with ``torch.load(weights_only=True)``,
+so a checkpoint never runs code::
+
+    format   "flwr-multilevel-checkpoint"
+    version  1
+    config   the resolved config of the run, as YAML text
+    round    the last round it holds
+    mll      the engine's state (hub models, hub strategies' attributes, weights, counters)
+    counters the recorder's clock and counters
+    last_row the history row of ``round``
+    elapsed  wall seconds of the run so far
+
+It is written atomically (a temporary file, then a rename) after every
+evaluation, before that evaluation's history row. Resuming repairs what a
+kill left behind from it: the history row of its round, if missing or
+half-written, is its ``last_row``; rows after its round are cut.
 """
 
-import csv
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +30,14 @@ from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.run.results import RUN_FILES
 
 CHECKPOINT = "checkpoint.pt"
+FORMAT = "flwr-multilevel-checkpoint"
+VERSION = 1
+MAX_BYTES = 4 * 1024**3
+KEYS = ("format", "version", "config", "round", "mll", "counters", "last_row", "elapsed")
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``folder/checkpoint.pt`` atomically.
+    """Write ``state`` (tensors and plain data) to ``folder/checkpoint.pt`` atomically.
 
     Raises
     ------
@@ -29,7 +47,7 @@ def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
     path = folder / CHECKPOINT
     tmp = path.with_name(f".{CHECKPOINT}.{os.getpid()}.tmp")
     try:
-        torch.save(state, tmp)
+        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -38,42 +56,45 @@ def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
         ) from None
 
 
+def clear_stale_writes(folder: Path) -> None:
+    """Remove the temporary files a kill -9 cut short (never the real files)."""
+    for name in (*RUN_FILES, CHECKPOINT):
+        for stale in folder.glob(f".{name}.*.tmp"):
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
+
+
 def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """Return the checkpoint of the run in ``folder``.
+    """Return the checkpoint of the run in ``folder``, read as tensors and plain data only.
 
     Raises
     ------
     ConfigError
-        ``--resume``: no checkpoint there, or one that cannot be read.
+        ``--resume``: no checkpoint there, or one that is not a checkpoint of
+        this format (objects other than tensors and plain data are refused,
+        never unpickled).
     """
     path = folder / CHECKPOINT
-    for name in (*RUN_FILES, CHECKPOINT):  # writes a kill -9 cut short (never the real files)
-        for stale in folder.glob(f".{name}.*.tmp"):
-            if stale.is_file() and not stale.is_symlink():
-                stale.unlink()
     if not path.is_file() or path.is_symlink():
         raise ConfigError("--resume", f"{str(folder)!r} holds no checkpoint of a run")
+    where = f"{CHECKPOINT} in {str(folder)!r}"
+    if path.stat().st_size > MAX_BYTES:
+        raise ConfigError("--resume", f"{where} is larger than {MAX_BYTES} bytes")
     try:
-        return torch.load(path, weights_only=False)  # type: ignore[no-any-return]
-    except Exception as err:  # pylint: disable=broad-except
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
         raise ConfigError(
-            "--resume", f"the checkpoint in {str(folder)!r} cannot be read ({type(err).__name__})"
+            "--resume", f"{where} holds objects other than tensors and plain data; refused"
         ) from None
-
-
-def cut_csv(path: Path, last_round: int) -> None:
-    """Keep only the rows of a CSV file whose ``round`` is at most ``last_round``."""
-    if not path.is_file():
-        return
-    with path.open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    kept = [row for row in rows if int(row["round"]) <= last_round]
-    if not kept:  # the next row writes a fresh header
-        path.unlink()
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(kept[0]))
-        writer.writeheader()
-        writer.writerows(kept)
-    os.replace(tmp, path)
+    except Exception as err:  # pylint: disable=broad-except
+        raise ConfigError("--resume", f"{where} cannot be read ({type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError("--resume", f"{where} is not a flwr-multilevel checkpoint")
+    if state.get("version") != VERSION:
+        raise ConfigError(
+            "--resume", f"{where} has format version {state.get('version')!r}, expected {VERSION}"
+        )
+    missing = [key for key in KEYS if key not in state]
+    if missing:
+        raise ConfigError("--resume", f"{where} lacks {missing[0]!r}")
+    return state

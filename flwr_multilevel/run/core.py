@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord
 from flwr.common.logger import log
+from omegaconf import OmegaConf
 
 from flwr_multilevel.engines.engine import Engine
 from flwr_multilevel.experiment.prepare import (
@@ -21,10 +22,11 @@ from flwr_multilevel.experiment.prepare import (
     network_record,
     torch_threads,
 )
-from flwr_multilevel.run.checkpoint import cut_csv, load_checkpoint
 from flwr_multilevel.run.evaluate import Evaluator
-from flwr_multilevel.run.recorder import ROUNDS, Progress, RunRecorder
-from flwr_multilevel.run.results import HISTORY, ResultsFolder
+from flwr_multilevel.run.recorder import Progress, RunRecorder
+from flwr_multilevel.run.results import ResultsFolder
+from flwr_multilevel.run.resume import prepare_resume
+from flwr_multilevel.run.state import decode
 
 
 def write_run_files(folder: ResultsFolder, exp: Experiment, initial: ArrayRecord) -> None:
@@ -93,17 +95,21 @@ def run_experiment(
     """
     torch.set_num_threads(torch_threads(exp.cfg))  # the server's evaluation, in-process workers
     folder = ResultsFolder(exp.output_dir, overwrite=bool(exp.cfg.overwrite), resume=resume)
-    state = load_checkpoint(exp.output_dir) if resume else None
+    state = decode(prepare_resume(exp.output_dir, exp.cfg)) if resume else None
     init = initial_model(exp)
     if state is None:
         write_run_files(folder, exp, init)
-    else:  # continue where the checkpoint left off; later rows are cut
-        for name in (HISTORY, ROUNDS):
-            cut_csv(exp.output_dir / name, int(state["round"]))
+    else:  # continue where the checkpoint left off
         engine.restore(state["mll"])
+        log(INFO, "resuming after round %s (changed: %s)", state["round"], state["changed"])
     log_network(exp)
     recorder = RunRecorder(
-        folder, exp.plan, Evaluator(exp), engine_state=engine.state_dict, progress=progress
+        folder,
+        exp.plan,
+        Evaluator(exp),
+        engine_state=engine.state_dict,
+        progress=progress,
+        config=OmegaConf.to_yaml(exp.cfg, resolve=True),
     )
     recorder.begin([init] * exp.hierarchy.num_hubs, state)
     engine.run(init, recorder.on_round)

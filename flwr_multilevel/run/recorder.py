@@ -22,6 +22,7 @@ from flwr.common.logger import log
 
 from flwr_multilevel.run.checkpoint import save_checkpoint
 from flwr_multilevel.run.results import HISTORY, ResultsFolder
+from flwr_multilevel.run.state import encode
 from flwr_multilevel.strategies.report import RoundReport, round_row
 
 ROUNDS = "rounds.csv"
@@ -169,6 +170,9 @@ class RunRecorder:
     save_models : Callable[[int, Sequence[ArrayRecord]], None] | None (default: None)
         Called with the models of every evaluation round (default: the
         folder's ``hub_models.pt``).
+    config : str (default: "")
+        The run's resolved config as YAML, kept in every checkpoint: resuming
+        checks that the folder's config is still the same run.
     """
 
     def __init__(  # pylint: disable=too-many-arguments
@@ -180,8 +184,9 @@ class RunRecorder:
         engine_state: Callable[[], dict[str, Any] | None] | None = None,
         progress: Progress | None = None,
         save_models: Callable[[int, Sequence[ArrayRecord]], None] | None = None,
+        config: str = "",
     ) -> None:
-        self.folder, self.plan, self.evaluate = folder, plan, evaluate
+        self.folder, self.plan, self.evaluate, self.config = folder, plan, evaluate, config
         self.engine_state, self.progress = engine_state, progress
         self.save_models = save_models or folder.save_hub_models
         self.counters = Counters(np.zeros(plan.num_workers, dtype=np.int64))
@@ -240,7 +245,7 @@ class RunRecorder:
         }
         engine = self.engine_state() if self.engine_state is not None else None
         if engine is not None and server_round > 0:  # before the row: history never ahead
-            save_checkpoint(self.folder.path, self.checkpoint(server_round, engine))
+            save_checkpoint(self.folder.path, encode(self.checkpoint(server_round, engine)))
         self.folder.append_row(HISTORY, self.last_row)
         log(
             INFO,
@@ -254,6 +259,7 @@ class RunRecorder:
     def checkpoint(self, server_round: int, engine: dict[str, Any]) -> dict[str, Any]:
         """Return the checkpoint after ``server_round``: the engine's state and the recorder's."""
         return {
+            "config": self.config,
             "round": server_round,
             "mll": engine,
             "counters": self.counters.state(),

@@ -233,6 +233,19 @@ class ResultsFolder:
         }
         _atomic_write(self.path / "hub_models.pt", lambda p: torch.save(state, p))
 
+    def write_rows(
+        self, name: str, header: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Replace a CSV file with ``header`` and ``rows``, atomically."""
+
+        def write(path: Path) -> None:
+            with path.open("w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=list(header))
+                writer.writeheader()
+                writer.writerows(rows)
+
+        _atomic_write(self.path / name, write)
+
     def append_row(self, name: str, row: Mapping[str, Any]) -> None:
         """Append a row to a CSV file (header written with the first row)."""
         path = self.path / name
