@@ -117,7 +117,7 @@ def test_a_killed_hub_is_skipped_and_named(deployed):
     for d in (0, 2):
         hub_rows = rows(run / f"hub-{d}" / "rounds.csv")
         assert [int(r["round"]) for r in hub_rows] == [1, 2, 3]
-        assert [r["skipped_peers"] for r in hub_rows] == ["", "", "1"]
+        assert [r["skipped_peers"] for r in hub_rows] == ["", "", f"{d}:1"]
         assert (run / f"hub-{d}" / "summary.json").is_file()
         assert (run / f"hub-{d}" / "models" / "round-00003.pt").is_file()
     assert not (run / "hub-1" / "summary.json").exists()
