@@ -1,8 +1,17 @@
-"""The README's code examples run as written, and its adoption diff is the examples' real diff."""
+"""The README's commands and code run as written, and its adoption diff is the examples' real diff.
+
+Its quick start is what CI runs (``.ci/run``), and the default run prints the summary shown;
+the commands of the docs pages it links are run by ``tests/test_docs.py``.
+"""
 
 import difflib
 import re
+import shlex
 from pathlib import Path
+
+import pytest
+
+from .test_docs import missing_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -38,19 +47,29 @@ def test_the_adoption_diff_is_the_real_one():
     assert sorted(shown) == sorted(real)
 
 
-def test_the_run_config_check_runs_as_written(monkeypatch, capsys):
-    import shlex
+def quick_start() -> list[str]:
+    section = README.split("## Quick start", 1)[1]
+    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0].splitlines()
 
+
+def test_the_quick_start_is_what_ci_runs():
+    install, tests = quick_start()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests == ".venv/bin/python -m pytest"  # the README's test command, as CI calls it
+    assert tests in ci.splitlines()
+    *steps, run = install.split(" && ")
+    assert run == ".venv/bin/flwr-multilevel run"
+    for step in steps:  # CI installs the same way, quietly
+        assert step in ci.replace(" -q", ""), step
+
+
+@pytest.mark.simulation
+def test_the_quick_start_run_prints_the_summary_shown(tmp_path, monkeypatch, capsys):
     from flwr_multilevel.cli.main import main
 
-    lines = [
-        line.split("#")[0].strip()
-        for code in blocks("bash")
-        for line in code.splitlines()
-        if line.startswith("flwr-multilevel config --run-config")
-    ]
-    assert lines
-    monkeypatch.chdir(ROOT)  # the README runs it from the repository root (--app .)
-    for line in lines:
-        assert main(shlex.split(line)[1:]) == 0, capsys.readouterr().err
-        assert "rounds: 20" in capsys.readouterr().out
+    run = shlex.split(quick_start()[0].split(" && ")[-1])
+    shown = next(b for b in blocks("text") if b.startswith("MLL-SGD on ")).splitlines()
+    monkeypatch.chdir(tmp_path)  # the run writes runs/<date>-<time>-<id> here
+    assert main(run[1:]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert not missing_lines(shown, out), "\n".join(out)
