@@ -294,3 +294,19 @@ def test_unsafe_comparison_labels_are_refused(labels, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         load_comparison([str(spec)])
     assert slug("..") == "run" and slug(".hidden") == "hidden"
+
+
+@pytest.mark.parametrize("taken", ["hub-0", "federation", "history.csv"])
+def test_deploy_checks_its_folder_before_starting_anything(tmp_path, capsys, taken):
+    target = tmp_path / "out"
+    (target / taken).parent.mkdir(parents=True, exist_ok=True)
+    if "." in taken:
+        (target / taken).write_text("mine")
+    else:
+        (target / taken).mkdir()
+    before = sorted(p.name for p in target.rglob("*"))
+    assert main(["deploy", f"output_dir={target}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flwr-multilevel: error: output_dir: expected a new folder")
+    assert err.count("\n") == 1 and taken in err
+    assert sorted(p.name for p in target.rglob("*")) == before

@@ -164,24 +164,40 @@ def _config(ns: argparse.Namespace) -> Any:
     return validate(from_run_config(flwr_run_config(ns.app, ns.run_config)))
 
 
-def run(args: Sequence[str], verbose: bool = False, resume: str | None = None) -> int:
-    """Run an experiment; return the exit status."""
+def _prepare_new(args: Sequence[str], extra: Sequence[str] = ()) -> Any:
+    """Return the experiment of a new run: config checked, results folder claimed, then built.
+
+    The folder is checked (``output_dir``, and ``extra`` names in it that a
+    run would replace) before any data are loaded or process started, and
+    released again if preparing stops.
+    """
     # pylint: disable=import-outside-toplevel
     from flwr_multilevel.experiment.prepare import prepare
     from flwr_multilevel.run.results import plan_output_dir, release_output_dir, reserve_output_dir
 
-    if resume is not None:
-        return _resume(resume, args, verbose)
     cfg = validate(load_config(*_split(args)))
-    output = plan_output_dir(cfg.output_dir, bool(cfg.overwrite))  # checked before loading
+    output = plan_output_dir(cfg.output_dir, bool(cfg.overwrite))
+    taken = [p.name for name in extra if output.is_dir() for p in sorted(output.glob(name))]
+    if taken and not cfg.overwrite:
+        raise ConfigError(
+            "output_dir",
+            f"expected a new folder, {str(output)!r} already holds {taken[0]}/; "
+            "pass overwrite=true to replace it",
+        )
     made = reserve_output_dir(output)
     cfg.output_dir = str(output)
     try:
-        exp = prepare(cfg)
+        return prepare(cfg)
     except BaseException:
         release_output_dir(made)  # stopped before writing: leave nothing behind
         raise
-    return _launch(exp, verbose)
+
+
+def run(args: Sequence[str], verbose: bool = False, resume: str | None = None) -> int:
+    """Run an experiment; return the exit status."""
+    if resume is not None:
+        return _resume(resume, args, verbose)
+    return _launch(_prepare_new(args), verbose)
 
 
 def _launch(exp: Any, verbose: bool, resume: bool = False) -> int:
@@ -229,13 +245,12 @@ def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
 def deploy(ns: argparse.Namespace) -> int:
     """Deploy an experiment on local SuperLinks; return the exit status (1: a hub failed)."""
     # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.deploy.runner import FOLDERS, progress_line
     from flwr_multilevel.deploy.runner import deploy as deploy_experiment
-    from flwr_multilevel.deploy.runner import progress_line
-    from flwr_multilevel.experiment.prepare import prepare
 
     if not ns.gossip_timeout > 0:
         raise ConfigError("--gossip-timeout", f"expected seconds > 0, got {ns.gossip_timeout}")
-    exp = prepare(validate(load_config(*_split(ns.args))))
+    exp = _prepare_new(ns.args, FOLDERS)
 
     def progress(row: dict[str, float]) -> None:
         if row["evaluated"]:  # one line per evaluation of u

@@ -37,6 +37,7 @@ from flwr_multilevel.strategies.network_peer import format_peers
 
 APP_DIR = Path(__file__).parent / "app"
 SUPEREXEC_POLL_S = 0.1  # how soon a SuperExec starts a submitted ServerApp/ClientApp
+FOLDERS = ("hub-*", "federation")  # what a deployment adds to the results folder of a run
 
 
 @dataclass
