@@ -32,12 +32,12 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import FLOWER_LOGGER, log
 from flwr.serverapp import Grid, ServerApp
-from flwr.supercore.run import Run
 from omegaconf import DictConfig, OmegaConf
 
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment import prepare as experiment
 from flwr_multilevel.experiment.config import from_run_config, merge, validate
+from flwr_multilevel.flower_compat import Run
 from flwr_multilevel.run.results import RunRecorder
 from flwr_multilevel.strategies.network_peer import NetworkPeerLayer, PeerTls, parse_peers
 from flwr_multilevel.strategies.report import RoundReport, round_row
