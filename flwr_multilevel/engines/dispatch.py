@@ -112,7 +112,7 @@ class Dispatch:
         logs one warning).
         """
 
-        def add_messages_to_queue(
+        def feed(
             state: Any, queue: Queue[Message], nodes_mapping: Any, f_stop: threading.Event
         ) -> None:
             inbox: dict[int, deque[Message]] = {node_id: deque() for node_id in nodes_mapping}
@@ -126,7 +126,7 @@ class Dispatch:
             with flower_compat.tap_stored_messages(state, stored) as tapped:
                 self._feed(state, queue, inbox, f_stop, interval, polled=not tapped)
 
-        return add_messages_to_queue
+        return feed
 
     # pylint: disable-next=too-many-arguments,too-many-positional-arguments
     def _feed(

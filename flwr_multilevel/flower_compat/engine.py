@@ -28,6 +28,7 @@ from flwr_multilevel.flower_compat.guard import (
 )
 
 VCE_API = "flwr.server.superlink.fleet.vce.vce_api"
+LINK_STATE = "flwr.server.superlink.linkstate"
 RAY_BACKEND = "flwr.server.superlink.fleet.vce.backend.raybackend"
 FEEDER_PARAMS = ("state", "queue", "nodes_mapping", "f_stop")
 WORKER_PARAMS = (
@@ -87,15 +88,19 @@ def engine_feeder(feeder: Callable[..., None]) -> Iterator[None]:
     """Within the block, the engine moves messages from its LinkState to workers with ``feeder``.
 
     ``feeder`` takes the arguments of ``vce_api.add_messages_to_queue``
-    (``state, queue, nodes_mapping, f_stop``).
+    (``state, queue, nodes_mapping, f_stop``) and reads the LinkState through
+    :func:`next_message_ins` and :func:`tap_stored_messages`.
 
     Raises
     ------
     FlowerCompatError
-        The engine has no such function, or no longer calls it.
+        The engine has no such function, or no longer calls it, or its
+        LinkState has no ``get_message_ins(node_id, limit)``.
     """
     vce_api = _module(VCE_API)
     _swappable(vce_api, "add_messages_to_queue", FEEDER_PARAMS, "run_api")
+    link_state = getattr(_module(LINK_STATE), "LinkState", None)
+    require(link_state, "get_message_ins", "LinkState.get_message_ins", ("node_id", "limit"))
     with _swapped(vce_api, "add_messages_to_queue", feeder):
         yield
 

@@ -132,10 +132,19 @@ def looks_up(function: Any, global_name: str) -> bool:
 
     Examples
     --------
+    Names read in nested code (comprehensions, inner functions) count.
+
     >>> def run():
-    ...     return len([])
+    ...     return [len(x) for x in ([],)]
     >>> looks_up(run, "len"), looks_up(run, "print")
     (True, False)
     """
-    code = getattr(function, "__code__", None)
-    return code is not None and global_name in code.co_names
+    codes = [getattr(function, "__code__", None)]
+    while codes:
+        code = codes.pop()
+        if code is None:
+            continue
+        if global_name in code.co_names:
+            return True
+        codes += [c for c in code.co_consts if isinstance(c, type(code))]
+    return False

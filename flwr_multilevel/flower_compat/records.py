@@ -55,7 +55,11 @@ def set_message_id(message: Message, message_id: str) -> None:
     message.metadata.__dict__["_message_id"] = message_id
     if "message_id" not in _checked:
         check_version()
-        if message.metadata.message_id != message_id:
+        try:
+            ok = message.metadata.message_id == message_id
+        except Exception:  # pylint: disable=broad-except  # any change of Metadata's shape
+            ok = False
+        if not ok:
             raise compat_error("Metadata._message_id", "no longer holds Metadata.message_id")
         _checked.add("message_id")
 

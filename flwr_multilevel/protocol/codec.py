@@ -115,18 +115,18 @@ class DecodedArray(Array):
     parsing the payload again.
     """
 
-    _values: tuple[Any, np.ndarray | None]  # (the payload they were decoded from, the values)
+    decoded: tuple[Any, np.ndarray | None]  # (the payload they were decoded from, the values)
 
     @classmethod
     def wrap(cls, array: Array, values: np.ndarray) -> "DecodedArray":
         """Return ``array`` (same payload and fields) carrying ``values``."""
         wrapped = flower_compat.clone_array(array, cls)
-        wrapped._values = (array.data, values)
+        wrapped.decoded = (array.data, values)
         return wrapped
 
     def numpy(self) -> Any:
         """Return a copy of the decoded values."""
-        data, values = getattr(self, "_values", (None, None))
+        data, values = getattr(self, "decoded", (None, None))
         if values is None or data is not self.data:  # the payload was replaced since
             return super().numpy()
         return np.array(values, copy=True)
