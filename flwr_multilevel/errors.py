@@ -31,3 +31,13 @@ class RunAborted(RuntimeError):
 
 class WorkerDiscoveryError(RuntimeError):
     """The grid does not hold the expected workers, or they did not answer in time (exit 1)."""
+
+
+class FlowerCompatError(RuntimeError):
+    """The installed Flower lacks a private name this package relies on, or it changed (exit 1).
+
+    Raised by :mod:`flwr_multilevel.flower_compat`, the one module that reaches
+    into Flower's internals, where running without the name would change
+    results or behaviour; ``str(error)`` names it, the installed Flower and
+    the tested range.
+    """

@@ -10,7 +10,13 @@ from typing import Any, NoReturn
 from omegaconf import OmegaConf
 
 from flwr_multilevel.deploy.federation import DeploymentError
-from flwr_multilevel.errors import ConfigError, RunAborted, SimulationError, WorkerDiscoveryError
+from flwr_multilevel.errors import (
+    ConfigError,
+    FlowerCompatError,
+    RunAborted,
+    SimulationError,
+    WorkerDiscoveryError,
+)
 from flwr_multilevel.experiment.config import from_run_config, load_config, validate
 
 USAGE = """examples:
@@ -372,7 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 2
-    except (SimulationError, RunAborted, DeploymentError, WorkerDiscoveryError) as err:
+    except (
+        SimulationError,
+        RunAborted,
+        DeploymentError,
+        WorkerDiscoveryError,
+        FlowerCompatError,
+    ) as err:
         print(f"flwr-multilevel: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

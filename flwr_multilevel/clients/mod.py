@@ -22,8 +22,8 @@ from typing import TypeVar
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
-from flwr.clientapp.typing import ClientAppCallable
 
+from flwr_multilevel.flower_compat import ClientAppCallable
 from flwr_multilevel.model.rates import coin_flips
 
 DISCOVERY = (

@@ -33,7 +33,6 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import FLOWER_LOGGER, log
 from flwr.serverapp import Grid, ServerApp
-from flwr.supercore.run import Run
 from omegaconf import DictConfig, OmegaConf
 
 from flwr_multilevel.errors import ConfigError
@@ -45,6 +44,7 @@ from flwr_multilevel.experiment.prepare import (
     prepare,
     train_config,
 )
+from flwr_multilevel.flower_compat import Run
 from flwr_multilevel.run.recorder import RunRecorder
 from flwr_multilevel.run.reports import append_report
 from flwr_multilevel.run.results import ResultsFolder

@@ -37,8 +37,10 @@ from queue import Empty, Queue
 from typing import Any
 
 from flwr.app import Message
+from flwr.common import now
 from flwr.common.logger import log
-from flwr.supercore.date import now
+
+from flwr_multilevel import flower_compat
 
 
 def expired(message: Message, at: float | None = None) -> bool:
@@ -106,32 +108,25 @@ class Dispatch:
         nodes), and marks them delivered as ``get_message_ins`` does. A pass
         runs when a message arrives, or every ``interval`` seconds (Flower's
         waits 0.1 s). A LinkState without ``store_message_ins`` is polled
-        with ``get_message_ins`` instead.
+        with ``get_message_ins`` instead (:func:`~flwr_multilevel.flower_compat.tap_stored_messages`
+        logs one warning).
         """
 
-        def add_messages_to_queue(
+        def feed(
             state: Any, queue: Queue[Message], nodes_mapping: Any, f_stop: threading.Event
         ) -> None:
-            store = getattr(state, "store_message_ins", None)
             inbox: dict[int, deque[Message]] = {node_id: deque() for node_id in nodes_mapping}
-            if store is not None:
 
-                def store_message_ins(message: Message) -> Any:
-                    message_id = store(message)
-                    if message_id is not None and message.metadata.dst_node_id in inbox:
-                        inbox[message.metadata.dst_node_id].append(message)
-                    self._last_arrival = time.monotonic()
-                    self._arrived.set()
-                    return message_id
+            def stored(message: Message, message_id: str | None) -> None:
+                if message_id is not None and message.metadata.dst_node_id in inbox:
+                    inbox[message.metadata.dst_node_id].append(message)
+                self._last_arrival = time.monotonic()
+                self._arrived.set()
 
-                state.store_message_ins = store_message_ins
-            try:
-                self._feed(state, queue, inbox, f_stop, interval, polled=store is None)
-            finally:
-                if store is not None:
-                    del state.store_message_ins  # Flower's method again
+            with flower_compat.tap_stored_messages(state, stored) as tapped:
+                self._feed(state, queue, inbox, f_stop, interval, polled=not tapped)
 
-        return add_messages_to_queue
+        return feed
 
     # pylint: disable-next=too-many-arguments,too-many-positional-arguments
     def _feed(
@@ -157,7 +152,7 @@ class Dispatch:
                 if not (waiting or polled or first) or self.busy(node_id):
                     continue  # its next message waits (and may expire) in the LinkState
                 if polled or first:
-                    for msg in state.get_message_ins(node_id=node_id, limit=1):
+                    for msg in flower_compat.next_message_ins(state, node_id):
                         self.start(node_id)
                         queue.put(msg)
                         break

@@ -21,12 +21,12 @@ from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
 
+from flwr_multilevel import flower_compat
 from flwr_multilevel.engines.dispatch import expired
+from flwr_multilevel.flower_compat import ErrorCode
 
 FIRST_NODE_ID = 1000
 
@@ -75,8 +75,7 @@ class LocalGrid(Grid):
             for i in range(num_nodes)
         }
         # Message() reads the run and sender from the task identity (set by Flower's runtime)
-        TaskIdentity.run_id, TaskIdentity.task_id = 1, 1
-        TaskIdentity.node_id = SUPERLINK_NODE_ID
+        flower_compat.act_as_superlink(run_id=1, task_id=1)
 
     def set_run(self, run_id: Any) -> None:
         """No runs to switch between."""
@@ -104,7 +103,7 @@ class LocalGrid(Grid):
         ids = []
         for message in messages:
             message_id = uuid4().hex
-            message.metadata.__dict__["_message_id"] = message_id
+            flower_compat.set_message_id(message, message_id)
             ids.append(message_id)
             if self._late(message, deadline):
                 log(DEBUG, "node %s: past the deadline, not run", message.metadata.dst_node_id)

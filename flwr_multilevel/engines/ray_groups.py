@@ -36,8 +36,10 @@ from typing import Any
 
 import ray
 from flwr.app import Context, Error, Message
-from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
+
+from flwr_multilevel import flower_compat
+from flwr_multilevel.flower_compat import ErrorCode
 
 YIELD_EVERY = 0.02  # seconds of work between two chunks of replies from an actor
 STALL = 0.25  # seconds without a chunk after which a lane cuts its group
@@ -190,7 +192,7 @@ def grouped_worker(
     shared by the run's lanes, ``settle`` waits (briefly) for the node feeder
     to queue the rest of a round's messages.
     """
-    actors = max(1, int(backend.num_workers))
+    actors = flower_compat.actor_count(backend)
     while not f_stop.is_set():
         try:
             first = messages.get(timeout=1.0)
@@ -224,9 +226,7 @@ def _run_group(
     lanes: Lanes,
 ) -> None:
     """Run ``group`` on one actor; put every reply (or error reply) into ``replies``."""
-    stores = [node_info_store[m.metadata.dst_node_id] for m in group]
-    run_ids = [m.metadata.run_id for m in group]
-    contexts = [s.retrieve_context(run_id=r) for s, r in zip(stores, run_ids, strict=True)]
+    contexts = [flower_compat.node_context(node_info_store, m) for m in group]
     done: set[int] = set()
     group_id, actor = next(_GROUP_IDS), []
 
@@ -242,7 +242,7 @@ def _run_group(
     def deliver(chunk: list[Outcome]) -> None:
         for index, reply, context, error, seconds in chunk:
             done.add(index)
-            metrics.add_clientapp_runtime(seconds)
+            flower_compat.add_clientapp_runtime(metrics, seconds)
             message = group[index]
             if reply is None:
                 reply = Message(
@@ -250,12 +250,12 @@ def _run_group(
                     reply_to=message,
                 )
             else:
-                stores[index].update_context(message.metadata.run_id, context=context)
+                flower_compat.keep_node_context(node_info_store, message, context)
             _put(replies, reply)
 
     stream = None
     try:
-        stream = backend.pool.submit(call, (backend.app_fn, group, "", contexts))
+        stream = flower_compat.submit_to_actor(backend, call, group, contexts)
         cut = False
         while True:
             ready, _ = ray.wait([stream], timeout=STALL)
@@ -282,10 +282,10 @@ def _run_group(
                 _put(replies, Message(error, reply_to=message))
     finally:
         if stream is not None:
-            backend.pool.add_actor_back_to_pool(stream)
+            flower_compat.release_actor(backend, stream)
 
 
 def _put(replies: Any, reply: Message) -> None:
     """Give ``reply`` its id (as Flower's worker does) and queue it for the LinkState."""
-    reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+    flower_compat.set_message_id(reply, str(uuid.uuid4()))
     replies.put(reply)

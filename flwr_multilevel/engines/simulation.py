@@ -15,6 +15,7 @@ from typing import Any
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from flwr_multilevel import flower_compat
 from flwr_multilevel.engines.dispatch import Dispatch
 
 POLL_INTERVAL = 0.01  # seconds between reply polls of Flower's in-memory grid (its default: 0.1)
@@ -58,8 +59,7 @@ def tune_grid(grid: Grid, interval: float | None = None) -> None:
     >>> grid.pull_interval
     0.01
     """
-    if isinstance(getattr(grid, "pull_interval", None), (int, float)):
-        grid.pull_interval = POLL_INTERVAL if interval is None else interval  # type: ignore[attr-defined]
+    flower_compat.set_grid_pull_interval(grid, POLL_INTERVAL if interval is None else interval)
 
 
 @contextmanager
@@ -73,29 +73,20 @@ def fast_node_polling(interval: float | None = None, groups: bool = True) -> Ite
     It also keeps timed-out work from piling up (:class:`.dispatch.Dispatch`):
     one message in flight per node, and expired messages and late replies are
     dropped instead of run and stored. With ``groups``, each Ray actor call
-    runs a group of messages (:mod:`~flwr_multilevel.engines.ray_groups`). If Flower's
-    engine no longer has these functions, nothing is changed.
-    """
-    # pylint: disable-next=import-outside-toplevel
-    from flwr.server.superlink.fleet.vce import vce_api
+    runs a group of messages (:mod:`~flwr_multilevel.engines.ray_groups`).
 
-    feeder = getattr(vce_api, "add_messages_to_queue", None)
-    worker = getattr(vce_api, "worker", None)
-    if feeder is None or worker is None:
-        yield
-        return
+    Raises
+    ------
+    FlowerCompatError
+        Flower's engine no longer has the feeder or worker this replaces
+        (:func:`flwr_multilevel.flower_compat.engine_feeder`).
+    """
     dispatch = Dispatch()
-    vce_api.add_messages_to_queue = dispatch.feeder(  # type: ignore[attr-defined]
-        POLL_INTERVAL if interval is None else interval
-    )
-    try:
-        with _grouped_messages(dispatch, groups) as grouped:
-            # the engine's workers (grouped or Flower's own), on checked queues
-            vce_api.worker = dispatch.worker(grouped or worker)  # type: ignore[attr-defined]
+    feeder = dispatch.feeder(POLL_INTERVAL if interval is None else interval)
+    with flower_compat.engine_feeder(feeder), _grouped_messages(dispatch, groups) as grouped:
+        # the engine's workers (grouped or Flower's own), on checked queues
+        with flower_compat.engine_worker(lambda flowers: dispatch.worker(grouped or flowers)):
             yield
-    finally:
-        vce_api.add_messages_to_queue = feeder  # type: ignore[attr-defined]
-        vce_api.worker = worker  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -104,27 +95,25 @@ def _grouped_messages(dispatch: Dispatch, groups: bool) -> Iterator[Any]:
 
     The engine's actors become :class:`~flwr_multilevel.engines.ray_groups.GroupActor`;
     yields the engine ``worker`` that takes groups, or None (nothing changed)
-    if ``groups`` is False or Flower's engine no longer has the actor this replaces.
+    if ``groups`` is False or Flower's engine lacks what groups need (then
+    :func:`flwr_multilevel.flower_compat.engine_actor` logs one warning).
     """
-    # pylint: disable-next=import-outside-toplevel
-    from flwr.server.superlink.fleet.vce.backend import raybackend
-
-    actor = getattr(raybackend, "ClientAppActor", None)
-    if not groups or actor is None:
+    if not groups:
         yield None
         return
     # pylint: disable-next=import-outside-toplevel
     from . import ray_groups
 
-    raybackend.ClientAppActor = ray_groups.RayGroupActor  # type: ignore[misc]
-    try:
-        yield functools.partial(
-            ray_groups.grouped_worker,
-            lanes=ray_groups.Lanes(),
-            settle=lambda: dispatch.settle(SETTLE),
+    with flower_compat.engine_actor(ray_groups.RayGroupActor) as swapped:
+        yield (
+            functools.partial(
+                ray_groups.grouped_worker,
+                lanes=ray_groups.Lanes(),
+                settle=lambda: dispatch.settle(SETTLE),
+            )
+            if swapped
+            else None
         )
-    finally:
-        raybackend.ClientAppActor = actor  # type: ignore[misc]
 
 
 def run_in_simulation(

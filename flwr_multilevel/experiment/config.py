@@ -21,7 +21,6 @@ from typing import Any, cast
 
 import tomllib
 import yaml
-from flwr.common.config import flatten_dict, unflatten_dict
 from flwr.common.logger import log
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -43,6 +42,12 @@ from flwr_multilevel.experiment.schema import (
     integer,
     number,
     path_text,
+)
+from flwr_multilevel.flower_compat import (
+    flatten_dict,
+    fuse_dicts,
+    parse_config_args,
+    unflatten_dict,
 )
 
 from . import schema
@@ -301,9 +306,6 @@ def flwr_run_config(app_dir: str | Path, overrides: str) -> dict[str, Any]:
     ...
     flwr_multilevel.errors.ConfigError: --run-config: key 'q' is not in the app's ...
     """
-    # pylint: disable=import-outside-toplevel
-    from flwr.common.config import fuse_dicts, parse_config_args
-
     app = Path(app_dir)
     try:
         project = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))

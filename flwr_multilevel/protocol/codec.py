@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
-from flwr.common.constant import SType
+
+from flwr_multilevel import flower_compat
+from flwr_multilevel.flower_compat import SType
 
 
 @lru_cache(maxsize=256)
@@ -79,14 +81,12 @@ def encode(values: np.ndarray) -> Array:
     if values.dtype.kind in "OV" or not values.flags.c_contiguous:
         return Array(values)
     header = npy_header(tuple(values.shape), values.dtype.str)
-    array = Array.__new__(Array)  # the fields Array(dtype=, shape=, stype=, data=) sets
-    array.__dict__.update(
+    return flower_compat.new_array(
         dtype=str(values.dtype),
         shape=tuple(int(s) for s in values.shape),
         stype=SType.NUMPY,
         data=header + values.tobytes(),
     )
-    return array
 
 
 def array_record(items: Iterable[tuple[str, Array]]) -> ArrayRecord:
@@ -115,17 +115,18 @@ class DecodedArray(Array):
     parsing the payload again.
     """
 
+    decoded: tuple[Any, np.ndarray | None]  # (the payload they were decoded from, the values)
+
     @classmethod
     def wrap(cls, array: Array, values: np.ndarray) -> "DecodedArray":
         """Return ``array`` (same payload and fields) carrying ``values``."""
-        wrapped = cls.__new__(cls)
-        wrapped.__dict__.update(array.__dict__)
-        wrapped.__dict__["_values"] = (array.data, values)
+        wrapped = flower_compat.clone_array(array, cls)
+        wrapped.decoded = (array.data, values)
         return wrapped
 
     def numpy(self) -> Any:
         """Return a copy of the decoded values."""
-        data, values = self.__dict__.get("_values", (None, None))
+        data, values = getattr(self, "decoded", (None, None))
         if values is None or data is not self.data:  # the payload was replaced since
             return super().numpy()
         return np.array(values, copy=True)

@@ -12,8 +12,9 @@ import math
 from collections.abc import Iterable, Sequence
 
 from flwr.app import Error, Message
-from flwr.common.constant import ErrorCode
-from flwr.supercore.date import now
+from flwr.common import now
+
+from flwr_multilevel.flower_compat import ErrorCode
 
 from .replies import short
 

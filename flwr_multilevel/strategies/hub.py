@@ -28,6 +28,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from flwr_multilevel import flower_compat
 from flwr_multilevel.protocol.codec import DecodedArray, array_record, decode, encode
 
 from .hub_average import fedavg_arrays, is_plain_fedavg
@@ -198,12 +199,7 @@ def with_entries(config: ConfigRecord, entries: Mapping[str, Any]) -> ConfigReco
     >>> dict(with_entries(ConfigRecord({"lr": 0.1}), {"worker-id": 3}))
     {'lr': 0.1, 'worker-id': 3}
     """
-    copy = ConfigRecord(dict(entries))  # checks the new entries
-    checked = config.__dict__.get("_data")
-    if isinstance(checked, dict) and isinstance(copy.__dict__.get("_data"), dict):
-        copy.__dict__["_data"] = {**checked, **copy.__dict__["_data"]}
-        return copy
-    return ConfigRecord({**dict(config.items()), **entries})  # Flower's internals changed
+    return flower_compat.config_with_entries(config, entries)
 
 
 def strategy_chain(strategy: Strategy) -> list[Strategy]:

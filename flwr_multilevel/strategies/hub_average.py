@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from flwr_multilevel import flower_compat
 
 PLAIN = (FedAvg, FedProx)
 
@@ -29,9 +30,8 @@ def is_plain_fedavg(strategy: Strategy) -> bool:
     >>> is_plain_fedavg(FedAdam())
     False
     """
-    return (
-        type(strategy) in PLAIN
-        and getattr(strategy, "train_metrics_aggr_fn", None) is aggregate_metricrecords
+    return type(strategy) in PLAIN and flower_compat.is_flower_metric_aggregation(
+        getattr(strategy, "train_metrics_aggr_fn", None)
     )
 
 

@@ -26,9 +26,8 @@ import grpc
 import numpy as np
 from flwr.app import ArrayRecord
 from flwr.common.logger import log
-from flwr.common.serde import array_record_from_proto, array_record_to_proto
-from flwr.proto.recorddict_pb2 import ArrayRecord as ProtoArrayRecord  # pylint: disable=E0611
 
+from flwr_multilevel import flower_compat
 from flwr_multilevel.strategies.peer import Gossip, PeerLayer, in_neighbours, mix_one
 
 SERVICE = "flwr_multilevel.Peer"
@@ -117,7 +116,7 @@ def parse_peers(text: str) -> dict[int, str]:
 
 def encode(hub_id: int, server_round: int, model: ArrayRecord) -> bytes:
     """Return the wire form of a published model: header + ArrayRecord proto."""
-    return HEADER.pack(hub_id, server_round) + array_record_to_proto(model).SerializeToString()
+    return HEADER.pack(hub_id, server_round) + flower_compat.array_record_to_bytes(model)
 
 
 def decode(payload: bytes) -> tuple[int, int, ArrayRecord]:
@@ -125,10 +124,8 @@ def decode(payload: bytes) -> tuple[int, int, ArrayRecord]:
     if len(payload) < HEADER.size:
         raise ValueError(f"payload of {len(payload)} bytes is shorter than its header")
     sender, server_round = HEADER.unpack_from(payload)
-    proto = ProtoArrayRecord()
     try:
-        proto.ParseFromString(payload[HEADER.size :])
-        model = array_record_from_proto(proto)
+        model = flower_compat.array_record_from_bytes(payload[HEADER.size :])
     except Exception as err:  # protobuf's DecodeError and Array's own checks
         raise ValueError(f"payload is not a serialized ArrayRecord ({err})") from err
     return sender, server_round, model

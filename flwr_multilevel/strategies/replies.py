@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
-from flwr.common.constant import ErrorCode
 
+from flwr_multilevel.flower_compat import ErrorCode
 from flwr_multilevel.protocol.codec import decode
 
 REQUIRED_METRICS = ("num-examples", "steps")
