@@ -120,7 +120,7 @@ def test_put_rows_and_resident_copy_keep_values():
 def test_hub_averages_by_slices_equal_the_dense_product(tmp_path):
     """The CPU's sliced float64 hub sums equal ``A @ x`` (the GPU's dense product)."""
     from flwr_multilevel.clients.worker import step_schedule
-    from flwr_multilevel.engines.batched import AVERAGE_SLICE, BatchedMLLSGD
+    from flwr_multilevel.engines.batched_mllsgd import AVERAGE_SLICE, BatchedMLLSGD
     from flwr_multilevel.experiment.models import build_model
     from flwr_multilevel.experiment.prepare import prepare
 
