@@ -2,7 +2,7 @@
 
 :func:`simulate` is the experiment glue around the torch-and-numpy core
 (:mod:`flwr_multilevel.engines.batched_mllsgd`): the experiment's data,
-partitions and network in, the worker's own draws
+partitions, network and ``hub.*`` rules in, the worker's own draws
 (``clients.worker.step_schedule``), and the hub models out as Flower
 ``ArrayRecord`` objects (:class:`HubModels`, converted only when read).
 :func:`check_supported` refuses, before any work, what the batched backend
@@ -17,6 +17,7 @@ import torch
 
 from flwr_multilevel.engines.batched_draws import RoundDraws, example_weights, round_draws
 from flwr_multilevel.engines.batched_grads import Params, gradient_function
+from flwr_multilevel.engines.batched_hubs import HubRules
 from flwr_multilevel.engines.batched_mllsgd import BatchedMLLSGD
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.models import build_model, resolve_device
@@ -97,6 +98,17 @@ def check_supported(exp: "Experiment") -> None:
         )
 
 
+def hub_rules(exp: "Experiment") -> HubRules:
+    """Return the experiment's ``hub.*`` as the batched core takes them."""
+    hub = exp.cfg.hub
+    return HubRules(
+        missing=str(hub.missing),
+        clip_norm=None if hub.clip_norm is None else float(hub.clip_norm),
+        min_replies=float(hub.min_replies),
+        max_failed_rounds=int(hub.max_failed_rounds),
+    )
+
+
 def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayRecord"]:
     """Run a prepared experiment on the batched path; return the final hub models.
 
@@ -122,6 +134,8 @@ def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayR
     ------
     ConfigError
         A setting the batched backend does not run (:func:`check_supported`).
+    RunAborted
+        A hub kept its model ``hub.max_failed_rounds`` rounds in a row.
 
     Examples
     --------
@@ -155,6 +169,7 @@ def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayR
         schedule=step_schedule,
         wait_for_slowest=bool(cfg.wait_for_slowest),
         device=device,
+        rules=hub_rules(exp),
     )
 
     def report(server_round: int, hubs: Params, steps: np.ndarray) -> bool | None:
@@ -175,10 +190,12 @@ def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayR
 __all__ = [
     "BatchedMLLSGD",
     "HubModels",
+    "HubRules",
     "RoundDraws",
     "check_supported",
     "example_weights",
     "gradient_function",
+    "hub_rules",
     "round_draws",
     "simulate",
 ]

@@ -8,7 +8,8 @@ came up take one SGD step together (for logistic regression a fused in-place
 step on cache-sized chunks of workers, a hand-written batched gradient for the
 paper's CNN, ``torch.func`` ``vmap(grad(...))`` for other models; see
 :mod:`flwr_multilevel.engines.batched_grads`), then every hub averages
-``z_d = sum_i v_i x_i`` and every q rounds the hubs mix
+``z_d = sum_i v_i x_i`` under the config's ``hub.*`` rules
+(:mod:`flwr_multilevel.engines.batched_hubs`) and every q rounds the hubs mix
 ``y_d = sum_j H[j, d] z_j``. The training set stays resident in worker order
 (on huge pages on a Linux CPU: :mod:`flwr_multilevel.engines.resident`).
 
@@ -16,6 +17,7 @@ Needs only torch and numpy.
 """
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,11 +36,22 @@ from flwr_multilevel.engines.batched_grads import (
     logreg_grads,
     logreg_sgd_step_,
 )
+from flwr_multilevel.engines.batched_hubs import (
+    HubRules,
+    average_matrix,
+    checked_rules,
+    clip_updates_,
+    finite_rows,
+    first_non_finite,
+    gossip_matrix,
+    hub_sums,
+    mix,
+)
 from flwr_multilevel.engines.resident import resident_copy
-from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.errors import ConfigError, RunAborted
 from flwr_multilevel.model.hierarchy import Hierarchy
 
-AVERAGE_SLICE = 64  # workers per float64 slice of the hub averages on a CPU
+DEFAULT_RULES = HubRules()  # the config's defaults
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -46,6 +59,25 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     if device.type == "cpu":
         return tensor
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+class RoundResult(NamedTuple):
+    """What one batched round did.
+
+    Attributes
+    ----------
+    hubs : dict[str, torch.Tensor]
+        The new hub models ``y_d`` ``(D, ...)``.
+    steps : numpy.ndarray
+        Steps each worker took ``(N,)``; 0 for a worker without a valid reply
+        (as the message engine, which counts only valid replies' steps).
+    failed : dict[int, str]
+        Hubs that kept their model this round, and why.
+    """
+
+    hubs: Params
+    steps: np.ndarray
+    failed: dict[int, str]
 
 
 class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
@@ -80,11 +112,15 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         Where the workers train.
     gradients : str (default: "auto")
         How the batched gradients are computed (:func:`gradient_function`).
+    rules : HubRules (default: HubRules())
+        How the hubs treat their workers' models (``hub.*``; the defaults are
+        the config's).
 
     Raises
     ------
     ConfigError
-        ``model.name``: a model with buffers (BatchNorm's running statistics).
+        ``model.name``: a model with buffers (BatchNorm's running statistics);
+        a ``hub.*`` rule out of range.
     """
 
     def __init__(  # pylint: disable=too-many-arguments,too-many-locals
@@ -105,6 +141,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         wait_for_slowest: bool = False,
         device: str | torch.device = "cpu",
         gradients: str = "auto",
+        rules: HubRules = DEFAULT_RULES,
     ) -> None:
         if any(True for _ in model.buffers()):
             raise ConfigError(
@@ -112,6 +149,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
                 f"the batched backend trains models without buffers (logreg, cnn), got "
                 f"{type(model).__name__}",
             )
+        self.rules = checked_rules(rules)
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.tau, self.q, self.lr, self.batch_size, self.seed = tau, q, lr, batch_size, seed
@@ -123,20 +161,22 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         self.labels = labels[order].to(self.device).contiguous()
         weights = example_weights(self.sizes, batch_size)
         self.weights = None if weights is None else torch.from_numpy(weights).to(self.device)
-        hub_of = torch.from_numpy(hierarchy.hub_of.astype(np.int64))
-        self.hub_of = hub_of.to(self.device)
-        average = np.zeros((hierarchy.num_hubs, hierarchy.num_workers))
-        average[hierarchy.hub_of, np.arange(hierarchy.num_workers)] = hierarchy.v
-        self.average = torch.from_numpy(average).to(self.device)  # z = A x
+        self.num_hubs = hierarchy.num_hubs
+        self.hub_of_host = np.asarray(hierarchy.hub_of, dtype=np.int64)
+        self.hub_of = torch.from_numpy(self.hub_of_host).to(self.device)
         self.v = torch.from_numpy(np.asarray(hierarchy.v, dtype=np.float64)).to(self.device)
-        self.mix_t = torch.from_numpy(np.asarray(mixing, dtype=np.float64).T.copy()).to(
-            self.device
-        )  # y = H^T z
+        self.average = average_matrix(self.v, self.hub_of, self.num_hubs)  # z = A x
+        self.mixing = np.asarray(mixing, dtype=np.float64)
+        self.mix_t = torch.from_numpy(self.mixing.T.copy()).to(self.device)  # y = H^T z
         self.grads = gradient_function(self.model, gradients)
         self.fused = self.grads is logreg_grads  # logistic regression: fused in-place steps
+        self._ahead: tuple[int, RoundDraws] | None = None  # the next round's draws (GPU)
 
     def draws(self, server_round: int) -> RoundDraws:
         """Return the draws of every worker for ``server_round``."""
+        ahead = self._ahead
+        if ahead is not None and ahead[0] == server_round:
+            return ahead[1]
         return round_draws(
             self.schedule,
             self.seed,
@@ -189,54 +229,95 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             for key, value in x.items():
                 value.index_copy_(0, sel, sub[key] - self.lr * grads[key])
 
-    def _average(self, stacked: Params) -> Params:
+    def _average(self, stacked: Params, v: torch.Tensor | None = None) -> Params:
         """Return the hub averages ``z_d = sum_i v_i x_i`` ``(D, ...)``, summed in float64.
 
-        On a CPU the workers are added to their hub's sum a slice at a time
-        (each worker's model weighs in once, so this costs one pass over the
-        models instead of a dense ``D x N`` product on a float64 copy of all
-        of them); elsewhere one dense product.
+        ``v``: the workers' weights (default: the hierarchy's ``v_i``). On a
+        CPU the workers are added a slice at a time (:func:`hub_sums`);
+        elsewhere one dense product.
         """
+        weights = self.v if v is None else v
         if self.device.type != "cpu":
-            return self._mix(self.average, stacked)
-        num_hubs, num_workers = self.average.shape
-        out = {}
-        for key, value in stacked.items():
-            flat = value.reshape(num_workers, -1)
-            total = flat.new_zeros((num_hubs, flat.shape[1]), dtype=torch.float64)
-            for start in range(0, num_workers, AVERAGE_SLICE):
-                stop = min(start + AVERAGE_SLICE, num_workers)
-                part = flat[start:stop].to(torch.float64).mul_(self.v[start:stop, None])
-                total.index_add_(0, self.hub_of[start:stop], part)
-            out[key] = total.to(value.dtype).reshape(num_hubs, *value.shape[1:])
-        return out
+            matrix = self.average if v is None else average_matrix(v, self.hub_of, self.num_hubs)
+            return mix(matrix, stacked)
+        return hub_sums(stacked, weights, self.hub_of, self.num_hubs)
 
-    def _mix(self, matrix: torch.Tensor, stacked: Params) -> Params:
-        """Return ``matrix @ stacked`` per array, in float64, cast back to each dtype."""
-        out = {}
-        for key, value in stacked.items():
-            flat = value.reshape(value.shape[0], -1).to(torch.float64)
-            mixed = (matrix @ flat).to(value.dtype)
-            out[key] = mixed.reshape(matrix.shape[0], *value.shape[1:])
-        return out
+    def _hub_averages(
+        self, workers: Params, hubs: Params
+    ) -> tuple[Params, dict[int, str], np.ndarray | None]:
+        """Return every hub's ``z_d`` under :attr:`rules`, the failed hubs, the valid workers.
 
-    def run_round(self, server_round: int, hubs: Params) -> tuple[Params, np.ndarray]:
-        """Run one round from the stacked hub models ``y`` ``(D, ...)``.
-
-        Returns
-        -------
-        tuple[dict[str, torch.Tensor], numpy.ndarray]
-            The new hub models ``(D, ...)`` and the steps each worker took.
+        A failed hub's ``z_d`` is its model ``y_d``. The valid workers are
+        None when every worker's model is finite (the common case: checked on
+        the hub averages alone, since a worker's NaN or Inf reaches its hub's).
         """
+        if self.rules.clip_norm is not None:
+            clip_updates_(workers, hubs, self.hub_of, self.rules.clip_norm)
+        averages = self._average(workers)
+        suspects = np.flatnonzero(~finite_rows(averages).cpu().numpy())
+        if len(suspects) == 0:
+            return averages, {}, None
+        return self._without_invalid(workers, hubs, averages, suspects)
+
+    def _without_invalid(
+        self, workers: Params, hubs: Params, averages: Params, suspects: np.ndarray
+    ) -> tuple[Params, dict[int, str], np.ndarray]:
+        """Redo the averages of the hubs ``suspects`` as the message engine does.
+
+        Workers whose models hold NaN or Inf have no valid reply: a hub with
+        too few valid replies (``min_replies``, or none) keeps its model; in the
+        others they count as ``y_d`` (``stay``) or are left out
+        (``renormalize``); an average that is still not finite keeps the model.
+        """
+        valid = finite_rows(workers).cpu().numpy()
+        weights = self.v.clone()
+        failed: dict[int, str] = {}
+        for hub in suspects.tolist():
+            members = np.flatnonzero(self.hub_of_host == hub)
+            ok = valid[members]
+            count = int(ok.sum())
+            if count == 0 or count < self.rules.min_replies * len(members):
+                first = int(members[~ok][0])
+                reason = (
+                    f"worker {first}: array '{first_non_finite(workers, first)}' holds NaN or Inf"
+                )
+                failed[hub] = f"{count} of {len(members)} replies were valid (first: {reason})"
+            elif self.rules.missing == "renormalize":
+                index = torch.from_numpy(members).to(self.device)
+                kept = weights[index] * torch.from_numpy(ok).to(self.device)
+                weights[index] = kept / kept.sum()
+        invalid = torch.from_numpy(np.flatnonzero(~valid)).to(self.device)
+        with torch.no_grad():  # no valid reply: the hub's model y_d stands in
+            for key, value in workers.items():
+                value.index_copy_(0, invalid, hubs[key].index_select(0, self.hub_of[invalid]))
+            redone = self._average(workers, weights)
+        finite = finite_rows(redone).cpu().numpy()
+        for hub in suspects.tolist():
+            if hub not in failed and not finite[hub]:
+                failed[hub] = "the aggregate is not finite"
+            source = hubs if hub in failed else redone
+            for key, value in averages.items():
+                value[hub] = source[key][hub]
+        return averages, failed, valid
+
+    def run_round(self, server_round: int, hubs: Params) -> RoundResult:
+        """Run one round from the stacked hub models ``y`` ``(D, ...)``."""
         draws = self.draws(server_round)
         with torch.no_grad():
             workers = {key: value.index_select(0, self.hub_of) for key, value in hubs.items()}
         self._steps(workers, draws)
+        if self.device.type != "cpu":  # the next round's draws while the device steps
+            self._ahead = (server_round + 1, self.draws(server_round + 1))
         with torch.no_grad():
-            hubs = self._average(workers)  # z_d = sum_i v_i x_i
-            if server_round % self.q == 0:
-                hubs = self._mix(self.mix_t, hubs)  # y_d = sum_j H[j, d] z_j
-        return hubs, draws.steps
+            averages, failed, valid = self._hub_averages(workers, hubs)  # z_d = sum_i v_i x_i
+            new_hubs = averages
+            if server_round % self.q == 0:  # y_d = sum_j H[j, d] z_j
+                matrix = self.mix_t
+                if failed:  # the failed hubs sit the gossip out
+                    matrix = torch.from_numpy(gossip_matrix(self.mixing, failed).T.copy())
+                new_hubs = mix(matrix.to(self.device), averages)
+        steps = draws.steps if valid is None else np.where(valid, draws.steps, 0)
+        return RoundResult(new_hubs, steps, failed)
 
     def run(
         self,
@@ -258,17 +339,35 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             modify them) and the steps per worker; returning True stops.
         first_round : int (default: 1)
             Number of the first round.
+
+        Raises
+        ------
+        RunAborted
+            A hub kept its model ``rules.max_failed_rounds`` rounds in a row
+            (before ``on_round`` of that round, as the message engine).
         """
-        num_hubs = int(self.average.shape[0])
         hubs = {
-            key: value.detach().to(self.device).unsqueeze(0).repeat(num_hubs, *[1] * value.dim())
+            key: value.detach()
+            .to(self.device)
+            .unsqueeze(0)
+            .repeat(self.num_hubs, *[1] * value.dim())
             for key, value in initial.items()
         }
+        in_a_row = [0] * self.num_hubs
         for server_round in range(first_round, first_round + num_rounds):
-            hubs, steps = self.run_round(server_round, hubs)
+            hubs, steps, failed = self.run_round(server_round, hubs)
+            for hub in range(self.num_hubs):
+                in_a_row[hub] = in_a_row[hub] + 1 if hub in failed else 0
+                limit = self.rules.max_failed_rounds
+                if limit and in_a_row[hub] >= limit:
+                    raise RunAborted(
+                        f"hub {hub} kept its model for {in_a_row[hub]} rounds in a row "
+                        f"(round {server_round}); last reason: {failed[hub]}"
+                    )
             if on_round is not None and on_round(server_round, hubs, steps):
                 break
+        self._ahead = None
         return hubs
 
 
-__all__ = ["AVERAGE_SLICE", "BatchedMLLSGD"]
+__all__ = ["BatchedMLLSGD", "HubRules", "RoundResult"]
