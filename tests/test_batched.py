@@ -201,7 +201,7 @@ def test_on_round_true_stops(tmp_path):
     ("overrides", "key"),
     [
         (["strategy.name=FedProx", "strategy.options={proximal_mu: 0.1}"], "strategy.name"),
-        (["strategy.options={fraction_train: 0.5}"], "strategy.options"),
+        (["strategy.options={fraction_train: 0.5}"], "strategy.options.fraction_train"),
     ],
 )
 def test_unsupported_settings_are_refused_in_one_line(tmp_path, overrides, key):

@@ -6,7 +6,7 @@ partitions, network and ``hub.*`` rules in, the worker's own draws
 (``clients.worker.step_schedule``), and the hub models out as Flower
 ``ArrayRecord`` objects (:class:`HubModels`, converted only when read).
 :func:`check_supported` refuses, before any work, what the batched backend
-does not run.
+does not run (the table of :mod:`flwr_multilevel.engines.support`).
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, overload
 import numpy as np
 import torch
 
+from flwr_multilevel.engines import support
 from flwr_multilevel.engines.batched_draws import RoundDraws, example_weights, round_draws
 from flwr_multilevel.engines.batched_grads import Params, gradient_function
 from flwr_multilevel.engines.batched_hubs import HubRules
@@ -73,28 +74,29 @@ OnRound = Callable[[int, Sequence["ArrayRecord"], np.ndarray], bool | None]
 def check_supported(exp: "Experiment") -> None:
     """Raise a one-line ConfigError if the batched backend cannot run ``exp``.
 
+    Every key of the table in :mod:`flwr_multilevel.engines.support`, for
+    ``simulation.backend=batched``.
+
     Raises
     ------
     ConfigError
-        ``strategy.name`` other than FedAvg, ``strategy.options`` that sample
-        part of a hub (``fraction_train < 1``), or a model with buffers.
+        ``strategy.name`` other than FedAvg, ``strategy.options.fraction_train``
+        below 1 (part of a hub sampled), a model other than logreg or cnn,
+        or another key the batched backend does not run (``simulation.timeout``, ...).
     """
-    cfg = exp.cfg
-    if cfg.strategy.name != "FedAvg":
+    support.check_supported(exp.cfg, "batched")
+    from flwr.serverapp.strategy import FedAvg  # pylint: disable=import-outside-toplevel
+
+    strategy = exp.strategy  # the object too, should a caller have swapped it
+    if type(strategy) is not FedAvg:
         raise ConfigError(
             "strategy.name",
-            f"the batched backend runs FedAvg at the hubs only, got {cfg.strategy.name!r} "
-            "(use simulation.backend=inprocess or ray)",
+            f"the batched hubs average with FedAvg's rule, got a {type(strategy).__name__}",
         )
-    fraction = float(getattr(exp.strategy, "fraction_train", 1.0))
-    if fraction != 1.0:
+    if float(strategy.fraction_train) != 1.0:
         raise ConfigError(
-            "strategy.options",
-            f"the batched backend trains every worker each round, got fraction_train={fraction}",
-        )
-    if cfg.model.name not in ("logreg", "cnn"):
-        raise ConfigError(
-            "model.name", f"the batched backend trains logreg or cnn, got {cfg.model.name!r}"
+            "strategy.options.fraction_train",
+            f"the batched backend trains every worker each round, got {strategy.fraction_train}",
         )
 
 
