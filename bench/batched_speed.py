@@ -4,7 +4,7 @@ Each config runs the same rounds, with the same data, initial model, draws
 (``step_schedule``), hub averaging and mixing, three ways in this one process,
 interleaved over ``--reps`` repetitions (the fastest repetition of each counts):
 
-* ``batched``: :class:`flwr_multilevel.engines.batched.BatchedMLLSGD`,
+* ``batched``: :class:`flwr_multilevel.engines.batched_mllsgd.BatchedMLLSGD`,
 * ``loop``: one model per worker, a plain PyTorch SGD step per coin, the hub
   averages and gossip as tensor sums (the bench's own, no Flower),
 * ``engine``: the message engine in-process (MLLSGD + ClientApp on LocalGrid),
@@ -42,7 +42,7 @@ import flwr_multilevel.client_app as client_app_module
 import flwr_multilevel.experiment.local_data as local_data_module
 import flwr_multilevel.experiment.prepare as experiment_module
 from flwr_multilevel.clients.worker import step_schedule
-from flwr_multilevel.engines.batched import BatchedMLLSGD
+from flwr_multilevel.engines.batched_mllsgd import BatchedMLLSGD
 from flwr_multilevel.engines.local_grid import LocalGrid
 from flwr_multilevel.experiment.config import load_config, validate
 from flwr_multilevel.experiment.data import Dataset

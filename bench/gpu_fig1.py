@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
-from flwr_multilevel.engines.batched import BatchedMLLSGD  # noqa: E402
+from flwr_multilevel.engines.batched_mllsgd import BatchedMLLSGD  # noqa: E402
 from flwr_multilevel.experiment.data import partition  # noqa: E402
 from flwr_multilevel.experiment.models import build_model  # noqa: E402
 from flwr_multilevel.model.hierarchy import build_hierarchy  # noqa: E402

@@ -170,7 +170,7 @@ def test_run_config_sets_every_key():
             "strategy.name": "FedProx",
             "strategy.options": "proximal_mu=0.1,fraction_train=1.0",
             "simulation.threads": 2,
-            "simulation.backend": "batched",
+            "simulation.backend": "inprocess",  # batched runs FedAvg only (engines.support)
             "theory.L": 1.5,
         }
     )

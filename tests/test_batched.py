@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from flwr_multilevel.clients.worker import step_schedule
-from flwr_multilevel.engines.batched import BatchedMLLSGD, example_weights, round_draws, simulate
+from flwr_multilevel.engines.batched import simulate
+from flwr_multilevel.engines.batched_draws import example_weights, round_draws
 from flwr_multilevel.engines.batched_grads import gradient_function
+from flwr_multilevel.engines.batched_mllsgd import BatchedMLLSGD
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.models import build_model
 from flwr_multilevel.experiment.prepare import initial_model, prepare
@@ -199,7 +201,7 @@ def test_on_round_true_stops(tmp_path):
     ("overrides", "key"),
     [
         (["strategy.name=FedProx", "strategy.options={proximal_mu: 0.1}"], "strategy.name"),
-        (["strategy.options={fraction_train: 0.5}"], "strategy.options"),
+        (["strategy.options={fraction_train: 0.5}"], "strategy.options.fraction_train"),
     ],
 )
 def test_unsupported_settings_are_refused_in_one_line(tmp_path, overrides, key):

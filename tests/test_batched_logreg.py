@@ -120,7 +120,8 @@ def test_put_rows_and_resident_copy_keep_values():
 def test_hub_averages_by_slices_equal_the_dense_product(tmp_path):
     """The CPU's sliced float64 hub sums equal ``A @ x`` (the GPU's dense product)."""
     from flwr_multilevel.clients.worker import step_schedule
-    from flwr_multilevel.engines.batched import AVERAGE_SLICE, BatchedMLLSGD
+    from flwr_multilevel.engines.batched_hubs import AVERAGE_SLICE, mix
+    from flwr_multilevel.engines.batched_mllsgd import BatchedMLLSGD
     from flwr_multilevel.experiment.models import build_model
     from flwr_multilevel.experiment.prepare import prepare
 
@@ -152,7 +153,7 @@ def test_hub_averages_by_slices_equal_the_dense_product(tmp_path):
         "linear.weight": torch.randn(workers, 10, 64, generator=gen),
         "linear.bias": torch.randn(workers, 10, generator=gen),
     }
-    dense = runner._mix(runner.average, stacked)  # pylint: disable=protected-access
+    dense = mix(runner.average, stacked)
     sliced = runner._average(stacked)  # pylint: disable=protected-access
     for key, value in dense.items():
         torch.testing.assert_close(sliced[key], value, rtol=0, atol=1e-6)

@@ -1,373 +1,32 @@
-"""Batched simulation of MLL-SGD: every worker of the run advances in one vectorised step.
+"""The batched backend: a prepared experiment run by :class:`BatchedMLLSGD`.
 
-The message-based engine (:class:`flwr_multilevel.strategies.MLLSGD` and its
-ClientApp) runs Algorithm 1 worker by worker. This path runs the same
-algorithm with the same draws on stacked per-worker parameters: at each time
-step the workers whose coin came up take one SGD step together (for logistic
-regression a fused in-place step on cache-sized chunks of workers, a
-hand-written batched gradient for the paper's CNN, ``torch.func``
-``vmap(grad(...))`` for other models; see :mod:`flwr_multilevel.engines.batched_grads`),
-then every hub averages ``z_d = sum_i v_i x_i`` and every q rounds the hubs
-mix ``y_d = sum_j H[j, d] z_j``. The training set stays resident in worker
-order (on huge pages on a Linux CPU: :mod:`flwr_multilevel.engines.resident`).
-
-Coins and mini-batches come from the worker's own
-``step_schedule(seed, round, worker, tau, rate, n_i, batch_size)``, so both
-paths draw the same numbers; a worker with fewer examples than the batch size
-uses all of them (the mean loss is then over ``n_i`` examples).
-
-The core (:class:`BatchedMLLSGD`) needs only torch and numpy; :func:`simulate`
-adds the experiment glue (Flower's ``ArrayRecord`` and the worker's draws).
+:func:`simulate` is the experiment glue around the torch-and-numpy core
+(:mod:`flwr_multilevel.engines.batched_mllsgd`): the experiment's data,
+partitions, network and ``hub.*`` rules in, the worker's own draws
+(``clients.worker.step_schedule``), and the hub models out as Flower
+``ArrayRecord`` objects (:class:`HubModels`, converted only when read).
+:func:`check_supported` refuses, before any work, what the batched backend
+does not run (the table of :mod:`flwr_multilevel.engines.support`).
 """
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, NamedTuple, overload
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 import torch
-from torch import nn
 
-from flwr_multilevel.engines.batched_grads import (
-    Params,
-    gradient_function,
-    logreg_chunk,
-    logreg_grads,
-    logreg_sgd_step_,
-)
-from flwr_multilevel.engines.resident import resident_copy
+from flwr_multilevel.engines import support
+from flwr_multilevel.engines.batched_draws import RoundDraws, example_weights, round_draws
+from flwr_multilevel.engines.batched_grads import Params, gradient_function
+from flwr_multilevel.engines.batched_hubs import HubRules
+from flwr_multilevel.engines.batched_mllsgd import BatchedMLLSGD
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.models import build_model, resolve_device
-from flwr_multilevel.model.hierarchy import Hierarchy
 
 if TYPE_CHECKING:  # only for annotations: the core runs without Flower
     from flwr.app import ArrayRecord
 
     from flwr_multilevel.experiment.prepare import Experiment
-
-# step_schedule(seed, round, worker, tau, rate, n_i, batch_size) -> (coins, batches)
-ScheduleFn = Callable[[int, int, int, int, float, int, int], tuple[np.ndarray, np.ndarray]]
-
-
-class RoundDraws(NamedTuple):
-    """One round's draws of every worker, ready for the batched steps.
-
-    Attributes
-    ----------
-    steps : numpy.ndarray
-        Steps each worker takes this round (``(N,)`` int64).
-    active : numpy.ndarray
-        Concatenated over time steps: the workers stepping at each (int64).
-    rows : numpy.ndarray
-        One row per entry of ``active``: the global example rows of its
-        mini-batch, padded to the longest batch (``(len(active), B)`` int64).
-    counts : list[int]
-        How many workers step at each time step (``len == tau``).
-    """
-
-    steps: np.ndarray
-    active: np.ndarray
-    rows: np.ndarray
-    counts: list[int]
-
-
-def round_draws(  # pylint: disable=too-many-arguments
-    schedule: ScheduleFn,
-    seed: int,
-    server_round: int,
-    rates: np.ndarray,
-    sizes: np.ndarray,
-    time_steps: int,
-    batch_size: int,
-) -> RoundDraws:
-    """Return every worker's coins and mini-batches of one round, in batched form.
-
-    Worker i's local example j is global row ``offset_i + j`` with offsets the
-    cumulative ``sizes`` (workers' data stored one after the other).
-
-    Examples
-    --------
-    >>> sched = lambda s, r, w, t, p, n, b: (np.array([w == 0, True]), np.zeros((2, b), int))
-    >>> d = round_draws(sched, 0, 1, np.ones(2), np.array([3, 4]), 2, 2)
-    >>> d.steps.tolist(), d.active.tolist(), d.counts, d.rows.tolist()
-    ([2, 1], [0, 0, 1], [1, 2], [[0, 0], [0, 0], [3, 3]])
-    """
-    num_workers = len(sizes)
-    width = int(min(batch_size, int(sizes.max())))
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    rate_list, size_list = [float(r) for r in rates], [int(n) for n in sizes]
-    draws = [
-        schedule(seed, server_round, worker, time_steps, rate_list[worker], n, batch_size)
-        for worker, n in enumerate(size_list)
-    ]
-    coins = np.stack([take for take, _ in draws], axis=1)  # (tau, N)
-    if all(batches.shape[1] == width for _, batches in draws):
-        rows = np.stack([batches for _, batches in draws], axis=1)  # (tau, N, B)
-        rows += offsets[None, :, None]
-    else:  # workers with fewer examples than the batch: pad with their first row, weight 0
-        rows = np.empty((time_steps, num_workers, width), dtype=np.int64)
-        for worker, (_, batches) in enumerate(draws):
-            local = rows[:, worker, :]
-            local[:, : batches.shape[1]] = batches + offsets[worker]
-            local[:, batches.shape[1] :] = offsets[worker]
-    active_t, active_w = np.nonzero(coins)  # ordered by time step, then worker
-    counts = np.bincount(active_t, minlength=time_steps).tolist()
-    return RoundDraws(
-        coins.sum(axis=0).astype(np.int64), active_w, rows[active_t, active_w], counts
-    )
-
-
-def example_weights(sizes: np.ndarray, batch_size: int) -> np.ndarray | None:
-    """Return per-example loss weights ``(N, B)``, or None when every batch is full.
-
-    A worker with ``n_i < batch_size`` has a batch of ``n_i`` examples padded to
-    the common width B; its real examples weigh ``1 / n_i``, the padding 0.
-
-    Examples
-    --------
-    >>> example_weights(np.array([5, 9]), 4) is None
-    True
-    >>> example_weights(np.array([2, 9]), 4).tolist()
-    [[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]]
-    """
-    batch = np.minimum(sizes, batch_size)
-    width = int(batch.max())
-    if np.all(batch == width):
-        return None
-    cols = np.arange(width)[None, :]
-    return np.where(cols < batch[:, None], 1.0 / batch[:, None], 0.0).astype(np.float32)
-
-
-AVERAGE_SLICE = 64  # workers per float64 slice of the hub averages on a CPU
-
-
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cpu":
-        return tensor
-    return tensor.pin_memory().to(device, non_blocking=True)
-
-
-class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
-    """MLL-SGD on stacked per-worker parameters; needs torch and numpy only.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A model without buffers (its architecture; the weights come from
-        :meth:`run`).
-    features, labels : torch.Tensor
-        The training set (``labels`` int64).
-    partitions : Sequence[numpy.ndarray]
-        Example indices of each worker (its local data, in order).
-    hierarchy : Hierarchy
-        Hubs, weights ``v_i`` and rates ``p_i``.
-    mixing : numpy.ndarray
-        The ``D x D`` mixing matrix H.
-    tau, q : int
-        Time steps per round; rounds between gossips.
-    lr : float
-        SGD step size.
-    batch_size : int
-        Mini-batch size (capped at each worker's data).
-    seed : int
-        Experiment seed of the draws.
-    schedule : ScheduleFn
-        The worker's draws: ``clients.worker.step_schedule``.
-    wait_for_slowest : bool (default: False)
-        Every worker is told rate 1 (takes tau steps).
-    device : str | torch.device (default: "cpu")
-        Where the workers train.
-    gradients : str (default: "auto")
-        How the batched gradients are computed (:func:`gradient_function`).
-
-    Raises
-    ------
-    ConfigError
-        ``model.name``: a model with buffers (BatchNorm's running statistics).
-    """
-
-    def __init__(  # pylint: disable=too-many-arguments,too-many-locals
-        self,
-        model: nn.Module,
-        features: torch.Tensor,
-        labels: torch.Tensor,
-        partitions: Sequence[np.ndarray],
-        hierarchy: Hierarchy,
-        mixing: np.ndarray,
-        *,
-        tau: int,
-        q: int,
-        lr: float,
-        batch_size: int,
-        seed: int,
-        schedule: ScheduleFn,
-        wait_for_slowest: bool = False,
-        device: str | torch.device = "cpu",
-        gradients: str = "auto",
-    ) -> None:
-        if any(True for _ in model.buffers()):
-            raise ConfigError(
-                "model.name",
-                f"the batched backend trains models without buffers (logreg, cnn), got "
-                f"{type(model).__name__}",
-            )
-        self.device = torch.device(device)
-        self.model = model.to(self.device)
-        self.tau, self.q, self.lr, self.batch_size, self.seed = tau, q, lr, batch_size, seed
-        self.schedule = schedule
-        self.rates = np.ones(hierarchy.num_workers) if wait_for_slowest else hierarchy.rates
-        self.sizes = np.array([len(p) for p in partitions], dtype=np.int64)
-        order = torch.from_numpy(np.concatenate(partitions).astype(np.int64))
-        self.features = resident_copy(features[order], self.device)
-        self.labels = labels[order].to(self.device).contiguous()
-        weights = example_weights(self.sizes, batch_size)
-        self.weights = None if weights is None else torch.from_numpy(weights).to(self.device)
-        hub_of = torch.from_numpy(hierarchy.hub_of.astype(np.int64))
-        self.hub_of = hub_of.to(self.device)
-        average = np.zeros((hierarchy.num_hubs, hierarchy.num_workers))
-        average[hierarchy.hub_of, np.arange(hierarchy.num_workers)] = hierarchy.v
-        self.average = torch.from_numpy(average).to(self.device)  # z = A x
-        self.v = torch.from_numpy(np.asarray(hierarchy.v, dtype=np.float64)).to(self.device)
-        self.mix_t = torch.from_numpy(np.asarray(mixing, dtype=np.float64).T.copy()).to(
-            self.device
-        )  # y = H^T z
-        self.grads = gradient_function(self.model, gradients)
-        self.fused = self.grads is logreg_grads  # logistic regression: fused in-place steps
-
-    def draws(self, server_round: int) -> RoundDraws:
-        """Return the draws of every worker for ``server_round``."""
-        return round_draws(
-            self.schedule,
-            self.seed,
-            server_round,
-            self.rates,
-            self.sizes,
-            self.tau,
-            self.batch_size,
-        )
-
-    def _steps(self, x: Params, draws: RoundDraws) -> None:
-        """Run the tau time steps in place on the stacked worker models ``x``."""
-        num_workers = len(self.sizes)
-        active = _to_device(draws.active, self.device)
-        rows = _to_device(draws.rows, self.device)
-        chunk = logreg_chunk(self.features, self.batch_size, self.device)  # per torch thread
-        start = 0
-        for count in draws.counts:
-            if count == 0:
-                continue
-            stop = start + count
-            sel = None if count == num_workers else active[start:stop]  # None: everyone
-            weights = self.weights
-            if sel is not None and weights is not None:
-                weights = weights.index_select(0, sel)
-            if self.fused:
-                features, labels = self.features, self.labels
-                step_rows = rows[start:stop]
-                logreg_sgd_step_(x, features, labels, step_rows, sel, self.lr, weights, chunk)
-            else:
-                self._grad_step(x, rows[start:stop], sel, weights)
-            start = stop
-
-    def _grad_step(
-        self, x: Params, rows: torch.Tensor, sel: torch.Tensor | None, weights: torch.Tensor | None
-    ) -> None:
-        """One SGD step of the workers ``sel`` (None: all) with :attr:`grads`, in place."""
-        flat_rows = rows.reshape(-1)
-        inputs = self.features.index_select(0, flat_rows).view(
-            *rows.shape, *self.features.shape[1:]
-        )
-        targets = self.labels.index_select(0, flat_rows).view(rows.shape)
-        if sel is None:  # everyone steps: update in place
-            grads = self.grads(x, inputs, targets, weights)
-            for key, value in x.items():
-                value.sub_(self.lr * grads[key])
-        else:  # only the workers whose coin came up
-            sub = {key: value.index_select(0, sel) for key, value in x.items()}
-            grads = self.grads(sub, inputs, targets, weights)
-            for key, value in x.items():
-                value.index_copy_(0, sel, sub[key] - self.lr * grads[key])
-
-    def _average(self, stacked: Params) -> Params:
-        """Return the hub averages ``z_d = sum_i v_i x_i`` ``(D, ...)``, summed in float64.
-
-        On a CPU the workers are added to their hub's sum a slice at a time
-        (each worker's model weighs in once, so this costs one pass over the
-        models instead of a dense ``D x N`` product on a float64 copy of all
-        of them); elsewhere one dense product.
-        """
-        if self.device.type != "cpu":
-            return self._mix(self.average, stacked)
-        num_hubs, num_workers = self.average.shape
-        out = {}
-        for key, value in stacked.items():
-            flat = value.reshape(num_workers, -1)
-            total = flat.new_zeros((num_hubs, flat.shape[1]), dtype=torch.float64)
-            for start in range(0, num_workers, AVERAGE_SLICE):
-                stop = min(start + AVERAGE_SLICE, num_workers)
-                part = flat[start:stop].to(torch.float64).mul_(self.v[start:stop, None])
-                total.index_add_(0, self.hub_of[start:stop], part)
-            out[key] = total.to(value.dtype).reshape(num_hubs, *value.shape[1:])
-        return out
-
-    def _mix(self, matrix: torch.Tensor, stacked: Params) -> Params:
-        """Return ``matrix @ stacked`` per array, in float64, cast back to each dtype."""
-        out = {}
-        for key, value in stacked.items():
-            flat = value.reshape(value.shape[0], -1).to(torch.float64)
-            mixed = (matrix @ flat).to(value.dtype)
-            out[key] = mixed.reshape(matrix.shape[0], *value.shape[1:])
-        return out
-
-    def run_round(self, server_round: int, hubs: Params) -> tuple[Params, np.ndarray]:
-        """Run one round from the stacked hub models ``y`` ``(D, ...)``.
-
-        Returns
-        -------
-        tuple[dict[str, torch.Tensor], numpy.ndarray]
-            The new hub models ``(D, ...)`` and the steps each worker took.
-        """
-        draws = self.draws(server_round)
-        with torch.no_grad():
-            workers = {key: value.index_select(0, self.hub_of) for key, value in hubs.items()}
-        self._steps(workers, draws)
-        with torch.no_grad():
-            hubs = self._average(workers)  # z_d = sum_i v_i x_i
-            if server_round % self.q == 0:
-                hubs = self._mix(self.mix_t, hubs)  # y_d = sum_j H[j, d] z_j
-        return hubs, draws.steps
-
-    def run(
-        self,
-        initial: Params,
-        num_rounds: int,
-        on_round: Callable[[int, Params, np.ndarray], bool | None] | None = None,
-        first_round: int = 1,
-    ) -> Params:
-        """Run ``num_rounds`` rounds from one shared initial model; return the hub models.
-
-        Parameters
-        ----------
-        initial : dict[str, torch.Tensor]
-            ``x_1``: the model's parameters (unstacked).
-        num_rounds : int
-            Rounds to run.
-        on_round : Callable | None (default: None)
-            Called with the round, the stacked hub models ``(D, ...)`` (do not
-            modify them) and the steps per worker; returning True stops.
-        first_round : int (default: 1)
-            Number of the first round.
-        """
-        num_hubs = int(self.average.shape[0])
-        hubs = {
-            key: value.detach().to(self.device).unsqueeze(0).repeat(num_hubs, *[1] * value.dim())
-            for key, value in initial.items()
-        }
-        for server_round in range(first_round, first_round + num_rounds):
-            hubs, steps = self.run_round(server_round, hubs)
-            if on_round is not None and on_round(server_round, hubs, steps):
-                break
-        return hubs
 
 
 class HubModels(Sequence["ArrayRecord"]):
@@ -415,29 +74,41 @@ OnRound = Callable[[int, Sequence["ArrayRecord"], np.ndarray], bool | None]
 def check_supported(exp: "Experiment") -> None:
     """Raise a one-line ConfigError if the batched backend cannot run ``exp``.
 
+    Every key of the table in :mod:`flwr_multilevel.engines.support`, for
+    ``simulation.backend=batched``.
+
     Raises
     ------
     ConfigError
-        ``strategy.name`` other than FedAvg, ``strategy.options`` that sample
-        part of a hub (``fraction_train < 1``), or a model with buffers.
+        ``strategy.name`` other than FedAvg, ``strategy.options.fraction_train``
+        below 1 (part of a hub sampled), a model other than logreg or cnn,
+        or another key the batched backend does not run (``simulation.timeout``, ...).
     """
-    cfg = exp.cfg
-    if cfg.strategy.name != "FedAvg":
+    support.check_supported(exp.cfg, "batched")
+    from flwr.serverapp.strategy import FedAvg  # pylint: disable=import-outside-toplevel
+
+    strategy = exp.strategy  # the object too, should a caller have swapped it
+    if type(strategy) is not FedAvg:
         raise ConfigError(
             "strategy.name",
-            f"the batched backend runs FedAvg at the hubs only, got {cfg.strategy.name!r} "
-            "(use simulation.backend=inprocess or ray)",
+            f"the batched hubs average with FedAvg's rule, got a {type(strategy).__name__}",
         )
-    fraction = float(getattr(exp.strategy, "fraction_train", 1.0))
-    if fraction != 1.0:
+    if float(strategy.fraction_train) != 1.0:
         raise ConfigError(
-            "strategy.options",
-            f"the batched backend trains every worker each round, got fraction_train={fraction}",
+            "strategy.options.fraction_train",
+            f"the batched backend trains every worker each round, got {strategy.fraction_train}",
         )
-    if cfg.model.name not in ("logreg", "cnn"):
-        raise ConfigError(
-            "model.name", f"the batched backend trains logreg or cnn, got {cfg.model.name!r}"
-        )
+
+
+def hub_rules(exp: "Experiment") -> HubRules:
+    """Return the experiment's ``hub.*`` as the batched core takes them."""
+    hub = exp.cfg.hub
+    return HubRules(
+        missing=str(hub.missing),
+        clip_norm=None if hub.clip_norm is None else float(hub.clip_norm),
+        min_replies=float(hub.min_replies),
+        max_failed_rounds=int(hub.max_failed_rounds),
+    )
 
 
 def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayRecord"]:
@@ -465,6 +136,8 @@ def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayR
     ------
     ConfigError
         A setting the batched backend does not run (:func:`check_supported`).
+    RunAborted
+        A hub kept its model ``hub.max_failed_rounds`` rounds in a row.
 
     Examples
     --------
@@ -498,6 +171,7 @@ def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayR
         schedule=step_schedule,
         wait_for_slowest=bool(cfg.wait_for_slowest),
         device=device,
+        rules=hub_rules(exp),
     )
 
     def report(server_round: int, hubs: Params, steps: np.ndarray) -> bool | None:
@@ -518,10 +192,12 @@ def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayR
 __all__ = [
     "BatchedMLLSGD",
     "HubModels",
+    "HubRules",
     "RoundDraws",
     "check_supported",
     "example_weights",
     "gradient_function",
+    "hub_rules",
     "round_draws",
     "simulate",
 ]

@@ -8,7 +8,7 @@ gradient of its own cross-entropy loss (mean over its batch), stacked alike.
 For logistic regression :func:`logreg_sgd_step_` takes the whole SGD step in
 place instead: it gathers the mini-batches from the resident training set a
 cache-sized chunk of workers at a time and fuses the update into the
-backward product (the path :class:`flwr_multilevel.engines.batched.BatchedMLLSGD`
+backward product (the path :class:`flwr_multilevel.engines.batched_mllsgd.BatchedMLLSGD`
 takes for logreg).
 """
 

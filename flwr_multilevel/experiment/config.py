@@ -25,6 +25,7 @@ from flwr.common.logger import log
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from flwr_multilevel.engines.support import check_supported
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.schema import (
     BACKENDS,
@@ -495,7 +496,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     Raises
     ------
     ConfigError
-        Naming the first key at fault and what was expected.
+        Naming the first key at fault and what was expected; also a value
+        that ``simulation.backend`` does not run
+        (:func:`flwr_multilevel.engines.support.check_supported`).
 
     Examples
     --------
@@ -545,6 +548,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     options = OmegaConf.to_container(cfg.strategy.options, resolve=False)
     assert isinstance(options, dict)
     schema.check_strategy(cfg.strategy.name, cast(dict[str, Any], options))
+    check_supported(cfg)  # what simulation.backend does not run is refused here, before any work
     for text in warnings_of(cfg):
         log(WARNING, "flwr-multilevel: warning: %s", text)
     return cfg
