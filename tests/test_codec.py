@@ -13,8 +13,9 @@ from flwr.serverapp.strategy.strategy_utils import (
 from flwr_multilevel.clients.worker import load_arrays, reply_arrays
 from flwr_multilevel.experiment.models import build_model
 from flwr_multilevel.protocol.codec import DecodedArray, array_record, decode, encode
-from flwr_multilevel.strategies.hub import weighted_metrics, with_entries
 from flwr_multilevel.strategies.hub_average import fedavg_arrays, is_plain_fedavg
+from flwr_multilevel.strategies.hub_metrics import weighted_metrics
+from flwr_multilevel.strategies.records import with_entries
 from flwr_multilevel.strategies.replies import check_array
 
 RNG = np.random.default_rng(0)

@@ -15,10 +15,10 @@ from flwr_multilevel.deploy.federation import (
     descendants,
     local_federation,
     pid_alive,
-    start_supernode,
     wait_for_log,
 )
-from flwr_multilevel.strategies.network_peer import format_peers
+from flwr_multilevel.deploy.flower_processes import start_supernode
+from flwr_multilevel.strategies.peer_config import format_peers
 
 pytestmark = pytest.mark.deployment
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from flwr_multilevel.cli.main import main
-from flwr_multilevel.deploy.federation import FLOWER_ENV, write_connections
+from flwr_multilevel.deploy.flower_files import write_connections
+from flwr_multilevel.deploy.flower_processes import FLOWER_ENV
 from flwr_multilevel.deploy.processes import ProcessGroup, executable, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,14 +12,10 @@ from flwr.app import Array, ArrayRecord
 
 from flwr_multilevel.deploy.certs import make_federation
 from flwr_multilevel.deploy.federation import free_port
-from flwr_multilevel.strategies.network_peer import (
-    METHOD,
-    SERVICE,
-    NetworkPeerLayer,
-    PeerTls,
-    encode,
-)
+from flwr_multilevel.strategies.network_peer import NetworkPeerLayer
 from flwr_multilevel.strategies.peer import InProcessPeerLayer
+from flwr_multilevel.strategies.peer_config import PeerTls
+from flwr_multilevel.strategies.peer_wire import METHOD, SERVICE, encode
 
 # a path 0 - 1 - 2, column-stochastic but not symmetric, so direction matters:
 # hub d mixes sum_j H[j, d] z_j

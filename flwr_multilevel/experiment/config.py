@@ -1,32 +1,49 @@
-"""Experiment configuration: the shipped default, files, overrides, run configs and validation.
+"""Experiment configuration: the shipped default, files and overrides, validated.
 
 Every entry point (``flwr-multilevel run|config|theory|compare`` and ``flwr run .``)
 goes through :func:`validate` and the typed schema of :mod:`flwr_multilevel.experiment.schema`.
 Interpolations (``${...}``) are refused wherever they appear, never resolved.
 
-A Flower run config (``[tool.flwr.app.config]``, ``flwr run . --run-config``) holds
-the same keys flattened (``hubs.count``); TOML has neither lists nor null, so a
-list is a comma-separated string (``hubs.workers = "2,3,4"``), null is ``""`` and
-``strategy.options`` is a string of ``key=value`` pairs (``"proximal_mu=0.1,eta=0.01"``).
+The typed default and merging into it (:mod:`flwr_multilevel.experiment.merge`)
+and Flower run configs (:mod:`flwr_multilevel.experiment.run_config`) are
+importable from here too.
 """
 
 import math
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import is_dataclass
-from importlib import resources
 from logging import ERROR, WARNING
 from pathlib import Path
 from typing import Any, cast
 
-import tomllib
-import yaml
 from flwr.common.logger import log
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from flwr_multilevel.engines.support import check_supported
 from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.experiment import schema
+from flwr_multilevel.experiment.merge import (  # noqa: F401  # re-exported
+    default_config,
+    merge,
+    refuse_interpolations,
+    struct,
+)
+from flwr_multilevel.experiment.ranges import (
+    MAX_WORKERS_PER_HUB,
+    choice,
+    flag,
+    float_list,
+    int_list,  # prepare.py imports it from here
+    integer,
+    number,
+    path_text,
+    show,
+)
+from flwr_multilevel.experiment.run_config import (  # noqa: F401  # re-exported
+    NULLABLE,
+    flwr_run_config,
+    from_run_config,
+    to_run_config,
+)
 from flwr_multilevel.experiment.schema import (
     BACKENDS,
     DATASETS,
@@ -38,143 +55,10 @@ from flwr_multilevel.experiment.schema import (
     MODELS,
     PARTITIONS,
     WEIGHTINGS,
-    choice,
-    flag,
-    integer,
-    number,
-    path_text,
 )
-from flwr_multilevel.flower_compat import (
-    flatten_dict,
-    fuse_dicts,
-    parse_config_args,
-    unflatten_dict,
-)
+from flwr_multilevel.experiment.strategy_options import check_strategy
 
-from . import schema
-
-int_list = schema.int_list  # kept here: experiment.py imports it from config
 MAX_FILE_BYTES = 1_000_000  # config, comparison, graph and matrix files
-
-
-def default_config() -> DictConfig:
-    """Return the documented default configuration shipped with the package (typed).
-
-    Examples
-    --------
-    >>> default_config().hubs.count
-    3
-    """
-    text = resources.files("flwr_multilevel").joinpath("default.yaml").read_text()
-    cfg = OmegaConf.merge(OmegaConf.structured(schema.Config), OmegaConf.create(text))
-    return struct(cfg)  # type: ignore[arg-type]
-
-
-def struct(cfg: DictConfig) -> DictConfig:
-    """Make ``cfg`` reject unknown keys (except a strategy's keyword arguments)."""
-    OmegaConf.set_struct(cfg, True)
-    OmegaConf.set_struct(cfg.strategy.options, False)  # any strategy keyword
-    return cfg
-
-
-def refuse_interpolations(node: Any, source: str, prefix: str = "") -> None:
-    """Raise ConfigError if any string in ``node`` holds an interpolation (``${...}``).
-
-    Nothing is resolved: ``${oc.env:HOME}`` or ``${foo}`` are refused as they are.
-
-    Examples
-    --------
-    >>> refuse_interpolations({"seed": "${foo}"}, "override")
-    Traceback (most recent call last):
-    ...
-    flwr_multilevel.errors.ConfigError: seed: expected a plain value in override; ...
-    """
-    if OmegaConf.is_config(node):
-        node = OmegaConf.to_container(node, resolve=False)
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            if isinstance(key, str) and "${" in key:
-                raise ConfigError(f"{prefix}{key}", f"expected a plain key in {source}")
-            refuse_interpolations(value, source, f"{prefix}{key}.")
-    elif isinstance(node, list | tuple):
-        for i, value in enumerate(node):
-            refuse_interpolations(value, source, f"{prefix}{i}.")
-    elif isinstance(node, str) and "${" in node:
-        raise ConfigError(
-            prefix.rstrip(".") or "config",
-            f"expected a plain value in {source}; interpolations (${{...}}) are not supported",
-        )
-
-
-def _expected(key: str) -> str:
-    """Describe what the schema expects at a dotted key."""
-    cls: Any = schema.Config
-    *parents, leaf = key.split(".")
-    for part in parents:
-        cls = typing.get_type_hints(cls).get(part) if is_dataclass(cls) else None
-    hint = typing.get_type_hints(cls).get(leaf) if is_dataclass(cls) else None
-    if is_dataclass(hint):
-        return f"a mapping of {key}.* keys"
-    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    base = names.get(args[0], "a mapping") if args[0] is not Any else "a value"
-    return base + (" or null" if type(None) in typing.get_args(hint) else "")
-
-
-def _strict_bools(other: Any, source: str) -> None:
-    """Refuse anything but true/false for a boolean key (omegaconf would take 1, -1, 'yes')."""
-    plain = OmegaConf.to_container(other, resolve=False) if OmegaConf.is_config(other) else other
-
-    def walk(node: Any, cls: Any, prefix: str) -> None:
-        if not (isinstance(node, Mapping) and is_dataclass(cls)):
-            return
-        hints = typing.get_type_hints(cls)
-        for key, value in node.items():
-            hint = hints.get(str(key))
-            if hint is bool and not isinstance(value, bool):
-                raise ConfigError(
-                    f"{prefix}{key}",
-                    f"expected true or false in {source}, got {schema.show(value)}",
-                )
-            walk(value, hint, f"{prefix}{key}.")
-
-    walk(plain, schema.Config, "")
-
-
-def merge(base: DictConfig, other: Any, source: str) -> DictConfig:
-    """Return ``base`` merged with ``other``; errors name the key and ``source``.
-
-    Raises
-    ------
-    ConfigError
-        An unknown key, a value of the wrong type, or an interpolation.
-    """
-    refuse_interpolations(other, source)
-    _strict_bools(other, source)
-    try:
-        return OmegaConf.merge(base, other)  # type: ignore[return-value]
-    except ConfigKeyError as err:
-        key = getattr(err, "full_key", None) or "config"
-        raise ConfigError(
-            str(key), f"unknown key in {source} (`flwr-multilevel config` lists every key)"
-        ) from None
-    except (OmegaConfBaseException, TypeError, ValueError) as err:
-        key = getattr(err, "full_key", None)
-        plain = OmegaConf.to_container(other) if OmegaConf.is_config(other) else other
-        if not key and isinstance(plain, Mapping):  # find the top-level key at fault
-            for name, value in plain.items():
-                try:
-                    OmegaConf.merge(base, {name: value})
-                except (OmegaConfBaseException, TypeError, ValueError):
-                    key = str(name)
-                    break
-        key = str(key or "config")
-        got: Any = plain
-        for part in key.split("."):
-            got = got.get(part) if isinstance(got, Mapping) else got
-        raise ConfigError(
-            key, f"expected {_expected(key)} in {source}, got {schema.show(got)}"
-        ) from None
 
 
 def _read_yaml_file(path: str | Path, key: str) -> Any:
@@ -250,160 +134,6 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
-# ---- Flower run config ---------------------------------------------------------------------
-
-NULLABLE = {
-    "time_steps",
-    "max_time_slots",
-    "eval.train_examples",
-    "output_dir",
-    "rates.values",
-    "hub.clip_norm",
-    "theory.L",
-    "theory.sigma2",
-    "theory.beta",
-    "theory.f_gap",
-}
-
-
-def _decode_options(text: str) -> dict[str, Any]:
-    """Parse ``"proximal_mu=0.1,eta=0.01"`` (values as YAML scalars)."""
-    options: dict[str, Any] = {}
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError("strategy.options", f"expected key=value pairs, got {text!r}")
-        try:
-            options[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"strategy.options.{key.strip()}", "could not parse") from None
-    return options
-
-
-def flwr_run_config(app_dir: str | Path, overrides: str) -> dict[str, Any]:
-    r"""Return the run config ``flwr run APP_DIR --run-config OVERRIDES`` gives the ServerApp.
-
-    The app's ``[tool.flwr.app.config]`` fused with the overrides, parsed by
-    Flower's own functions, so a bad submission can be caught before it is
-    sent (``flwr run`` itself exits 0 whatever the run's end).
-
-    Raises
-    ------
-    ConfigError
-        The app folder has no Flower App, the overrides do not parse, or they
-        name a key the app does not have.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> app = Path(tempfile.mkdtemp())
-    >>> _ = (app / "pyproject.toml").write_text('[tool.flwr.app.config]\ntau = 4\n')
-    >>> flwr_run_config(app, "tau=8")
-    {'tau': 8}
-    >>> flwr_run_config(app, "q=2")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    flwr_multilevel.errors.ConfigError: --run-config: key 'q' is not in the app's ...
-    """
-    app = Path(app_dir)
-    try:
-        project = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(
-            "--app",
-            f"expected a Flower App folder with a pyproject.toml, got {str(app)!r} "
-            f"({type(err).__name__})",
-        ) from None
-    defaults = project.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
-    try:
-        parsed = parse_config_args([overrides])
-    except Exception as err:  # pylint: disable=broad-except  # click.ClickException, OSError
-        message = getattr(err, "message", None) or str(err)
-        raise ConfigError("--run-config", " ".join(str(message).split())[:300]) from None
-    for key in parsed:
-        if key not in flatten_dict(defaults):
-            raise ConfigError(
-                "--run-config", f"key {key!r} is not in the app's [tool.flwr.app.config]"
-            )
-    return dict(fuse_dicts(flatten_dict(defaults), parsed))
-
-
-def from_run_config(run_config: Mapping[str, Any], *, files: bool = False) -> DictConfig:
-    """Return the typed config of a Flower ``run_config`` (flattened ``a.b`` keys).
-
-    Parameters
-    ----------
-    run_config : Mapping[str, Any]
-        ``context.run_config``: ``[tool.flwr.app.config]`` with ``--run-config``.
-    files : bool (default: False)
-        Allow ``hubs.graph`` and ``hubs.mixing`` to name files. A run config
-        comes from whoever submits the run, so by default files are refused:
-        the ServerApp reads nothing its submitter names.
-
-    Returns
-    -------
-    DictConfig
-        The default config merged with the run config; call :func:`validate`.
-
-    Raises
-    ------
-    ConfigError
-        Unknown key, wrong type, interpolation, or a file path.
-
-    Examples
-    --------
-    >>> from_run_config({"hubs.workers": "2,3", "time_steps": "", "tau": 8}).hubs.workers
-    '2,3'
-    """
-    flat = dict(run_config)
-    refuse_interpolations(flat, "run_config")
-    for key, value in flat.items():
-        if value == "" and key in NULLABLE:
-            flat[key] = None
-        if key == "strategy.options" and isinstance(value, str):
-            flat[key] = _decode_options(value)
-    cfg = merge(default_config(), unflatten_dict(flat), "run_config")
-    if not files:
-        for key, names in (("hubs.graph", GRAPHS), ("hubs.mixing", MIXINGS)):
-            value = OmegaConf.select(cfg, key)
-            if value not in names:
-                raise ConfigError(
-                    key,
-                    f"expected one of {', '.join(names)} under `flwr run` (files are not read "
-                    f"from a run config), got {str(value)[:60]!r}",
-                )
-    return cfg
-
-
-def to_run_config(cfg: DictConfig) -> dict[str, Any]:
-    """Return the flattened run config of ``cfg`` (the ``[tool.flwr.app.config]`` table).
-
-    Examples
-    --------
-    >>> to_run_config(default_config())["time_steps"]
-    ''
-    """
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    assert isinstance(plain, dict)
-    options = plain["strategy"].pop("options") or {}
-    flat: dict[str, Any] = {}
-
-    def walk(node: Mapping[str, Any], prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, Mapping):
-                walk(value, f"{prefix}{key}.")
-            elif isinstance(value, list):
-                flat[f"{prefix}{key}"] = ",".join(str(v) for v in value)
-            else:
-                flat[f"{prefix}{key}"] = "" if value is None else value
-
-    walk(cast(dict[str, Any], plain), "")
-    flat["strategy.options"] = ",".join(f"{k}={v}" for k, v in options.items())
-    return flat
-
-
 def checked_run_config(run_config: Mapping[str, Any]) -> DictConfig:
     """Return the validated config of a ``flwr run`` (for the ServerApp), output folder planned.
 
@@ -448,7 +178,7 @@ def _check_sizes(cfg: DictConfig) -> None:
                 "hubs.workers", f"expected {cfg.hubs.count} counts (hubs.count), got {workers}"
             )
         for count in workers:
-            integer("hubs.workers", count, 1, schema.MAX_WORKERS_PER_HUB)
+            integer("hubs.workers", count, 1, MAX_WORKERS_PER_HUB)
     cfg.hubs.workers = workers
 
 
@@ -460,7 +190,7 @@ def _check_rates(cfg: DictConfig) -> None:
     number("rates.slow_fraction", rates.slow_fraction, 0, 1)
     if rates.low > rates.high:
         raise ConfigError("rates.low", f"expected low <= high ({rates.high}), got {rates.low}")
-    rates["values"] = schema.float_list("rates.values", rates["values"])
+    rates["values"] = float_list("rates.values", rates["values"])
     if rates.distribution == "explicit" and not rates["values"]:
         raise ConfigError("rates.values", "expected one rate per worker for 'explicit'")
 
@@ -478,7 +208,7 @@ def _check_names(cfg: DictConfig) -> None:
         if value not in names and not Path(path_text(key, value)).is_file():
             raise ConfigError(
                 key,
-                f"expected one of {', '.join(names)} or an existing file, got {schema.show(value)}",
+                f"expected one of {', '.join(names)} or an existing file, got {show(value)}",
             )
     path_text("data.root", cfg.data.root)
     if cfg.output_dir is not None:
@@ -543,11 +273,11 @@ def validate(cfg: DictConfig) -> DictConfig:
             number(f"theory.{name}", cfg.theory[name], 0, MAX_CONSTANT, low_open=name == "L")
     if not isinstance(cfg.strategy.name, str):
         raise ConfigError(
-            "strategy.name", f"expected a strategy name, got {schema.show(cfg.strategy.name)}"
+            "strategy.name", f"expected a strategy name, got {show(cfg.strategy.name)}"
         )
     options = OmegaConf.to_container(cfg.strategy.options, resolve=False)
     assert isinstance(options, dict)
-    schema.check_strategy(cfg.strategy.name, cast(dict[str, Any], options))
+    check_strategy(cfg.strategy.name, cast(dict[str, Any], options))
     check_supported(cfg)  # what simulation.backend does not run is refused here, before any work
     for text in warnings_of(cfg):
         log(WARNING, "flwr-multilevel: warning: %s", text)

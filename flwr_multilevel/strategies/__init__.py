@@ -5,11 +5,19 @@
 * :class:`PeerLayer`: hub-to-hub gossip, in-process (:class:`InProcessPeerLayer`) or networked.
 """
 
-from .discovery import WorkerDiscoveryError, discover_workers
-from .hub import HubStrategy, SubGrid, WorkerSpec, check_reply
-from .mllsgd import MLLSGD, RunAborted
-from .peer import Gossip, InProcessPeerLayer, PeerLayer, in_neighbours, mix_one
-from .report import OnRound, RoundReport
+from flwr_multilevel.strategies.discovery import WorkerDiscoveryError, discover_workers
+from flwr_multilevel.strategies.hub import HubStrategy, WorkerSpec
+from flwr_multilevel.strategies.mllsgd import MLLSGD, RunAborted
+from flwr_multilevel.strategies.peer import (
+    Gossip,
+    InProcessPeerLayer,
+    PeerLayer,
+    in_neighbours,
+    mix_one,
+)
+from flwr_multilevel.strategies.replies import check_reply
+from flwr_multilevel.strategies.report import OnRound, RoundReport
+from flwr_multilevel.strategies.subgrid import SubGrid
 
 __all__ = [
     "MLLSGD",

@@ -11,78 +11,35 @@ import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import (
-    Bulyan,
-    FedAvgM,
-    FedMedian,
-    FedTrimmedAvg,
-    FedXgbBagging,
-    FedXgbCyclic,
-    Krum,
-    Strategy,
+from flwr.serverapp.strategy import FedAvgM, Strategy
+
+from flwr_multilevel.protocol.codec import DecodedArray, array_record, decode
+from flwr_multilevel.strategies.chain import UNWEIGHTED, strategy_chain, weighting_aggregator
+from flwr_multilevel.strategies.hub_average import fedavg_record, is_plain_fedavg
+from flwr_multilevel.strategies.hub_metrics import (
+    common_numeric_keys,
+    train_metrics,
+    weighted_metrics,
 )
+from flwr_multilevel.strategies.records import (
+    as_dtypes,
+    chain_input,
+    clip_arrays,
+    stand_in,
+    with_entries,
+)
+from flwr_multilevel.strategies.records import clip_update as clip_update  # re-exported
+from flwr_multilevel.strategies.replies import check_reply as check_reply  # re-exported
+from flwr_multilevel.strategies.replies import decode_reply, short
+from flwr_multilevel.strategies.subgrid import SubGrid
 
-from flwr_multilevel import flower_compat
-from flwr_multilevel.protocol.codec import DecodedArray, array_record, decode, encode
-
-from .hub_average import fedavg_arrays, is_plain_fedavg
-from .replies import REQUIRED_METRICS, decode_reply, finite_number, short
-from .replies import check_reply as check_reply  # re-exported
-
-WEIGHT_KEY = "worker-weight"
-UNWEIGHTED = (FedMedian, FedTrimmedAvg, Krum, Bulyan)  # robust rules that ignore weights
-MIN_NODE_ATTRS = ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes")
 Missing = Literal["stay", "renormalize"]
-
-
-class SubGrid(Grid):
-    """View of a Grid restricted to one hub's node IDs.
-
-    Stock strategies sample only through ``grid.get_node_ids()``, so handing
-    them this view keeps them inside the hub. Messages go through the wrapped
-    grid unchanged.
-    """
-
-    def __init__(self, grid: Grid, node_ids: Iterable[int]) -> None:
-        self._grid = grid
-        self._ids = set(node_ids)
-
-    def set_run(self, run_id: Any) -> None:
-        """Set the run of the wrapped grid."""
-        self._grid.set_run(run_id)
-
-    @property
-    def run(self):  # type: ignore[no-untyped-def]
-        """Run of the wrapped grid."""
-        return self._grid.run
-
-    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[no-untyped-def]
-        """Delegate (deprecated in Flower)."""
-        return self._grid.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        """Return the connected node IDs of this hub."""
-        return [n for n in self._grid.get_node_ids() if n in self._ids]
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Push messages through the wrapped grid."""
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """Pull messages through the wrapped grid."""
-        return self._grid.pull_messages(message_ids)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        """Send and receive through the wrapped grid."""
-        return self._grid.send_and_receive(messages, timeout=timeout)
 
 
 @dataclass
@@ -116,109 +73,6 @@ class HubRoundReport:
     metrics: MetricRecord | None = None
     failed: bool = False  # no valid reply, or aggregation failed: the hub kept its model
     error: str = ""  # why the aggregation failed, if it did
-
-
-def common_numeric_keys(records: list[MetricRecord]) -> list[str]:
-    """Return the metric keys every record holds as a finite number (the weight key aside).
-
-    Examples
-    --------
-    >>> common_numeric_keys([MetricRecord({"a": 1.0, "b": 2}), MetricRecord({"a": 3.0})])
-    ['a']
-    """
-    keys = set.intersection(*(set(r.keys()) for r in records)) - {WEIGHT_KEY}
-    return sorted(k for k in keys if all(finite_number(r, k) is not None for r in records))
-
-
-def weighted_metrics(records: list[MetricRecord], weights: list[float]) -> MetricRecord:
-    """Return the weighted average of every metric that all records hold as a finite number.
-
-    The same sums, in the same order, as Flower's ``aggregate_metricrecords``.
-
-    Examples
-    --------
-    >>> a = MetricRecord({"loss": 1.0, "acc": 0.5})
-    >>> b = MetricRecord({"loss": 3.0, "note": [1, 2]})
-    >>> dict(weighted_metrics([a, b], [1.0, 3.0]))
-    {'loss': 2.5}
-    """
-    keys = common_numeric_keys(records)
-    weights = [float(w) for w in weights]
-    total = sum(weights)
-    factors = [w / total for w in weights]
-    sums: dict[str, float] = {}
-    for record, factor in zip(records, factors, strict=True):
-        for key in keys:
-            value = record[key]
-            sums[key] = value * factor if key not in sums else sums[key] + value * factor  # type: ignore[operator]
-    return MetricRecord(sums)  # type: ignore[arg-type]
-
-
-def clip_update(reply: Message, model: ArrayRecord, clip_norm: float) -> Message:
-    """Return ``reply`` with its update ``x_i - y_d`` clipped to L2 norm ``clip_norm``.
-
-    The reply itself is not modified; an update within the norm is returned as is.
-    The norm is computed in float64, so float32 extremes (3e38) cannot overflow it.
-    """
-    arrays = next(iter(reply.content.array_records.values()))
-    clipped = clip_arrays(arrays, model, clip_norm)
-    if clipped is arrays:
-        return reply
-    content = RecordDict(dict(reply.content.items()))
-    content[next(iter(reply.content.array_records))] = clipped
-    return Message(metadata=reply.metadata, content=content)  # type: ignore[call-overload]
-
-
-def clip_arrays(arrays: ArrayRecord, model: ArrayRecord, clip_norm: float) -> ArrayRecord:
-    """Return ``arrays`` with the update ``arrays - model`` clipped to L2 norm ``clip_norm``.
-
-    ``arrays`` itself is returned when its update is within the norm (see :func:`clip_update`).
-    """
-    own = {k: model[k].numpy().astype(np.float64) for k in model.keys()}
-    update = {k: arrays[k].numpy().astype(np.float64) - own[k] for k in own}
-    norm = float(np.sqrt(sum(float(np.sum(u * u)) for u in update.values())))
-    if norm <= clip_norm:
-        return arrays
-    scale = clip_norm / norm
-    return ArrayRecord(
-        {
-            k: Array(np.ascontiguousarray((own[k] + scale * update[k]).astype(model[k].dtype)))
-            for k in own
-        }
-    )
-
-
-def with_entries(config: ConfigRecord, entries: Mapping[str, Any]) -> ConfigRecord:
-    """Return a copy of ``config`` with ``entries`` set (only they are type-checked again).
-
-    The entries of ``config`` passed Flower's checks when they were set, so the
-    copy takes them as they are instead of checking every one per worker.
-
-    Examples
-    --------
-    >>> dict(with_entries(ConfigRecord({"lr": 0.1}), {"worker-id": 3}))
-    {'lr': 0.1, 'worker-id': 3}
-    """
-    return flower_compat.config_with_entries(config, entries)
-
-
-def strategy_chain(strategy: Strategy) -> list[Strategy]:
-    """Return ``strategy`` and every strategy it wraps, outermost first.
-
-    Flower's wrappers (the differential-privacy ones) keep the wrapped
-    strategy in ``.strategy``.
-
-    Examples
-    --------
-    >>> from flwr.serverapp.strategy import FedAvg
-    >>> from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping as DP
-    >>> [type(s).__name__ for s in strategy_chain(DP(FedAvg(), 0.0, 1.0, 2))]
-    ['DifferentialPrivacyServerSideFixedClipping', 'FedAvg']
-    """
-    chain = [strategy]
-    while isinstance(inner := getattr(chain[-1], "strategy", None), Strategy):
-        chain.append(inner)
-    return chain
 
 
 class HubStrategy(Strategy):
@@ -284,23 +138,7 @@ class HubStrategy(Strategy):
         self.report = HubRoundReport()
         self._expected: dict[str, tuple[tuple[int, ...], str]] = {}
         self._model: ArrayRecord | None = None
-        chain = strategy_chain(self.strategy)
-        self.aggregator = chain[-1]
-        if isinstance(self.aggregator, (FedXgbBagging, FedXgbCyclic)):
-            raise ValueError(
-                f"HubStrategy: {type(self.aggregator).__name__} combines XGBoost trees; "
-                "MLL-SGD's hubs average model arrays (use FedAvg or another averaging strategy)"
-            )
-        if not hasattr(self.aggregator, "weighted_by_key"):
-            raise ValueError(
-                f"HubStrategy: {type(self.aggregator).__name__} has no weighted_by_key, so it "
-                "cannot average with the hub's weights v_i; wrap a FedAvg-based strategy"
-            )
-        self.aggregator.weighted_by_key = WEIGHT_KEY  # type: ignore[attr-defined]
-        for member in chain:  # stock minimums (2 nodes) would wait forever at a small hub
-            for attr in MIN_NODE_ATTRS:
-                if isinstance(getattr(member, attr, None), int):
-                    setattr(member, attr, min(getattr(member, attr), len(self.workers)))
+        self.aggregator = weighting_aggregator(self.strategy, len(self.workers))
         self._keys = (
             str(getattr(self.aggregator, "arrayrecord_key", "arrays")),
             str(getattr(self.aggregator, "configrecord_key", "config")),
@@ -364,6 +202,30 @@ class HubStrategy(Strategy):
         reason is logged and kept in :attr:`report`.
         """
         self.report = report = HubRoundReport()
+        valid, decoded = self._check_replies(server_round, replies)
+        self._fix_weights(valid)
+        by_id = {spec.worker_id: spec for spec in self.workers.values()}
+        report.missing = sorted(set(by_id) - set(valid))
+        report.steps = {w: int(m["steps"]) for w, (_, m) in valid.items()}  # type: ignore[arg-type]
+        if len(valid) < self.min_replies * len(self.workers) or not valid:
+            self._keep_model(server_round, len(valid))
+            return None, None
+        if self.clip_norm is not None and self._model is not None:
+            decoded = {w: clip_arrays(a, self._model, self.clip_norm) for w, a in decoded.items()}
+        arrays = self._checked_aggregate(server_round, valid, decoded, by_id)
+        report.failed = arrays is None
+        report.metrics = train_metrics(
+            [m for _, m in valid.values()], [float(by_id[w].weight or 1.0) for w in valid]
+        )
+        return arrays, report.metrics
+
+    def _check_replies(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[dict[int, tuple[Message, MetricRecord]], dict[int, ArrayRecord]]:
+        """Return the valid replies and their checked, decoded arrays, by worker id.
+
+        Every other reply is dropped, with its reason, into :attr:`report`.
+        """
         valid: dict[int, tuple[Message, MetricRecord]] = {}
         decoded: dict[int, ArrayRecord] = {}  # checked arrays, decoded once for the chain
         for reply in replies:
@@ -384,23 +246,33 @@ class HubStrategy(Strategy):
             decoded[worker.worker_id] = array_record(
                 (k, DecodedArray.wrap(checked.arrays[k], v)) for k, v in checked.values.items()
             )
-        self._fix_weights(valid)
-        by_id = {spec.worker_id: spec for spec in self.workers.values()}
-        report.missing = sorted(set(by_id) - set(valid))
-        report.steps = {w: int(m["steps"]) for w, (_, m) in valid.items()}  # type: ignore[arg-type]
-        if len(valid) < self.min_replies * len(self.workers) or not valid:
-            report.failed = True
-            first = f" (first: {report.dropped[0]})" if report.dropped else ""
-            report.error = f"{len(valid)} of {len(self.workers)} replies were valid{first}"
-            log(
-                WARNING,
-                "hub %s round %s: no valid reply, the hub keeps its model",
-                self.hub_id,
-                server_round,
-            )
-            return None, None
-        if self.clip_norm is not None and self._model is not None:
-            decoded = {w: clip_arrays(a, self._model, self.clip_norm) for w, a in decoded.items()}
+        return valid, decoded
+
+    def _keep_model(self, server_round: int, num_valid: int) -> None:
+        """Record (and log) that too few replies were valid: the hub keeps its model."""
+        report = self.report
+        report.failed = True
+        first = f" (first: {report.dropped[0]})" if report.dropped else ""
+        report.error = f"{num_valid} of {len(self.workers)} replies were valid{first}"
+        log(
+            WARNING,
+            "hub %s round %s: no valid reply, the hub keeps its model",
+            self.hub_id,
+            server_round,
+        )
+
+    def _checked_aggregate(
+        self,
+        server_round: int,
+        valid: Mapping[int, tuple[Message, MetricRecord]],
+        decoded: Mapping[int, ArrayRecord],
+        by_id: Mapping[int, WorkerSpec],
+    ) -> ArrayRecord | None:
+        """Return the chain's aggregate in the sent dtypes, or None (logged) if it failed.
+
+        The chain failed when it raised or when its aggregate is not finite.
+        """
+        report = self.report
         try:
             arrays = self._aggregate(server_round, valid, decoded, by_id)
         except Exception as err:  # pylint: disable=broad-except
@@ -417,7 +289,7 @@ class HubStrategy(Strategy):
                 short(f"{type(err).__name__}: {err}"),
             )
         if arrays is not None:
-            arrays = self._as_sent(arrays)
+            arrays = as_dtypes(arrays, self._expected)
             if not all(np.isfinite(self._values(k, a)).all() for k, a in arrays.items()):
                 log(
                     WARNING,
@@ -427,9 +299,7 @@ class HubStrategy(Strategy):
                 )
                 arrays = None
                 report.error = "the aggregate is not finite"
-        report.failed = arrays is None
-        report.metrics = self._metrics([m for _, m in valid.values()], [by_id[w] for w in valid])
-        return arrays, report.metrics
+        return arrays
 
     def _aggregate(
         self,
@@ -445,20 +315,18 @@ class HubStrategy(Strategy):
             records = dict(decoded)
             for w in missing:  # took no step: x_i = y_d, with its own weight
                 records[w] = model  # type: ignore[assignment]
-            average = fedavg_arrays(
-                [
-                    (
-                        {k: self._values(k, a) for k, a in records[w].items()},
-                        float(by_id[w].weight or 0.0),
-                    )
-                    for w in sorted(records)
-                ]
-            )
-            return array_record((k, encode(np.asarray(v))) for k, v in average.items())
+            weights = {w: float(by_id[w].weight or 0.0) for w in records}
+            return fedavg_record(records, weights, self._values)
         shared = common_numeric_keys([m for _, m in valid.values()])
-        inputs = {w: self._input(r, decoded[w], by_id[w], m, shared) for w, (r, m) in valid.items()}
-        for w in missing:
-            inputs[w] = self._stand_in(by_id[w], model, shared)  # type: ignore[arg-type]
+        key = self._keys[0]
+        inputs = {
+            w: chain_input(r, decoded[w], m, shared, float(by_id[w].weight or 0.0), key)
+            for w, (r, m) in valid.items()
+        }
+        node_of = {spec.worker_id: node for node, spec in self.workers.items()}
+        for w in missing:  # took no step: x_i = y_d, with its own weight
+            weight = float(by_id[w].weight or 0.0)
+            inputs[w] = stand_in(node_of[w], model, shared, weight, key)  # type: ignore[arg-type]
         ordered = [inputs[w] for w in sorted(inputs)]  # a fixed order: bit-identical reruns
         arrays, _ = self.strategy.aggregate_train(server_round, ordered)
         return arrays
@@ -497,57 +365,6 @@ class HubStrategy(Strategy):
         """Return the values of an array of the hub's model layout (decoded without parsing)."""
         shape, dtype = self._expected.get(key, (tuple(array.shape), array.dtype))
         return decode(array, shape, dtype)
-
-    def _input(
-        self,
-        reply: Message,
-        arrays: ArrayRecord,
-        worker: WorkerSpec,
-        metrics: MetricRecord,
-        keys: list[str],
-    ) -> Message:
-        """Return a message for the chain: the reply's ``arrays``, its metrics ``keys``, ``w_i``.
-
-        Every input carries the same metric keys (those all valid replies hold as
-        finite numbers), so no stock strategy meets inconsistent replies.
-        """
-        record = MetricRecord({k: metrics[k] for k in keys})
-        record[WEIGHT_KEY] = float(worker.weight or 0.0)
-        content = RecordDict({self._keys[0]: arrays, "metrics": record})
-        return Message(metadata=reply.metadata, content=content)  # type: ignore[call-overload]
-
-    def _stand_in(self, worker: WorkerSpec, model: ArrayRecord, keys: list[str]) -> Message:
-        """Return the input of a worker that took no step: the hub model ``y_d``, metrics 0."""
-        metrics = MetricRecord({k: 0.0 for k in keys})
-        metrics["num-examples"], metrics["steps"] = 0, 0
-        metrics[WEIGHT_KEY] = float(worker.weight or 0.0)
-        node = next(n for n, s in self.workers.items() if s is worker)
-        sent = Message(RecordDict(), dst_node_id=node, message_type="train")
-        return Message(RecordDict({self._keys[0]: model, "metrics": metrics}), reply_to=sent)
-
-    def _metrics(self, records: list[MetricRecord], workers: list[WorkerSpec]) -> MetricRecord:
-        """Return the train metrics: ``v_i``-weighted averages, and total steps and examples."""
-        metrics = weighted_metrics(records, [float(w.weight or 1.0) for w in workers])
-        for key in REQUIRED_METRICS:
-            metrics[key] = int(sum(finite_number(r, key) or 0.0 for r in records))
-        return metrics
-
-    def _as_sent(self, arrays: ArrayRecord) -> ArrayRecord:
-        """Return ``arrays`` in the dtypes of the model the hub sent.
-
-        Adaptive strategies (FedAdam, FedYogi, FedAdagrad) compute their update
-        in float64; the hub model keeps the model's own dtypes, so workers,
-        gossip and byte counts see the same arrays every round.
-        """
-        if all(arrays[k].dtype == dtype for k, (_, dtype) in self._expected.items()):
-            return arrays
-        cast = {}
-        for key, (_, dtype) in self._expected.items():
-            values = arrays[key].numpy()
-            if np.issubdtype(np.dtype(dtype), np.integer):
-                values = np.rint(values)
-            cast[key] = Array(np.ascontiguousarray(values.astype(dtype)))
-        return ArrayRecord(cast)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -9,12 +9,14 @@ re-validating and decoding every reply a second time. Any other strategy or
 chain goes through the strategy itself.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 
 from flwr_multilevel import flower_compat
+from flwr_multilevel.protocol.codec import array_record, encode
 
 PLAIN = (FedAvg, FedProx)
 
@@ -72,3 +74,19 @@ def fedavg_arrays(
             else:
                 average[key] += value * factor
     return average
+
+
+def fedavg_record(
+    records: Mapping[int, ArrayRecord],
+    weights: Mapping[int, float],
+    values: Callable[[str, Array], np.ndarray],
+) -> ArrayRecord:
+    """Return the :func:`fedavg_arrays` of ``records`` in worker order, encoded for sending.
+
+    ``records`` and ``weights`` are keyed by worker id; ``values`` decodes one
+    array of a record (the hub decodes in its model's layout, without parsing).
+    """
+    average = fedavg_arrays(
+        [({k: values(k, a) for k, a in records[w].items()}, weights[w]) for w in sorted(records)]
+    )
+    return array_record((k, encode(np.asarray(v))) for k, v in average.items())

@@ -3,8 +3,7 @@
 Each hub runs a small gRPC server that hands out the models it published for
 the last few rounds, and fetches the model of the current round from each of
 its in-neighbours. Models travel as Flower's own serialized ``ArrayRecord``
-protos (never pickle), behind a 16-byte header ``(hub id, round)`` so that a
-model is only ever mixed into the round it was published for.
+protos, tagged with their sender and round (:mod:`flwr_multilevel.strategies.peer_wire`).
 
 Security: with :class:`PeerTls` the server accepts only clients whose
 certificate the federation CA signed and whose identity (``hub-<d>``, see
@@ -12,147 +11,37 @@ certificate the federation CA signed and whose identity (``hub-<d>``, see
 client checks that the server is the ``hub-<j>`` it wanted.
 """
 
-import re
 import struct
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from logging import INFO, WARNING
-from pathlib import Path
 
 import grpc
 import numpy as np
 from flwr.app import ArrayRecord
 from flwr.common.logger import log
 
-from flwr_multilevel import flower_compat
 from flwr_multilevel.strategies.peer import Gossip, PeerLayer, in_neighbours, mix_one
+from flwr_multilevel.strategies.peer_config import PeerTls, identities
+from flwr_multilevel.strategies.peer_config import format_peers as format_peers  # re-exported
+from flwr_multilevel.strategies.peer_config import parse_peers as parse_peers  # re-exported
+from flwr_multilevel.strategies.peer_wire import (
+    HEADER,
+    METHOD,
+    REQUEST,
+    SERVICE,
+    WITHHELD,
+    check_payload,
+    encode,
+)
+from flwr_multilevel.strategies.peer_wire import decode as decode  # re-exported
+from flwr_multilevel.strategies.peer_wire import refusal as refusal  # re-exported
 
-SERVICE = "flwr_multilevel.Peer"
-METHOD = f"/{SERVICE}/Fetch"
-HEADER = struct.Struct(">qq")  # (sender hub id, round)
-REQUEST = struct.Struct(">qq")  # (round, requesting hub id)
 POLL_S = 0.05  # pause between two fetches of a model not published yet
 KEEP_ROUNDS = 4
 CLOSE_GRACE_S = 1.0  # seconds answers in flight may take to finish when the layer closes
-WITHHELD = "withheld: "  # details of the answer for a round this hub sits out
-_IDENTITY = re.compile(r"hub-(\d+)")
-
-
-@dataclass(frozen=True)
-class PeerTls:
-    """One hub's TLS material for mutual TLS between peer layers (PEM bytes).
-
-    Attributes
-    ----------
-    ca_cert : bytes
-        The federation CA certificate.
-    cert : bytes
-        This hub's certificate (identity ``hub-<d>``, server and client usage).
-    key : bytes
-        This hub's private key.
-    """
-
-    ca_cert: bytes
-    cert: bytes
-    key: bytes
-
-    @classmethod
-    def from_files(cls, ca_cert: str | Path, cert: str | Path, key: str | Path) -> "PeerTls":
-        """Read the three PEM files; return the :class:`PeerTls`."""
-        return cls(Path(ca_cert).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes())
-
-
-def identities(auth_context: Mapping[str, list[bytes]]) -> set[int]:
-    """Return the hub ids a TLS peer's certificate names (CN and SAN ``hub-<d>``).
-
-    Examples
-    --------
-    >>> sorted(identities({"x509_common_name": [b"hub-2"],
-    ...                    "x509_subject_alternative_name": [b"hub-2", b"localhost"]}))
-    [2]
-    """
-    names = [
-        *auth_context.get("x509_common_name", []),
-        *auth_context.get("x509_subject_alternative_name", []),
-    ]
-    hubs = set()
-    for name in names:
-        match = _IDENTITY.fullmatch(name.decode(errors="replace"))
-        if match:
-            hubs.add(int(match.group(1)))
-    return hubs
-
-
-def format_peers(peers: Mapping[int, str]) -> str:
-    """Return peer addresses as one run-config string ``"0=host:port,1=host:port"``.
-
-    Examples
-    --------
-    >>> format_peers({0: "127.0.0.1:9000", 2: "10.0.0.3:9000"})
-    '0=127.0.0.1:9000,2=10.0.0.3:9000'
-    """
-    return ",".join(f"{d}={address}" for d, address in sorted(peers.items()))
-
-
-def parse_peers(text: str) -> dict[int, str]:
-    """Inverse of :func:`format_peers`; raise ValueError naming the bad entry.
-
-    Examples
-    --------
-    >>> parse_peers("0=127.0.0.1:9000, 2=10.0.0.3:9000")
-    {0: '127.0.0.1:9000', 2: '10.0.0.3:9000'}
-    """
-    peers = {}
-    for entry in filter(None, (e.strip() for e in text.split(","))):
-        hub, _, address = entry.partition("=")
-        if not hub.strip().isdigit() or ":" not in address:
-            raise ValueError(f"peers: expected entries like '0=host:port', got {entry!r}")
-        peers[int(hub)] = address.strip()
-    return peers
-
-
-def encode(hub_id: int, server_round: int, model: ArrayRecord) -> bytes:
-    """Return the wire form of a published model: header + ArrayRecord proto."""
-    return HEADER.pack(hub_id, server_round) + flower_compat.array_record_to_bytes(model)
-
-
-def decode(payload: bytes) -> tuple[int, int, ArrayRecord]:
-    """Return ``(sender, round, model)`` of a wire payload; raise ValueError if malformed."""
-    if len(payload) < HEADER.size:
-        raise ValueError(f"payload of {len(payload)} bytes is shorter than its header")
-    sender, server_round = HEADER.unpack_from(payload)
-    try:
-        model = flower_compat.array_record_from_bytes(payload[HEADER.size :])
-    except Exception as err:  # protobuf's DecodeError and Array's own checks
-        raise ValueError(f"payload is not a serialized ArrayRecord ({err})") from err
-    return sender, server_round, model
-
-
-def refusal(own: ArrayRecord, received: ArrayRecord) -> str | None:
-    """Return why ``received`` must not be mixed into ``own`` (layout, non-finite), or None.
-
-    Examples
-    --------
-    >>> from flwr.app import Array
-    >>> own = ArrayRecord({"w": Array(np.zeros(2, np.float32))})
-    >>> refusal(own, ArrayRecord({"w": Array(np.full(2, np.nan, np.float32))}))
-    "array 'w' has non-finite values"
-    """
-    if list(received.keys()) != list(own.keys()):
-        return f"keys {list(received.keys())}, expected {list(own.keys())}"
-    for key in own.keys():
-        mine, theirs = own[key].numpy(), received[key].numpy()
-        if theirs.shape != mine.shape or theirs.dtype != mine.dtype:
-            return (
-                f"array {key!r} is {theirs.dtype}{list(theirs.shape)}, "
-                f"expected {mine.dtype}{list(mine.shape)}"
-            )
-        if np.issubdtype(theirs.dtype, np.inexact) and not np.all(np.isfinite(theirs)):
-            return f"array {key!r} has non-finite values"
-    return None
 
 
 class NetworkPeerLayer(PeerLayer):
@@ -438,19 +327,7 @@ class NetworkPeerLayer(PeerLayer):
         self, j: int, server_round: int, own: ArrayRecord, payload: bytes
     ) -> ArrayRecord | None:
         """Return the model in ``payload`` if it may be mixed in, else None (logged)."""
-        why = None
-        if len(payload) - HEADER.size > self.max_model_bytes:
-            why = f"{len(payload) - HEADER.size} bytes > max_model_bytes {self.max_model_bytes}"
-        else:
-            try:
-                sender, got_round, model = decode(payload)
-            except ValueError as err:
-                why = str(err)
-            else:
-                if (sender, got_round) != (j, server_round):
-                    why = f"it is hub {sender}'s model of round {got_round}"
-                else:
-                    why = refusal(own, model)
+        model, why = check_payload(payload, j, server_round, own, self.max_model_bytes)
         if why is not None:
             log(
                 WARNING,
