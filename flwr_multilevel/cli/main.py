@@ -5,10 +5,11 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from omegaconf import OmegaConf
 
+from flwr_multilevel.cli.parser import build_parser
 from flwr_multilevel.deploy.federation import DeploymentError
 from flwr_multilevel.errors import (
     ConfigError,
@@ -18,98 +19,6 @@ from flwr_multilevel.errors import (
     WorkerDiscoveryError,
 )
 from flwr_multilevel.experiment.config import from_run_config, load_config, validate
-
-USAGE = """examples:
-  flwr-multilevel run                                   # the default experiment (digits)
-  flwr-multilevel run hubs.count=5 hubs.graph=ring tau=8 q=4 output_dir=out/
-  flwr-multilevel run my.yaml data.name=mnist data.root=../shared/data
-  flwr-multilevel run local_sgd                         # a shipped baseline, by name
-  flwr-multilevel compare distributed_sgd local_sgd hl_sgd mll_sgd --out cmp/
-  flwr-multilevel compare baselines/paper/cpu_fig6_mnist.yaml data.root=../shared/data --out cmp6/
-  flwr-multilevel plot cmp/ runs/20260101-120000        # redraw plots of finished runs
-  flwr-multilevel theory theory.L=1 theory.sigma2=1 theory.beta=0 theory.f_gap=2
-  flwr-multilevel config                                # every key, with its default
-  flwr-multilevel certs certs/ --hubs 3 --workers 4     # CA, hub and SuperNode keys for deploy
-  flwr-multilevel deploy hubs.workers=2 rounds=8        # every hub its own Flower server, locally
-"""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one-line ConfigErrors."""
-
-    def error(self, message: str) -> NoReturn:  # noqa: D102
-        raise ConfigError(self.prog.replace("flwr-multilevel", "arguments").strip(), message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="flwr-multilevel",
-        description="Multi-Level Local SGD (MLL-SGD) on Flower.",
-        epilog=USAGE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("run", "run an experiment and write its results folder"),
-        ("config", "print the resolved config without running"),
-        ("theory", "print Theorem 1's quantities of a config, without training"),
-    ):
-        sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml|BASELINE] [key=value ...]")
-        if name == "config":
-            sub.add_argument(
-                "--run-config",
-                metavar="OVERRIDES",
-                help='check `flwr run` overrides the way the ServerApp will (e.g. "tau=8 '
-                'hubs.count=5" or a .toml file) against the app in --app; exit 2 if invalid',
-            )
-            sub.add_argument(
-                "--app", default=".", help="the Flower App's folder for --run-config (default: .)"
-            )
-        if name == "run":
-            sub.add_argument(
-                "--verbose", action="store_true", help="show Flower's per-round log lines"
-            )
-            sub.add_argument(
-                "--resume",
-                metavar="FOLDER",
-                help="continue the killed run in FOLDER from its last checkpoint",
-            )
-    text = "run several configs on the same seed, data and clock; write a table and plots"
-    sub = commands.add_parser("compare", help=text, description=text)
-    sub.add_argument("args", nargs="+", metavar="CONFIG|BASELINE|COMPARISON.yaml|key=value")
-    sub.add_argument("--out", help="folder of the comparison (default: runs/compare-<time>)")
-    sub.add_argument("--target-accuracy", type=float, help="accuracy to reach (default: auto)")
-    sub.add_argument("--target-loss", type=float, help="training loss to reach (default: auto)")
-    sub.add_argument(
-        "--seeds",
-        help="repeat every run with these seeds, e.g. 0,1,2: the table adds mean rows and the "
-        "plots draw the mean with a min-max band",
-    )
-    sub.add_argument("--verbose", action="store_true", help="keep Flower's per-round log lines")
-    text = "redraw the plots of finished runs or comparisons"
-    sub = commands.add_parser("plot", help=text, description=text)
-    sub.add_argument("results", nargs="+", metavar="RESULTS", help="run or comparison folders")
-    sub.add_argument("--out", help="folder for the PNGs (default: the one folder given, or plots/)")
-    sub.add_argument("--title", help="title of the plots")
-    text = "make a federation CA, per-hub peer and SuperLink certificates, SuperNode keys"
-    sub = commands.add_parser("certs", help=text, description=text)
-    sub.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created)")
-    sub.add_argument("--hubs", type=int, default=3, help="number of hubs (default: 3)")
-    sub.add_argument("--workers", type=int, default=4, help="workers per hub (default: 4)")
-    sub.add_argument(
-        "--host",
-        action="append",
-        help="host name or IP of the servers (repeatable; default: localhost and 127.0.0.1)",
-    )
-    text = "run an experiment with every hub its own Flower SuperLink on this machine"
-    sub = commands.add_parser("deploy", help=text, description=text)
-    sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml|BASELINE] [key=value ...]")
-    sub.add_argument("--insecure", action="store_true", help="no TLS, no SuperNode auth")
-    sub.add_argument(
-        "--gossip-timeout", type=float, default=30.0, help="seconds before a hub skips a peer"
-    )
-    return parser
 
 
 def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -360,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Invalid input ends with one line on stderr and status 2.
     """
     try:
-        ns = _parser().parse_args(argv)
+        ns = build_parser().parse_args(argv)
         if ns.command == "config":
             print(OmegaConf.to_yaml(_config(ns)), end="")
             return 0
