@@ -3,11 +3,23 @@
 No partition is ever sent over the network: the ClientApp (and the Flower-form
 baseline in ``baselines/mll_sgd``) rebuild the same split from the run's
 settings, and every worker's slice stays in memory for the rest of the process.
+
+In a deployment Flower starts a fresh ClientApp process for every message, so
+nothing stays in memory: with ``FLWR_MULTILEVEL_CACHE`` set to a folder, each
+worker's slice is also kept there (one uncompressed ``.npz`` per worker, keyed
+by the split) and later processes load it in milliseconds instead of loading
+and partitioning the whole data set. ``flwr-multilevel deploy`` sets it for its
+SuperNodes.
 """
 
+import hashlib
+import json
+import os
+import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,10 +79,93 @@ def split_partitions(split: Split) -> list[np.ndarray]:
     )
 
 
+CACHE_ENV = "FLWR_MULTILEVEL_CACHE"  # folder of the on-disk partition cache ("" or unset: none)
+CACHE_FORMAT = 1  # bump when the cached content changes
+
+
+@dataclass(frozen=True)
+class WorkerPart:
+    """One worker's training examples, and the shape of the data set they come from."""
+
+    x: np.ndarray
+    y: np.ndarray
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def cache_file(split: Split, worker_id: int) -> Path | None:
+    """Return where worker ``worker_id``'s slice of ``split`` is cached (None: no cache).
+
+    The folder is ``$FLWR_MULTILEVEL_CACHE``; the file name hashes everything
+    that fixes the slice (data set, its resolved root, scheme, workers, seed,
+    alpha, shards) and :data:`CACHE_FORMAT`.
+    """
+    folder = os.environ.get(CACHE_ENV, "").strip()
+    if not folder:
+        return None
+    root = "" if split.dataset == "digits" else str(Path(split.root).expanduser().resolve())
+    fields = [CACHE_FORMAT, split.dataset, root, split.scheme, split.num_workers, split.seed]
+    fields += [float(split.alpha), int(split.shards)]
+    key = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:24]
+    return Path(folder).expanduser() / f"{split.dataset}-{key}" / f"worker-{worker_id}.npz"
+
+
+def _read_part(path: Path) -> WorkerPart | None:
+    try:
+        with np.load(path) as file:
+            shape = tuple(int(v) for v in file["input_shape"])
+            return WorkerPart(file["x"], file["y"], shape, int(file["num_classes"]))
+    except (OSError, ValueError, KeyError, EOFError):
+        return None  # missing, or written by something else: computed again
+
+
+def _write_part(path: Path, part: WorkerPart) -> None:
+    """Write ``part`` to ``path`` atomically (another process may read or write it too)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as file:
+            np.savez(
+                file,
+                x=part.x,
+                y=part.y,
+                input_shape=np.asarray(part.input_shape, dtype=np.int64),
+                num_classes=np.int64(part.num_classes),
+            )
+        os.replace(file.name, path)
+    except OSError:
+        pass  # a cache: a read-only or full disk only costs time
+
+
+def worker_part(split: Split, worker_id: int) -> WorkerPart:
+    """Return worker ``worker_id``'s slice of ``split``: from the disk cache, else computed.
+
+    Examples
+    --------
+    >>> part = worker_part(Split("digits", "data", "iid", 4, 0), 1)
+    >>> part.input_shape, part.num_classes, len(part.x) == len(part.y)
+    ((1, 8, 8), 10, True)
+    """
+    path = cache_file(split, worker_id)
+    if path is not None and (cached := _read_part(path)) is not None:
+        return cached
+    data = load_dataset(split.dataset, split.root)
+    idx = torch.from_numpy(split_partitions(split)[worker_id])
+    part = WorkerPart(
+        data.x_train[idx].numpy(),
+        data.y_train[idx].numpy(),
+        data.input_shape,
+        data.num_classes,
+    )
+    if path is not None:
+        _write_part(path, part)
+    return part
+
+
 SPLITS_KEPT = 2  # the local data of every worker of this many splits stay resident
 _RESIDENT: OrderedDict[tuple[Split, str], dict[int, tuple[torch.Tensor, torch.Tensor]]] = (
     OrderedDict()
 )
+_SHAPES: dict[Split, tuple[tuple[int, ...], int]] = {}  # input shape, classes of loaded splits
 
 
 def worker_data(split: Split, worker_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,11 +188,29 @@ def worker_data(split: Split, worker_id: int, device: str) -> tuple[torch.Tensor
     else:
         _RESIDENT.move_to_end((split, device))
     if (local := workers.get(worker_id)) is None:
-        data = load_dataset(split.dataset, split.root)
-        idx = torch.from_numpy(split_partitions(split)[worker_id])
-        x, y = data.x_train[idx].to(device).contiguous(), data.y_train[idx].to(device).contiguous()
+        part = worker_part(split, worker_id)
+        _SHAPES[split] = (part.input_shape, part.num_classes)
+        x = torch.from_numpy(part.x).to(device).contiguous()
+        y = torch.from_numpy(part.y).to(device).contiguous()
         local = workers[worker_id] = (x, y)
     return local
+
+
+def input_spec(split: Split) -> tuple[tuple[int, ...], int]:
+    """Return the input shape and class count of ``split``'s data set.
+
+    Known without loading the data set once a worker's slice was loaded
+    (:func:`worker_data`), from the disk cache too.
+
+    Examples
+    --------
+    >>> input_spec(Split("digits", "data", "iid", 4, 0))
+    ((1, 8, 8), 10)
+    """
+    if split not in _SHAPES:
+        data = load_dataset(split.dataset, split.root)
+        _SHAPES[split] = (data.input_shape, data.num_classes)
+    return _SHAPES[split]
 
 
 def fixed_sample(
