@@ -272,6 +272,7 @@ def test_a_stalled_neighbour_is_skipped_like_an_unreachable_one(hubs, caplog):
         assert net.layers[1].collect(1, 2).skipped == [0]
     assert time.monotonic() - start < 5.0
     assert "skipped hub 0: stalled for 0.4 s (deploy.gossip_timeout)" in caplog.text
+
     # beating again, hub 0 is alive: hub 1 waits for it (and gets its model)
     def beat_then_publish() -> None:
         end = time.monotonic() + 1.0

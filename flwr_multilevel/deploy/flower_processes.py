@@ -107,12 +107,18 @@ def register_supernode(
     Raises
     ------
     DeploymentError
-        If the registration fails.
+        If the registration fails, or takes more than ``timeout`` seconds.
     """
     env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home)}
     argv = [executable("flwr"), "supernode", "register", str(public_key), connection]
     argv += ["--format", "json"]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeploymentError(
+            f"registering {public_key} with {connection} took more than {timeout:g} s "
+            "(deploy.start_timeout)"
+        ) from None
     match = re.search(r'"node-id":\s*(\d+)', done.stdout)
     if done.returncode != 0 or match is None:
         text = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])

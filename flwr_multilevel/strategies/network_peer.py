@@ -131,15 +131,7 @@ class NetworkPeerLayer(PeerLayer):
         if tls is None and not insecure:
             raise ValueError("tls: expected PeerTls, or insecure=True to opt out of TLS")
         self.tls = None if insecure else tls
-        self.timeout = float(timeout)
-        wait = 20 * self.timeout if peer_wait is None else max(float(peer_wait), self.timeout)
-        self.bounds = WaitBounds(self.timeout, wait)
-        self.stall_after = stall_after
-        self._beat = time.monotonic()
-        self._collecting = False
-        self._left: str | None = None  # why this hub left the run (it serves that to everyone)
-        self._reached: set[int] = set()  # neighbours that answered in this run
-        self._gone: dict[int, str] = {}  # neighbours skipped as gone, and why
+        self._init_waiting(float(timeout), peer_wait, stall_after)
         self.max_model_bytes = int(max_model_bytes)
         self.keep_rounds = max(1, int(keep_rounds))
         self.neighbours = in_neighbours(self.mixing, hub_id)
@@ -186,6 +178,20 @@ class NetworkPeerLayer(PeerLayer):
         self._channels = {j: self._channel(j, peers[j]) for j in self.neighbours}
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.neighbours)))
         log(INFO, "hub %s: peer layer serves on port %s", hub_id, self.port)
+
+    def _init_waiting(
+        self, timeout: float, peer_wait: float | None, stall_after: float | None
+    ) -> None:
+        """Set the bounds of the waits for neighbours, and what this hub knows of them."""
+        self.timeout = timeout
+        wait = 20 * timeout if peer_wait is None else max(float(peer_wait), timeout)
+        self.bounds = WaitBounds(timeout, wait)
+        self.stall_after = stall_after
+        self._beat = time.monotonic()
+        self._collecting = False
+        self._left: str | None = None  # why this hub left the run (it serves that to everyone)
+        self._reached: set[int] = set()  # neighbours that answered in this run
+        self._gone: dict[int, str] = {}  # neighbours skipped as gone, and why
 
     def _channel(self, j: int, address: str) -> grpc.Channel:
         options: list[tuple[str, int | str]] = [
@@ -329,7 +335,7 @@ class NetworkPeerLayer(PeerLayer):
         if wait.reached or end in ("model", "withheld"):
             self._reached.add(j)
         if end in ("left", *NOT_ALIVE):  # gone: later gossips do not wait for it again
-            self._gone[j] = why if end == "left" else f"{end} since round {server_round}"
+            self._gone[j] = f"{end} since round {server_round}"
         elif end != "refused":
             self._gone.pop(j, None)
         if payload is None:

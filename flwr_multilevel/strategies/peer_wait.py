@@ -195,9 +195,9 @@ def ask_until(
         except grpc.RpcError as err:
             code, details = err.code(), str(err.details())  # type: ignore[attr-defined]
         if code == grpc.StatusCode.FAILED_PRECONDITION and details.startswith(WITHHELD):
-            why = details[len(WITHHELD) :]
-            end = "left" if why.startswith(LEFT) else "withheld"
-            return None, end, f"it sits this gossip out ({why})"
+            said = details[len(WITHHELD) :]
+            end = "left" if said.startswith(LEFT) else "withheld"
+            return None, end, f"it sits this gossip out ({said})"
         if code == grpc.StatusCode.NOT_FOUND:
             answer = answer_of(details)
         elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
