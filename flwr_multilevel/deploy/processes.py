@@ -23,7 +23,7 @@ from typing import Any
 
 from flwr.common.logger import log
 
-READY_S = 60.0  # seconds a process gets to come up
+READY_S = 300.0  # seconds a process gets to come up (deploy.start_timeout's default)
 STOP_GRACE_S = 5.0  # seconds between SIGTERM and SIGKILL
 BIN = Path(sys.executable).parent
 
