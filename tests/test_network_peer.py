@@ -294,7 +294,9 @@ def test_a_hub_that_leaves_is_skipped_at_once_in_every_later_round(hubs, caplog)
     rng = np.random.default_rng(11)
     z = [model(rng) for _ in range(3)]
     assert_mixes_like_in_process(net, z, 1)
-    net.layers[0].leave("its SuperLink is gone")
+    # it keeps telling until its one out-neighbour (hub 1) heard it, within the bound given
+    leaving = threading.Thread(target=net.layers[0].leave, args=("its SuperLink is gone", 60.0))
+    leaving.start()
     for server_round in (2, 3):
         for d in (1, 2):
             net.layers[d].publish(d, server_round, z[d])
@@ -303,6 +305,8 @@ def test_a_hub_that_leaves_is_skipped_at_once_in_every_later_round(hubs, caplog)
             assert net.layers[1].collect(1, server_round).skipped == [0]
         assert time.monotonic() - start < 3.0
         if server_round == 2:
+            leaving.join(5.0)
+            assert not leaving.is_alive()  # hub 1 was told: it did not wait out its bound
             net.stop(0)  # it then exits: later rounds are not waited for either
     assert "it sits this gossip out (left the run: its SuperLink is gone)" in caplog.text
 

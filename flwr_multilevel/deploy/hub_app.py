@@ -212,7 +212,9 @@ def _run(
     watch = SuperLinkWatch(
         fast,
         bounds.superlink_timeout,
-        lambda why: leave_run(folder.path, why, layer.leave, min(bounds.gossip_timeout, 10.0)),
+        lambda why: leave_run(
+            folder.path, why, lambda line: layer.leave(line, bounds.gossip_timeout)
+        ),
     ).start()
     try:
         strategy = build_mllsgd(

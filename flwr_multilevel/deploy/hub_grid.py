@@ -157,14 +157,12 @@ class SuperLinkWatch:
                 return
 
 
-def leave_run(
-    folder: Path, reason: str, leave: Callable[[str], None], linger: float, exit_code: int = 1
-) -> None:
+def leave_run(folder: Path, reason: str, leave: Callable[[str], None], exit_code: int = 1) -> None:
     """Record why the hub stops, tell its neighbours (``leave``), then end the process.
 
-    ``folder/failed`` gets the reason (one line); the neighbours get ``linger``
-    seconds to hear it; then the process exits at once with ``exit_code``
-    (Flower's own shutdown would wait on the lost SuperLink).
+    ``folder/failed`` gets the reason (one line); ``leave`` returns once the
+    neighbours were told (or its own bound passed); then the process exits at
+    once with ``exit_code`` (Flower's own shutdown would wait on the lost SuperLink).
     """
     line = " ".join(reason.split())
     log(ERROR, "hub stops: %s", line)
@@ -173,7 +171,6 @@ def leave_run(
     except OSError:
         pass
     leave(line)
-    time.sleep(max(0.0, linger))
     for handler in FLOWER_LOGGER.handlers:
         handler.flush()
     os._exit(exit_code)  # pylint: disable=protected-access

@@ -307,7 +307,7 @@ def deploy_on(
     recorder = RunRecorder(folder, exp.plan, Evaluator(exp), progress=progress)
     recorder.begin([initial] * exp.hierarchy.num_hubs, None)
     combiner = Combiner(recorder, hubs)
-    strict = _wait(hubs, combiner, run_bound(exp), bool(exp.cfg.deploy.strict))
+    strict = _wait(hubs, combiner, run_bound(exp), bool(exp.cfg.deploy.strict), fed.group.track)
     combiner.step()
     for hub in hubs:
         log_file = fed.folder / f"run-{hub.hub_id}.log"
@@ -321,15 +321,21 @@ def deploy_on(
     return DeployOutcome(summary, failed, strict)
 
 
-def _wait(hubs: list[HubWatch], combiner: Combiner, bound: float, strict: bool) -> str:
+def _wait(
+    hubs: list[HubWatch], combiner: Combiner, bound: float, strict: bool, track: Callable[[], None]
+) -> str:
     """Follow the hubs until none runs, ``bound`` seconds pass, or (``strict``) one skips.
 
     Returns the skip that stopped a strict run ("" otherwise); hubs still
-    running when the wait ends are counted failed, with the reason.
+    running when the wait ends are counted failed, with the reason. ``track``
+    notes the processes below the federation's (stopped at the end, orphans too).
     """
-    deadline = time.monotonic() + bound
+    deadline, ticks = time.monotonic() + bound, 0
     while any(h.running for h in hubs):
         time.sleep(0.2)
+        ticks += 1
+        if ticks % 5 == 1:  # once a second: it reads /proc
+            track()
         for hub in hubs:
             hub.poll()
         combiner.step()

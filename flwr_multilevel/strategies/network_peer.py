@@ -49,6 +49,7 @@ from flwr_multilevel.strategies.peer_wire import refusal as refusal  # re-export
 
 POLL_S = 0.05  # pause between two fetches of a model not published yet
 KEEP_ROUNDS = 4
+TOLD_LEFT = -1  # the "round" under which the neighbours told that this hub left are kept
 CLOSE_GRACE_S = 1.0  # seconds answers in flight may take to finish when the layer closes
 
 
@@ -71,16 +72,12 @@ class NetworkPeerLayer(PeerLayer):
     insecure : bool (default: False)
         Explicit opt-out of TLS (tests, trusted networks).
     timeout : float (default: 30.0)
-        ``gossip_timeout``: seconds a neighbour reached before may be
-        unreachable (or stalled) before :meth:`collect` skips it
-        (:mod:`~flwr_multilevel.strategies.peer_wait`).
+        Seconds a neighbour reached before may be unreachable or stalled before
+        :meth:`collect` skips it (:mod:`~flwr_multilevel.strategies.peer_wait`).
     peer_wait : float | None (default: None, 20 x ``timeout``)
-        The most :meth:`collect` waits for a neighbour that is alive but slower,
-        or not reached yet.
+        The most it waits for a neighbour alive but slower, or not reached yet.
     stall_after : float | None (default: None)
-        With it, the owner calls :meth:`beat` whenever its round loop makes
-        progress, and this hub tells its neighbours it is stalled once it has
-        not for ``stall_after`` seconds; None: it always says it is alive.
+        Say this hub is stalled after this long without :meth:`beat` (None: never).
     max_model_bytes : int (default: 256 MiB)
         Larger received models are refused.
     keep_rounds : int (default: 4)
@@ -229,7 +226,7 @@ class NetworkPeerLayer(PeerLayer):
             payload = self._published.get(server_round)
             withheld = self._withheld.get(server_round)
             if payload is None and withheld is None and self._left is not None:
-                withheld = f"{LEFT}{self._left}"
+                withheld, server_round = f"{LEFT}{self._left}", TOLD_LEFT
             if payload is not None or withheld is not None:
                 self._fetched.setdefault(server_round, set()).add(requester)
                 self._changed.notify_all()
@@ -250,15 +247,26 @@ class NetworkPeerLayer(PeerLayer):
         """Note that this hub's round loop made progress (see ``stall_after``)."""
         self._beat = time.monotonic()
 
-    def leave(self, reason: str) -> None:
+    def leave(self, reason: str, wait: float = 0.0) -> None:
         """Tell every neighbour asking for a round not published that this hub left the run.
 
         They skip it at once, in that round and later ones (its SuperLink is
-        gone, say). ``reason`` is cut to one line of 200 characters.
+        gone, say). Returns once every out-neighbour was told, or after
+        ``wait`` seconds. ``reason`` is cut to one line of 200 characters.
         """
+        deadline = time.monotonic() + wait
         with self._lock:
             self._left = " ".join(str(reason).split())[:200] or "no reason given"
             self._changed.notify_all()
+            self._wait_for_readers(TOLD_LEFT, deadline)
+
+    def _wait_for_readers(self, key: int, deadline: float) -> list[int]:
+        """Wait (lock held) until every out-neighbour not gone fetched ``key``; return the rest."""
+        readers = self.readers - set(self._gone)  # a gone neighbour will not ask
+        while not readers <= self._fetched.get(key, set()):
+            if not self._changed.wait(max(0.0, deadline - time.monotonic())):
+                break
+        return sorted(readers - self._fetched.get(key, set()))
 
     # ---- PeerLayer ----
     def _check_hub(self, hub_id: int) -> None:
@@ -374,12 +382,8 @@ class NetworkPeerLayer(PeerLayer):
         deadline = time.monotonic() + linger
         with self._lock:
             last = max([*self._published, *self._withheld], default=None)
-            readers = self.readers - set(self._gone)  # a gone neighbour will not ask
-            while last is not None and not readers <= self._fetched.get(last, set()):
-                if not self._changed.wait(max(0.0, deadline - time.monotonic())):
-                    break
-            if last is not None and not readers <= self._fetched.get(last, set()):
-                missing = sorted(readers - self._fetched.get(last, set()))
+            missing = [] if last is None else self._wait_for_readers(last, deadline)
+            if missing:
                 log(
                     WARNING,
                     "hub %s: closing; hubs %s never fetched round %s",
