@@ -129,3 +129,51 @@ def test_the_exit_status_says_whether_the_run_was_mll_sgd(
     err = capsys.readouterr().err
     assert (line is None and err == "") or (line is not None and line in err)
     assert seen["cfg"].deploy.gossip_timeout == 12.0  # the flag is the config key
+
+
+def _hubs(tmp_path, count: int) -> list[HubWatch]:
+    hubs = [HubWatch(d, tmp_path / f"hub-{d}", _sleeper()) for d in range(count)]
+    for hub in hubs:
+        hub.folder.mkdir()
+    return hubs
+
+
+def _stop(hubs: list[HubWatch]) -> None:
+    for hub in hubs:
+        hub.proc.kill()
+        hub.proc.wait()
+
+
+def test_deploy_strict_stops_every_hub_at_the_first_skip(tmp_path):
+    from types import SimpleNamespace
+
+    from flwr_multilevel.deploy.runner import _wait, first_skip
+    from flwr_multilevel.run.reports import append_report
+    from flwr_multilevel.strategies.report import RoundReport
+
+    hubs = _hubs(tmp_path, 2)
+    try:
+        append_report(hubs[1].folder, RoundReport(1, gossip=True))
+        assert first_skip(hubs) == ""
+        append_report(hubs[1].folder, RoundReport(2, gossip=True, skipped_peers={1: [0]}))
+        combiner = SimpleNamespace(step=lambda: None)
+        skip = _wait(hubs, combiner, 60.0, True, lambda: None)  # type: ignore[arg-type]
+    finally:
+        _stop(hubs)
+    assert skip == "hub 1 skipped neighbours [0] in round 2"
+    assert [h.failed for h in hubs] == [f"deploy.strict: {skip}"] * 2
+
+
+def test_the_run_bound_stops_the_hubs_still_running(tmp_path):
+    from types import SimpleNamespace
+
+    from flwr_multilevel.deploy.runner import _wait
+
+    hubs = _hubs(tmp_path, 2)
+    try:
+        (hubs[0].folder / "summary.json").write_text("{}")  # hub 0 finished
+        combiner = SimpleNamespace(step=lambda: None)
+        assert _wait(hubs, combiner, 0.5, False, lambda: None) == ""  # type: ignore[arg-type]
+    finally:
+        _stop(hubs)
+    assert hubs[0].done and hubs[1].failed == "still running after 0.5 s (deploy.run_timeout)"
