@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import flwr_multilevel.experiment.local_data as local_data
-from flwr_multilevel.experiment.local_data import CACHE_ENV, Split, cache_file, worker_part
+from flwr_multilevel.experiment.local_data import CACHE_ENV, Split, cache_dir, worker_part
 
 ROOT = Path(__file__).parent.parent
 NOT_FOR_WORKERS = ("networkx", "omegaconf", "sklearn", "matplotlib", "flwr_datasets", "datasets")
@@ -43,10 +43,11 @@ def test_a_worker_partition_is_cached_on_disk_and_read_back_alike(tmp_path, monk
     monkeypatch.delenv(CACHE_ENV, raising=False)
     plain = worker_part(split, 2)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
-    path = cache_file(split, 2)
+    path = cache_dir(split, 2)
     assert path is not None and not path.exists()
     first = worker_part(split, 2)
-    assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["worker-2.npz"]
+    assert sorted(p.name for p in path.iterdir()) == ["meta.json", "x.npy", "y.npy"]
+    assert [p.name for p in path.parent.iterdir()] == ["worker-2"]  # no temporary left
 
     def no_load(*args, **kwargs):
         raise AssertionError("the cached slice must not load the data set")
@@ -58,9 +59,10 @@ def test_a_worker_partition_is_cached_on_disk_and_read_back_alike(tmp_path, monk
         np.testing.assert_array_equal(part.y, plain.y)
         assert part.x.dtype == plain.x.dtype and part.y.dtype == plain.y.dtype
         assert (part.input_shape, part.num_classes) == (plain.input_shape, plain.num_classes)
-    # another split (seed) is another file; a damaged file is computed again
-    assert cache_file(Split("digits", "data", "iid", 4, 8), 2) != path
-    path.write_bytes(b"not an npz")
+    # another split (seed) is another folder; a damaged one is computed and written again
+    assert cache_dir(Split("digits", "data", "iid", 4, 8), 2) != path
+    (path / "x.npy").write_bytes(b"not an npy")
     monkeypatch.undo()
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     np.testing.assert_array_equal(worker_part(split, 2).x, plain.x)
+    np.testing.assert_array_equal(np.load(path / "x.npy"), plain.x)

@@ -6,15 +6,16 @@ settings, and every worker's slice stays in memory for the rest of the process.
 
 In a deployment Flower starts a fresh ClientApp process for every message, so
 nothing stays in memory: with ``FLWR_MULTILEVEL_CACHE`` set to a folder, each
-worker's slice is also kept there (one uncompressed ``.npz`` per worker, keyed
-by the split) and later processes load it in milliseconds instead of loading
-and partitioning the whole data set. ``flwr-multilevel deploy`` sets it for its
+worker's slice is also kept there (``.npy`` arrays per worker, keyed by the
+split) and later processes map it in milliseconds instead of loading and
+partitioning the whole data set. ``flwr-multilevel deploy`` sets it for its
 SuperNodes.
 """
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -93,12 +94,12 @@ class WorkerPart:
     num_classes: int
 
 
-def cache_file(split: Split, worker_id: int) -> Path | None:
-    """Return where worker ``worker_id``'s slice of ``split`` is cached (None: no cache).
+def cache_dir(split: Split, worker_id: int) -> Path | None:
+    """Return the folder worker ``worker_id``'s slice of ``split`` is cached in (None: no cache).
 
-    The folder is ``$FLWR_MULTILEVEL_CACHE``; the file name hashes everything
-    that fixes the slice (data set, its resolved root, scheme, workers, seed,
-    alpha, shards) and :data:`CACHE_FORMAT`.
+    Under ``$FLWR_MULTILEVEL_CACHE``; the names hash everything that fixes the
+    slice (data set, its resolved root, scheme, workers, seed, alpha, shards)
+    and :data:`CACHE_FORMAT`. It holds ``x.npy``, ``y.npy`` and ``meta.json``.
     """
     folder = os.environ.get(CACHE_ENV, "").strip()
     if not folder:
@@ -107,33 +108,35 @@ def cache_file(split: Split, worker_id: int) -> Path | None:
     fields = [CACHE_FORMAT, split.dataset, root, split.scheme, split.num_workers, split.seed]
     fields += [float(split.alpha), int(split.shards)]
     key = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:24]
-    return Path(folder).expanduser() / f"{split.dataset}-{key}" / f"worker-{worker_id}.npz"
+    return Path(folder).expanduser() / f"{split.dataset}-{key}" / f"worker-{worker_id}"
 
 
-def _read_part(path: Path) -> WorkerPart | None:
+def _read_part(folder: Path) -> WorkerPart | None:
+    """Return the cached slice, its arrays mapped (pages are read as training touches them)."""
     try:
-        with np.load(path) as file:
-            shape = tuple(int(v) for v in file["input_shape"])
-            return WorkerPart(file["x"], file["y"], shape, int(file["num_classes"]))
-    except (OSError, ValueError, KeyError, EOFError):
-        return None  # missing, or written by something else: computed again
+        meta = json.loads((folder / "meta.json").read_text())
+        x = np.load(folder / "x.npy", mmap_mode="c")  # copy-on-write: writable, never written
+        y = np.load(folder / "y.npy", mmap_mode="c")
+        return WorkerPart(x, y, tuple(int(v) for v in meta["input_shape"]), meta["num_classes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing, or damaged: computed again
 
 
-def _write_part(path: Path, part: WorkerPart) -> None:
-    """Write ``part`` to ``path`` atomically (another process may read or write it too)."""
+def _write_part(folder: Path, part: WorkerPart) -> None:
+    """Write ``part`` to ``folder`` atomically (other processes may read or write it too)."""
+    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as file:
-            np.savez(
-                file,
-                x=part.x,
-                y=part.y,
-                input_shape=np.asarray(part.input_shape, dtype=np.int64),
-                num_classes=np.int64(part.num_classes),
-            )
-        os.replace(file.name, path)
-    except OSError:
-        pass  # a cache: a read-only or full disk only costs time
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+        np.save(tmp / "x.npy", part.x)
+        np.save(tmp / "y.npy", part.y)
+        meta = {"input_shape": list(part.input_shape), "num_classes": int(part.num_classes)}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        shutil.rmtree(folder, ignore_errors=True)  # a damaged one
+        os.replace(tmp, folder)
+    except OSError:  # another process was first, or a read-only or full disk: only costs time
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def worker_part(split: Split, worker_id: int) -> WorkerPart:
@@ -145,8 +148,8 @@ def worker_part(split: Split, worker_id: int) -> WorkerPart:
     >>> part.input_shape, part.num_classes, len(part.x) == len(part.y)
     ((1, 8, 8), 10, True)
     """
-    path = cache_file(split, worker_id)
-    if path is not None and (cached := _read_part(path)) is not None:
+    folder = cache_dir(split, worker_id)
+    if folder is not None and (cached := _read_part(folder)) is not None:
         return cached
     data = load_dataset(split.dataset, split.root)
     idx = torch.from_numpy(split_partitions(split)[worker_id])
@@ -156,8 +159,8 @@ def worker_part(split: Split, worker_id: int) -> WorkerPart:
         data.input_shape,
         data.num_classes,
     )
-    if path is not None:
-        _write_part(path, part)
+    if folder is not None:
+        _write_part(folder, part)
     return part
 
 
