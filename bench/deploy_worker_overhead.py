@@ -16,11 +16,12 @@ sees the same machine load:
   as ``flwr-multilevel deploy`` runs it;
 * ``worker-nocache`` (unless ``--no-nocache``): the same without the cache.
 
-Two times per message: ``process``, from the ClientApp process's start
+Three times per message: ``process``, from the ClientApp process's start
 (``/proc``) to its reply (Python, imports, data, training: what the worker
-adds shows here), and ``round trip``, the ServerApp's push to reply (adds the
-SuperExec's start-up poll and the SuperNode's fetch, up to 3 s in Flower 1.42,
-the same for every kind). The first round is left out (cold caches). Prints
+adds shows here), ``its CPU``, the CPU time that process used until then (the
+least sensitive to the machine's load), and ``round trip``, the ServerApp's
+push to reply (adds the SuperExec's start-up poll and the SuperNode's fetch, up
+to 3 s in Flower 1.42, the same for every kind). The first round is left out (cold caches). Prints
 the medians and their ratios to the floor.
 
     python bench/deploy_worker_overhead.py [--messages 6] [--tau 4] [key=value ...]
@@ -69,7 +70,8 @@ def age_mod(msg, context, call_next):
     reply = call_next(msg, context)
     if not reply.has_error():
         metrics = dict(reply.content["metrics"].items())
-        reply.content["metrics"] = MetricRecord({**metrics, "process-s": process_age()})
+        ages = {"process-s": process_age(), "cpu-s": time.process_time()}
+        reply.content["metrics"] = MetricRecord({**metrics, **ages})
     return reply
 
 
@@ -134,9 +136,11 @@ def main(grid: Grid, context: Context) -> None:
             took, reply = one(grid, nodes[0], content)
             ok = reply is not None and not reply.has_error()
             error = "" if ok else (str(reply.error.reason) if reply else "no reply")
-            process = float(reply.content["metrics"]["process-s"]) if ok else float("nan")
+            metrics = reply.content["metrics"] if ok else {}
+            process = float(metrics.get("process-s", "nan"))
             rows.append({"kind": kind, "round": server_round, "round_trip_s": took,
-                         "process_s": process, "error": error[:300]})
+                         "process_s": process, "cpu_s": float(metrics.get("cpu-s", "nan")),
+                         "error": error[:300]})
     with open(str(cfg["out"]), "w") as file:
         json.dump(rows, file)
 '''
@@ -200,11 +204,11 @@ def report(rows: list[dict], kinds: list[str], title: str) -> None:
         return statistics.median(r[key] for r in warm if r["kind"] == kind)
 
     print(f"\n{title}, medians of rounds 2..{max(r['round'] for r in rows)}")
-    print(f"{'ClientApp':<16}{'process s':>10}{'x floor':>9}{'round trip s':>14}{'x floor':>9}")
-    floor_p, floor_t = med("floor", "process_s"), med("floor", "round_trip_s")
+    keys = {"process s": "process_s", "its CPU s": "cpu_s", "round trip s": "round_trip_s"}
+    print(f"{'ClientApp':<16}" + "".join(f"{name:>14}{'x floor':>9}" for name in keys))
     for kind in kinds:
-        p, t = med(kind, "process_s"), med(kind, "round_trip_s")
-        print(f"{kind:<16}{p:>10.2f}{p / floor_p:>9.2f}{t:>14.2f}{t / floor_t:>9.2f}")
+        cells = [(med(kind, key), med("floor", key)) for key in keys.values()]
+        print(f"{kind:<16}" + "".join(f"{v:>14.2f}{v / floor:>9.2f}" for v, floor in cells))
     cold = {r["kind"]: r["process_s"] for r in rows if r["round"] == 1}
     print("first round (cold): " + ", ".join(f"{k} {v:.2f} s" for k, v in cold.items()))
 
