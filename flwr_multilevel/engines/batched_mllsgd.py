@@ -323,7 +323,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         self,
         initial: Params,
         num_rounds: int,
-        on_round: Callable[[int, Params, np.ndarray], bool | None] | None = None,
+        on_round: Callable[[int, Params, np.ndarray, dict[int, str]], bool | None] | None = None,
         first_round: int = 1,
     ) -> Params:
         """Run ``num_rounds`` rounds from one shared initial model; return the hub models.
@@ -336,7 +336,8 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             Rounds to run.
         on_round : Callable | None (default: None)
             Called with the round, the stacked hub models ``(D, ...)`` (do not
-            modify them) and the steps per worker; returning True stops.
+            modify them), the steps per worker and the hubs that kept their
+            model, with why; returning True stops.
         first_round : int (default: 1)
             Number of the first round.
 
@@ -344,7 +345,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         ------
         RunAborted
             A hub kept its model ``rules.max_failed_rounds`` rounds in a row
-            (before ``on_round`` of that round, as the message engine).
+            (after ``on_round`` of that round: the round is recorded first).
         """
         hubs = {
             key: value.detach()
@@ -356,6 +357,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         in_a_row = [0] * self.num_hubs
         for server_round in range(first_round, first_round + num_rounds):
             hubs, steps, failed = self.run_round(server_round, hubs)
+            stop = on_round is not None and on_round(server_round, hubs, steps, failed)
             for hub in range(self.num_hubs):
                 in_a_row[hub] = in_a_row[hub] + 1 if hub in failed else 0
                 limit = self.rules.max_failed_rounds
@@ -364,7 +366,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
                         f"hub {hub} kept its model for {in_a_row[hub]} rounds in a row "
                         f"(round {server_round}); last reason: {failed[hub]}"
                     )
-            if on_round is not None and on_round(server_round, hubs, steps):
+            if stop:
                 break
         self._ahead = None
         return hubs
