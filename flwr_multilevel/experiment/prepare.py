@@ -26,6 +26,20 @@ from flwr_multilevel.model.mixing import (
 from flwr_multilevel.model.rates import operating_rates
 from flwr_multilevel.model.theory import theory_report
 from flwr_multilevel.model.topology import hub_graph
+from flwr_multilevel.protocol.keys import (
+    BATCH_SIZE,
+    DATA_ROOT,
+    DATASET,
+    DEVICE,
+    LR,
+    MODEL,
+    NUM_WORKERS,
+    PARTITION,
+    PARTITION_ALPHA,
+    PARTITION_SHARDS,
+    SEED,
+    TORCH_THREADS,
+)
 from flwr_multilevel.run.recorder import RunPlan
 from flwr_multilevel.run.results import plan_output_dir
 from flwr_multilevel.strategies import MLLSGD, OnRound
@@ -174,18 +188,18 @@ def train_config(exp: Experiment) -> dict[str, int | float | str | bool]:
     """Return what every worker receives each round besides its own instructions."""
     cfg = exp.cfg
     return {
-        "lr": float(cfg.lr),
-        "batch-size": int(cfg.batch_size),
-        "seed": int(cfg.seed),
-        "dataset": str(cfg.data.name),
-        "data-root": str(cfg.data.root),
-        "partition": str(cfg.data.partition),
-        "partition-alpha": float(cfg.data.alpha),
-        "partition-shards": int(cfg.data.shards_per_worker),
-        "num-workers": exp.hierarchy.num_workers,
-        "model": str(cfg.model.name),
-        "device": str(cfg.simulation.device),
-        "torch-threads": torch_threads(cfg),
+        LR: float(cfg.lr),
+        BATCH_SIZE: int(cfg.batch_size),
+        SEED: int(cfg.seed),
+        DATASET: str(cfg.data.name),
+        DATA_ROOT: str(cfg.data.root),
+        PARTITION: str(cfg.data.partition),
+        PARTITION_ALPHA: float(cfg.data.alpha),
+        PARTITION_SHARDS: int(cfg.data.shards_per_worker),
+        NUM_WORKERS: exp.hierarchy.num_workers,
+        MODEL: str(cfg.model.name),
+        DEVICE: str(cfg.simulation.device),
+        TORCH_THREADS: torch_threads(cfg),
     }
 
 

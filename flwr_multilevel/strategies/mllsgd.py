@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from flwr_multilevel.errors import RunAborted
+from flwr_multilevel.protocol.keys import STEPS, TRAIN_LOSS, hub_key
 from flwr_multilevel.strategies.chain import strategy_chain
 from flwr_multilevel.strategies.deadline import set_deadline
 from flwr_multilevel.strategies.report import RoundReport, combine_hubs
@@ -177,7 +178,7 @@ class MLLSGD(MLLSGDRounds):
                 server_round, grid.send_and_receive(sent, timeout=timeout)
             )
             for key, value in (hub_metrics or {}).items():
-                metrics[f"hub{d}-{key}"] = value
+                metrics[hub_key(d, key)] = value
         return metrics
 
     def _central_evaluation(
@@ -190,7 +191,7 @@ class MLLSGD(MLLSGDRounds):
         metrics = MetricRecord(dict(metrics.items())) if metrics else MetricRecord()
         for d in self.hub_ids:
             for key, value in (evaluate_fn(server_round, self.models[d]) or {}).items():
-                metrics[f"hub{d}-{key}"] = value
+                metrics[hub_key(d, key)] = value
         return metrics
 
     # pylint: disable=too-many-arguments
@@ -332,9 +333,9 @@ class MLLSGD(MLLSGDRounds):
             "[ROUND %s/%s] steps %s%s%s, %.2f s",
             report.server_round,
             num_rounds,
-            metrics["steps"],
+            metrics[STEPS],
             ", gossip" if report.gossip else "",
-            f", train-loss {metrics['train-loss']:.4f}" if "train-loss" in metrics else "",
+            f", {TRAIN_LOSS} {metrics[TRAIN_LOSS]:.4f}" if TRAIN_LOSS in metrics else "",
             report.seconds,
         )
         if report.dropped or report.missing:

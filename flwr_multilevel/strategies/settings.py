@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord
 
-RESERVED = ("worker-id", "hub-id", "operating-rate")  # the hubs set these per worker
+from flwr_multilevel.protocol.keys import NUM_EXAMPLES, PER_WORKER, SEED, TIME_STEPS
 
 
 def hub_sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:
@@ -85,8 +85,8 @@ def operating_rates(rates: float | Sequence[float], num_workers: int) -> np.ndar
 def worker_weights(weights: str | Sequence[float], num_workers: int) -> list[float | None]:
     """Return each worker's weight w_i; None where it comes from the worker's first reply.
 
-    ``"num-examples"`` leaves every weight to the replies, ``"equal"`` makes
-    them 1, a sequence gives them.
+    ``"num-examples"`` (:data:`~flwr_multilevel.protocol.keys.NUM_EXAMPLES`)
+    leaves every weight to the replies, ``"equal"`` makes them 1, a sequence gives them.
 
     Raises
     ------
@@ -99,9 +99,9 @@ def worker_weights(weights: str | Sequence[float], num_workers: int) -> list[flo
     ([1.0, 1.0], [None, None])
     """
     if isinstance(weights, str):
-        if weights not in ("num-examples", "equal"):
+        if weights not in (NUM_EXAMPLES, "equal"):
             raise ValueError(
-                f"weights: expected 'num-examples', 'equal' or {num_workers} numbers, "
+                f"weights: expected '{NUM_EXAMPLES}', 'equal' or {num_workers} numbers, "
                 f"got {weights!r}"
             )
         return [1.0 if weights == "equal" else None] * num_workers
@@ -130,17 +130,17 @@ def train_config(
     {'lr': 0.1, 'time-steps': 4, 'seed': 7}
     """
     record = ConfigRecord(dict((config or {}).items()))
-    for key in RESERVED:
+    for key in PER_WORKER:
         if key in record:
             raise ValueError(f"train_config: '{key}' is set by each hub for its workers; remove it")
-    if record.get("time-steps", tau) != tau:
+    if record.get(TIME_STEPS, tau) != tau:
         raise ValueError(
-            f"train_config: 'time-steps' must equal tau={tau}, got {record['time-steps']!r}"
+            f"train_config: '{TIME_STEPS}' must equal tau={tau}, got {record[TIME_STEPS]!r}"
         )
-    chosen = record.get("seed", seed)
+    chosen = record.get(SEED, seed)
     if isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 0:
-        raise ValueError(f"train_config: 'seed' must be an integer >= 0, got {chosen!r}")
-    record["time-steps"], record["seed"] = tau, chosen
+        raise ValueError(f"train_config: '{SEED}' must be an integer >= 0, got {chosen!r}")
+    record[TIME_STEPS], record[SEED] = tau, chosen
     return record
 
 
