@@ -13,9 +13,10 @@ from flwr.serverapp.strategy import Strategy
 from omegaconf import DictConfig, OmegaConf
 
 from flwr_multilevel.errors import ConfigError
-from flwr_multilevel.experiment.config import int_list, num_rounds
+from flwr_multilevel.experiment.config import num_rounds
 from flwr_multilevel.experiment.data import Dataset, load_dataset, partition, train_size
 from flwr_multilevel.experiment.models import build_model, resolve_device
+from flwr_multilevel.experiment.ranges import plain
 from flwr_multilevel.experiment.schema import check_strategy
 from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy, hub_sizes
 from flwr_multilevel.model.mixing import (
@@ -118,7 +119,7 @@ def prepare(cfg: DictConfig) -> Experiment:
     ConfigError
         On any invalid setting; nothing has been trained or written yet.
     """
-    sizes = hub_sizes(cfg.hubs.count, int_list("hubs.workers", cfg.hubs.workers))
+    sizes = hub_sizes(cfg.hubs.count, plain(cfg.hubs.workers))
     num_workers = sum(sizes)
     root = str(Path(str(cfg.data.root)).expanduser().absolute())
     train_size(cfg.data.name)  # checks data.name before anything is loaded

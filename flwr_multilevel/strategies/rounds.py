@@ -20,7 +20,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.model.clock import round_slots
-from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy
+from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy, hub_sizes
 from flwr_multilevel.model.mixing import consensus_distance, mixing_matrix, weighted_average
 from flwr_multilevel.model.topology import hub_graph
 from flwr_multilevel.protocol.arrays import message_bytes, stack, unstack
@@ -32,9 +32,8 @@ from flwr_multilevel.strategies.peer import InProcessPeerLayer, PeerLayer
 from flwr_multilevel.strategies.report import OnRound, RoundReport, round_record
 from flwr_multilevel.strategies.settings import (
     at_least,
-    hub_sizes,
-    operating_rates,
     train_config,
+    worker_rates,
     worker_weights,
 )
 
@@ -75,10 +74,10 @@ class MLLSGDRounds(Strategy):
         self.strategy = strategy if strategy is not None else FedAvg()
         if not isinstance(self.strategy, Strategy):
             raise ValueError(f"strategy: expected a Flower Strategy, got {type(strategy).__name__}")
-        self.sizes = hub_sizes(hubs)
+        self.sizes = hub_sizes(None, hubs, keys=("hubs", "hubs"))
         self.tau, self.q = at_least("tau", tau, 1), at_least("q", q, 1)
         self.seed = at_least("seed", seed, 0)
-        self.rates = operating_rates(rates, self.num_workers)
+        self.rates = worker_rates(rates, self.num_workers)
         self._weights = worker_weights(weights, self.num_workers)
         try:
             self.graph = hub_graph(graph, self.num_hubs, seed=seed)

@@ -13,32 +13,6 @@ from flwr.app import ConfigRecord
 from flwr_multilevel.protocol.keys import NUM_EXAMPLES, PER_WORKER, SEED, TIME_STEPS
 
 
-def hub_sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:
-    """Return the number of workers of each hub from ``3``, ``[3, 2]`` or ``"3,2"``.
-
-    Raises
-    ------
-    ValueError
-        Not one integer >= 1 per hub.
-
-    Examples
-    --------
-    >>> hub_sizes("3,2"), hub_sizes(4)
-    ((3, 2), (4,))
-    """
-    if isinstance(hubs, str):
-        try:
-            hubs = [int(v) for v in hubs.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(
-                f"hubs: expected workers per hub such as '3,3', got {hubs!r}"
-            ) from None
-    sizes = (hubs,) if isinstance(hubs, int) else tuple(hubs)
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"hubs: expected the number of workers of each hub (>= 1), got {hubs!r}")
-    return sizes
-
-
 def at_least(name: str, value: Any, low: int) -> int:
     """Return ``value`` if it is an integer (not a bool) >= ``low``.
 
@@ -61,8 +35,11 @@ def at_least(name: str, value: Any, low: int) -> int:
     return value
 
 
-def operating_rates(rates: float | Sequence[float], num_workers: int) -> np.ndarray:
-    """Return one operating rate p_i in (0, 1] per worker, from one rate or one per worker.
+def worker_rates(rates: float | Sequence[float], num_workers: int) -> np.ndarray:
+    """Return MLLSGD's ``rates`` as one operating rate p_i in (0, 1] per worker.
+
+    ``rates`` is one rate for every worker or one per worker (to draw them
+    from a distribution, see :func:`flwr_multilevel.model.rates.operating_rates`).
 
     Raises
     ------
@@ -71,7 +48,7 @@ def operating_rates(rates: float | Sequence[float], num_workers: int) -> np.ndar
 
     Examples
     --------
-    >>> operating_rates(0.5, 3).tolist()
+    >>> worker_rates(0.5, 3).tolist()
     [0.5, 0.5, 0.5]
     """
     given = [rates] * num_workers if isinstance(rates, (int, float)) else list(rates)
