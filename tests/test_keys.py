@@ -34,24 +34,14 @@ MESSAGE_MODULES = (  # they handle messages and records only: no plain-word key 
     "strategies/hub_metrics.py",
     "strategies/discovery.py",
     "strategies/chain.py",
+    "strategies/settings.py",
     "engines/local_grid.py",
+    "baselines/mll_sgd/mll_sgd/client_app.py",
 )
 ALLOWED = {  # modules another branch owns; each entry goes once the module uses the constants
     "deploy/federation.py": {"partition-id", "worker-id", "hub-id"},  # SuperNode node config
     "deploy/hub_app.py": {"hub-id"},  # the deploy.hub-id run-config key (same word)
     "run/recorder.py": {"train-loss"},  # a hub's reply metric, read for rounds.csv
-    # the baseline's run-config keys share the words; they become default.yaml's keys
-    "baselines/mll_sgd/mll_sgd/client_app.py": {"partition-id", "worker-id"},
-    "baselines/mll_sgd/mll_sgd/dataset.py": {"data-root", "partition-alpha", "partition-shards"},
-    "baselines/mll_sgd/mll_sgd/server_app.py": {"batch-size"},
-    "baselines/mll_sgd/mll_sgd/strategy.py": {"num-examples"},
-    "baselines/mll_sgd/mll_sgd/utils.py": {
-        "batch-size",
-        "data-root",
-        "partition-alpha",
-        "partition-shards",
-        "time-steps",
-    },
 }
 
 

@@ -119,33 +119,3 @@ def train_config(
         raise ValueError(f"train_config: '{SEED}' must be an integer >= 0, got {chosen!r}")
     record[TIME_STEPS], record[SEED] = tau, chosen
     return record
-
-
-def run_config_settings(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the MLLSGD arguments a Flower app's run config sets.
-
-    ``hubs`` (``"3,3"``), ``tau``, ``q``, ``hub-graph`` (as ``graph``),
-    ``rates`` (one number, or one per worker as ``"1,0.5,..."``) and ``seed``,
-    where present.
-
-    Examples
-    --------
-    >>> run_config_settings({"hubs": "2,2", "hub-graph": "ring", "rates": "1,0.5", "lr": 0.1})
-    {'hubs': '2,2', 'graph': 'ring', 'rates': [1.0, 0.5]}
-    """
-    settings: dict[str, Any] = {}
-    for key, name in (
-        ("hubs", "hubs"),
-        ("tau", "tau"),
-        ("q", "q"),
-        ("hub-graph", "graph"),
-        ("seed", "seed"),
-    ):
-        if key in run_config:
-            settings[name] = run_config[key]
-    if "rates" in run_config:
-        value = run_config["rates"]
-        settings["rates"] = (
-            [float(v) for v in value.split(",")] if isinstance(value, str) else value
-        )
-    return settings
