@@ -25,12 +25,19 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, 
 
 from flwr_multilevel.flower_compat import ClientAppCallable
 from flwr_multilevel.model.rates import coin_flips
-
-DISCOVERY = (
-    "mll-discovery"  # a train message holding a ConfigRecord of this name asks for the worker id
+from flwr_multilevel.protocol.keys import (
+    ASK,
+    DISCOVERY,
+    OPERATING_RATE,
+    PARTITION_ID,
+    ROUND_KEYS,
+    SEED,
+    SERVER_ROUND,
+    STEPS,
+    TIME_STEPS,
+    WORKER,
+    WORKER_ID,
 )
-STEPS_KEY = "steps"
-ROUND_KEYS = ("time-steps", "seed", "server-round", "operating-rate", "worker-id")
 
 T = TypeVar("T")
 
@@ -67,7 +74,7 @@ def worker_id(context: Context) -> int:
     ValueError
         Neither is set, or it is not a non-negative integer.
     """
-    for key in ("worker-id", "partition-id"):
+    for key in (WORKER_ID, PARTITION_ID):
         if key in context.node_config:
             value = context.node_config[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -78,7 +85,7 @@ def worker_id(context: Context) -> int:
 
 def discovery_message(dst_node_id: int) -> Message:
     """Return the message that asks a node which worker it is."""
-    content = RecordDict({DISCOVERY: ConfigRecord({"ask": "worker-id"})})
+    content = RecordDict({DISCOVERY: ConfigRecord({ASK: WORKER_ID})})
     return Message(content, dst_node_id=dst_node_id, message_type=MessageType.TRAIN)
 
 
@@ -109,18 +116,18 @@ def multilevel_mod(msg: Message, context: Context, call_next: ClientAppCallable)
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, context)
     if isinstance(msg.content.get(DISCOVERY), ConfigRecord):
-        answer = RecordDict({"worker": MetricRecord({"worker-id": worker_id(context)})})
+        answer = RecordDict({WORKER: MetricRecord({WORKER_ID: worker_id(context)})})
         return Message(answer, reply_to=msg)
     config = _round_config(msg)
     if config is None:  # a stock strategy drives this app
         return call_next(msg, context)
     state = _Round(
         (
-            int(config["seed"]),  # type: ignore[arg-type]
-            int(config["server-round"]),  # type: ignore[arg-type]
-            int(config["worker-id"]),  # type: ignore[arg-type]
-            int(config["time-steps"]),  # type: ignore[arg-type]
-            float(config["operating-rate"]),  # type: ignore[arg-type]
+            int(config[SEED]),  # type: ignore[arg-type]
+            int(config[SERVER_ROUND]),  # type: ignore[arg-type]
+            int(config[WORKER_ID]),  # type: ignore[arg-type]
+            int(config[TIME_STEPS]),  # type: ignore[arg-type]
+            float(config[OPERATING_RATE]),  # type: ignore[arg-type]
         )
     )
     token = _CURRENT.set(state)
@@ -135,8 +142,8 @@ def multilevel_mod(msg: Message, context: Context, call_next: ClientAppCallable)
         raise RuntimeError(f"the train reply must hold one MetricRecord, got {len(records)}")
     name, metrics = records[0]
     if state.used:
-        reply.content[name] = MetricRecord({**dict(metrics.items()), STEPS_KEY: state.steps})
-    elif STEPS_KEY not in metrics:
+        reply.content[name] = MetricRecord({**dict(metrics.items()), STEPS: state.steps})
+    elif STEPS not in metrics:
         raise RuntimeError(
             "the train function must iterate over time_steps(trainloader) "
             "(or report 'steps' itself) to run MLL-SGD's time steps"

@@ -32,10 +32,10 @@ from flwr_multilevel.experiment.ranges import (
     choice,
     flag,
     float_list,
-    int_list,  # prepare.py imports it from here
     integer,
     number,
     path_text,
+    plain,
     show,
 )
 from flwr_multilevel.experiment.run_config import (  # noqa: F401  # re-exported
@@ -57,6 +57,8 @@ from flwr_multilevel.experiment.schema import (
     WEIGHTINGS,
 )
 from flwr_multilevel.experiment.strategy_options import check_strategy
+from flwr_multilevel.model.hierarchy import hub_sizes
+from flwr_multilevel.model.lists import number_list
 
 MAX_FILE_BYTES = 1_000_000  # config, comparison, graph and matrix files
 
@@ -171,15 +173,12 @@ def _typed(cfg: Any) -> DictConfig:
 
 
 def _check_sizes(cfg: DictConfig) -> None:
-    workers = int_list("hubs.workers", cfg.hubs.workers)
-    if isinstance(workers, list):
-        if len(workers) != cfg.hubs.count:
-            raise ConfigError(
-                "hubs.workers", f"expected {cfg.hubs.count} counts (hubs.count), got {workers}"
-            )
-        for count in workers:
-            integer("hubs.workers", count, 1, MAX_WORKERS_PER_HUB)
-    cfg.hubs.workers = workers
+    """Check ``hubs.workers`` against ``hubs.count``; a string or a single count becomes a list."""
+    workers = plain(cfg.hubs.workers)
+    for count in number_list("hubs.workers", workers, int):
+        integer("hubs.workers", count, 1, MAX_WORKERS_PER_HUB)
+    sizes = hub_sizes(cfg.hubs.count, workers)
+    cfg.hubs.workers = workers if isinstance(workers, int) else list(sizes)
 
 
 def _check_rates(cfg: DictConfig) -> None:

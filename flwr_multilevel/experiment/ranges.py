@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.model.lists import number_list
 
 MAX_WORKERS_PER_HUB = 10_000
 
@@ -20,7 +21,8 @@ def show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Return ``value`` as plain Python (an omegaconf list or dict as a list or dict)."""
     return OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
 
 
@@ -113,39 +115,15 @@ def path_text(key: str, value: Any) -> str:
     return text
 
 
-def int_list(key: str, value: Any) -> int | list[int]:
-    """Return an int or a list of ints from an int, a list or a ``"2,3,4"`` string.
+def float_list(key: str, value: Any) -> list[float] | None:
+    """Return None, or a list of rates in (0, 1] from a number, a list or a ``"0.5,1"`` string.
 
     Examples
     --------
-    >>> int_list("hubs.workers", "2, 3")
-    [2, 3]
+    >>> float_list("rates.values", "0.5, 1")
+    [0.5, 1.0]
     """
-    value = _plain(value)
-    if isinstance(value, str):
-        try:
-            return [int(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(
-                key, f"expected comma-separated integers, got {show(value)}"
-            ) from None
-    if isinstance(value, list | tuple):
-        return [integer(key, v, 1, MAX_WORKERS_PER_HUB) for v in value]
-    return integer(key, value, 1, MAX_WORKERS_PER_HUB)
-
-
-def float_list(key: str, value: Any) -> list[float] | None:
-    """Return None, or a list of numbers from a number, a list or a ``"0.5,1"`` string."""
-    value = _plain(value)
+    value = plain(value)
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            items: list[Any] = [float(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(key, f"expected comma-separated numbers, got {show(value)}") from None
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    else:
-        items = [value]
-    return [number(key, v, 0, 1, low_open=True) for v in items]
+    return [number(key, v, 0, 1, low_open=True) for v in number_list(key, value, float)]

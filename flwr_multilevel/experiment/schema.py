@@ -17,7 +17,6 @@ from flwr_multilevel.experiment.ranges import (  # noqa: F401
     choice,
     flag,
     float_list,
-    int_list,
     integer,
     number,
     path_text,

@@ -7,6 +7,7 @@ from flwr.serverapp import Grid
 
 from flwr_multilevel.clients.mod import discovery_message
 from flwr_multilevel.errors import WorkerDiscoveryError
+from flwr_multilevel.protocol.keys import PARTITION_ID, WORKER, WORKER_ID
 
 from .deadline import set_deadline
 
@@ -46,10 +47,10 @@ def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> d
                 f"node {node} could not say which worker it is (is multilevel_mod in its "
                 f"ClientApp's mods?): {' '.join(str(reply.error.reason).split())[:200]}"
             )
-        record = reply.content.metric_records.get("worker")
-        value = None if record is None else record.get("worker-id")
+        record = reply.content.metric_records.get(WORKER)
+        value = None if record is None else record.get(WORKER_ID)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise WorkerDiscoveryError(f"node {node} answered the discovery without a worker-id")
+            raise WorkerDiscoveryError(f"node {node} answered the discovery without a {WORKER_ID}")
         if value in node_of:
             raise WorkerDiscoveryError(f"nodes {node_of[value]} and {node} are both worker {value}")
         node_of[value] = node
@@ -61,5 +62,5 @@ def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> d
             f"{timeout:g} s (first: node {silent[0]})"
         )
     if missing:
-        raise WorkerDiscoveryError(f"no node is worker {missing[:5]} (node config partition-id)")
+        raise WorkerDiscoveryError(f"no node is worker {missing[:5]} (node config {PARTITION_ID})")
     return {w: node_of[w] for w in worker_ids}

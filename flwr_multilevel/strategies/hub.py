@@ -20,6 +20,15 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvgM, Strategy
 
 from flwr_multilevel.protocol.codec import DecodedArray, array_record, decode
+from flwr_multilevel.protocol.keys import (
+    ARRAYS,
+    CONFIG,
+    HUB_ID,
+    NUM_EXAMPLES,
+    OPERATING_RATE,
+    STEPS,
+    WORKER_ID,
+)
 from flwr_multilevel.strategies.chain import UNWEIGHTED, strategy_chain, weighting_aggregator
 from flwr_multilevel.strategies.hub_average import fedavg_record, is_plain_fedavg
 from flwr_multilevel.strategies.hub_metrics import (
@@ -140,8 +149,8 @@ class HubStrategy(Strategy):
         self._model: ArrayRecord | None = None
         self.aggregator = weighting_aggregator(self.strategy, len(self.workers))
         self._keys = (
-            str(getattr(self.aggregator, "arrayrecord_key", "arrays")),
-            str(getattr(self.aggregator, "configrecord_key", "config")),
+            str(getattr(self.aggregator, "arrayrecord_key", ARRAYS)),
+            str(getattr(self.aggregator, "configrecord_key", CONFIG)),
         )
 
     @property
@@ -187,7 +196,7 @@ class HubStrategy(Strategy):
             raise KeyError(name)
         content[name] = with_entries(
             config,
-            {"worker-id": worker.worker_id, "hub-id": self.hub_id, "operating-rate": worker.rate},
+            {WORKER_ID: worker.worker_id, HUB_ID: self.hub_id, OPERATING_RATE: worker.rate},
         )
         msg.content = content
         return msg
@@ -206,7 +215,7 @@ class HubStrategy(Strategy):
         self._fix_weights(valid)
         by_id = {spec.worker_id: spec for spec in self.workers.values()}
         report.missing = sorted(set(by_id) - set(valid))
-        report.steps = {w: int(m["steps"]) for w, (_, m) in valid.items()}  # type: ignore[arg-type]
+        report.steps = {w: int(m[STEPS]) for w, (_, m) in valid.items()}  # type: ignore[arg-type]
         if len(valid) < self.min_replies * len(self.workers) or not valid:
             self._keep_model(server_round, len(valid))
             return None, None
@@ -346,7 +355,7 @@ class HubStrategy(Strategy):
         """Fix every unknown ``w_i`` from the worker's ``num-examples``, once."""
         for spec in self.workers.values():
             if spec.weight is None and spec.worker_id in valid:
-                spec.weight = float(valid[spec.worker_id][1]["num-examples"])  # type: ignore[arg-type]
+                spec.weight = float(valid[spec.worker_id][1][NUM_EXAMPLES])  # type: ignore[arg-type]
         unknown = [s for s in self.workers.values() if s.weight is None]
         known = [s.weight for s in self.workers.values() if s.weight is not None]
         if unknown and known:

@@ -20,11 +20,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from flwr_multilevel.errors import RunAborted
+from flwr_multilevel.protocol.keys import STEPS, TRAIN_LOSS, hub_key
+from flwr_multilevel.strategies.app_config import mllsgd_arguments
 from flwr_multilevel.strategies.chain import strategy_chain
 from flwr_multilevel.strategies.deadline import set_deadline
 from flwr_multilevel.strategies.report import RoundReport, combine_hubs
 from flwr_multilevel.strategies.rounds import MLLSGDRounds
-from flwr_multilevel.strategies.settings import at_least, run_config_settings
+from flwr_multilevel.strategies.settings import at_least
 
 
 class MLLSGD(MLLSGDRounds):
@@ -110,16 +112,25 @@ class MLLSGD(MLLSGDRounds):
     ) -> "MLLSGD":
         """Return an MLLSGD whose settings come from a Flower app's run config.
 
-        Reads ``hubs`` (``"3,3"``), ``tau``, ``q``, ``hub-graph``, ``rates``
-        (one number, or one per worker as ``"1,0.5,..."``) and ``seed`` where
-        present; ``kwargs`` set the rest (or override).
+        Reads the keys of ``default.yaml``, flattened, that set an MLLSGD
+        argument (:data:`~flwr_multilevel.strategies.app_config.RUN_CONFIG_KEYS`:
+        ``hubs.count``, ``hubs.workers`` (``"3,3"``), ``hubs.graph``, ``tau``,
+        ``q``, ``seed``, ``rates.*``, ``weighting``, ``hub.*``...) where present,
+        with default.yaml's meaning, and ignores the app's other keys;
+        ``kwargs`` set the rest (or override).
+
+        Raises
+        ------
+        ValueError
+            A bad value (a ``ConfigError`` naming its dotted key), or a bad argument.
 
         Examples
         --------
-        >>> MLLSGD.from_run_config(None, {"hubs": "2,2", "tau": 4, "q": 2}).tau
-        4
+        >>> config = {"hubs.workers": "2,2", "tau": 4, "q": 2, "num-server-rounds": 3}
+        >>> MLLSGD.from_run_config(None, config).sizes
+        (2, 2)
         """
-        return cls(strategy, **{**run_config_settings(run_config), **kwargs})
+        return cls(strategy, **mllsgd_arguments(run_config, kwargs))
 
     def summary(self) -> None:
         """Log the network and every hub's strategy."""
@@ -177,7 +188,7 @@ class MLLSGD(MLLSGDRounds):
                 server_round, grid.send_and_receive(sent, timeout=timeout)
             )
             for key, value in (hub_metrics or {}).items():
-                metrics[f"hub{d}-{key}"] = value
+                metrics[hub_key(d, key)] = value
         return metrics
 
     def _central_evaluation(
@@ -190,7 +201,7 @@ class MLLSGD(MLLSGDRounds):
         metrics = MetricRecord(dict(metrics.items())) if metrics else MetricRecord()
         for d in self.hub_ids:
             for key, value in (evaluate_fn(server_round, self.models[d]) or {}).items():
-                metrics[f"hub{d}-{key}"] = value
+                metrics[hub_key(d, key)] = value
         return metrics
 
     # pylint: disable=too-many-arguments
@@ -332,9 +343,9 @@ class MLLSGD(MLLSGDRounds):
             "[ROUND %s/%s] steps %s%s%s, %.2f s",
             report.server_round,
             num_rounds,
-            metrics["steps"],
+            metrics[STEPS],
             ", gossip" if report.gossip else "",
-            f", train-loss {metrics['train-loss']:.4f}" if "train-loss" in metrics else "",
+            f", {TRAIN_LOSS} {metrics[TRAIN_LOSS]:.4f}" if TRAIN_LOSS in metrics else "",
             report.seconds,
         )
         if report.dropped or report.missing:

@@ -7,6 +7,17 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 
+from flwr_multilevel.protocol.keys import (
+    BYTES_DOWN,
+    BYTES_HUBS,
+    BYTES_UP,
+    DROPPED,
+    MISSING,
+    SLOTS,
+    STEPS,
+    hub_key,
+)
+
 
 @dataclass
 class RoundReport:
@@ -91,13 +102,13 @@ def round_record(report: RoundReport, b: np.ndarray) -> MetricRecord:
     """
     metrics = MetricRecord(
         {
-            "steps": sum(report.steps.values()),
-            "missing": len(report.missing),
-            "dropped": len(report.dropped),
-            "slots": report.slots,
-            "bytes-down": report.bytes_down,
-            "bytes-up": report.bytes_up,
-            "bytes-hubs": report.bytes_hubs,
+            STEPS: sum(report.steps.values()),
+            MISSING: len(report.missing),
+            DROPPED: len(report.dropped),
+            SLOTS: report.slots,
+            BYTES_DOWN: report.bytes_down,
+            BYTES_UP: report.bytes_up,
+            BYTES_HUBS: report.bytes_hubs,
         }
     )
     hub_records = {d: m for d, m in report.hub_metrics.items() if m}
@@ -107,7 +118,7 @@ def round_record(report: RoundReport, b: np.ndarray) -> MetricRecord:
                 metrics[key] = value
     for d, record in hub_records.items():
         for key, value in record.items():
-            metrics[f"hub{d}-{key}"] = value
+            metrics[hub_key(d, key)] = value
     return metrics
 
 

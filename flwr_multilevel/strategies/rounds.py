@@ -20,10 +20,11 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.model.clock import round_slots
-from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy
+from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy, hub_sizes
 from flwr_multilevel.model.mixing import consensus_distance, mixing_matrix, weighted_average
 from flwr_multilevel.model.topology import hub_graph
 from flwr_multilevel.protocol.arrays import message_bytes, stack, unstack
+from flwr_multilevel.protocol.keys import CONSENSUS, NUM_EXAMPLES, SEED
 from flwr_multilevel.strategies.deadline import one_reply_each, set_deadline
 from flwr_multilevel.strategies.discovery import discover_workers
 from flwr_multilevel.strategies.hub import HubStrategy, Missing, WorkerSpec
@@ -31,9 +32,8 @@ from flwr_multilevel.strategies.peer import InProcessPeerLayer, PeerLayer
 from flwr_multilevel.strategies.report import OnRound, RoundReport, round_record
 from flwr_multilevel.strategies.settings import (
     at_least,
-    hub_sizes,
-    operating_rates,
     train_config,
+    worker_rates,
     worker_weights,
 )
 
@@ -57,7 +57,7 @@ class MLLSGDRounds(Strategy):
         graph: str | nx.Graph = "path",
         mixing: str | np.ndarray = "auto",
         rates: float | Sequence[float] = 1.0,
-        weights: str | Sequence[float] = "num-examples",
+        weights: str | Sequence[float] = NUM_EXAMPLES,
         seed: int = 0,
         missing: Missing = "stay",
         clip_norm: float | None = None,
@@ -74,10 +74,10 @@ class MLLSGDRounds(Strategy):
         self.strategy = strategy if strategy is not None else FedAvg()
         if not isinstance(self.strategy, Strategy):
             raise ValueError(f"strategy: expected a Flower Strategy, got {type(strategy).__name__}")
-        self.sizes = hub_sizes(hubs)
+        self.sizes = hub_sizes(None, hubs, keys=("hubs", "hubs"))
         self.tau, self.q = at_least("tau", tau, 1), at_least("q", q, 1)
         self.seed = at_least("seed", seed, 0)
-        self.rates = operating_rates(rates, self.num_workers)
+        self.rates = worker_rates(rates, self.num_workers)
         self._weights = worker_weights(weights, self.num_workers)
         try:
             self.graph = hub_graph(graph, self.num_hubs, seed=seed)
@@ -177,7 +177,7 @@ class MLLSGDRounds(Strategy):
         Raises
         ------
         ValueError
-            A key the hubs set per worker (``RESERVED``), a ``time-steps``
+            A key the hubs set per worker (``keys.PER_WORKER``), a ``time-steps``
             other than tau, or a ``seed`` that is not an integer >= 0.
         """
         return train_config(train_config_, self.tau, self.seed)
@@ -193,7 +193,7 @@ class MLLSGDRounds(Strategy):
         start = time.perf_counter()
         self.report = report = RoundReport(server_round, gossip=server_round % self.q == 0)
         report.slots = round_slots(
-            int(cast(int, config["seed"])),
+            int(cast(int, config[SEED])),
             server_round,
             self.rates.tolist(),
             self.tau,
@@ -313,5 +313,5 @@ class MLLSGDRounds(Strategy):
         metrics = round_record(self.report, b)
         if len(self.hub_ids) == self.num_hubs and self.num_hubs > 1:
             stacked, _ = stack([self.models[d] for d in self.hub_ids])
-            metrics["consensus"] = consensus_distance(b, stacked)
+            metrics[CONSENSUS] = consensus_distance(b, stacked)
         return metrics
