@@ -41,7 +41,6 @@ MESSAGE_MODULES = (  # they handle messages and records only: no plain-word key 
 ALLOWED = {  # modules another branch owns; each entry goes once the module uses the constants
     "deploy/federation.py": {"partition-id", "worker-id", "hub-id"},  # SuperNode node config
     "deploy/hub_app.py": {"hub-id"},  # the deploy.hub-id run-config key (same word)
-    "run/recorder.py": {"train-loss"},  # a hub's reply metric, read for rounds.csv
 }
 
 

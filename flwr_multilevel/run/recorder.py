@@ -20,6 +20,7 @@ import numpy as np
 from flwr.app import ArrayRecord
 from flwr.common.logger import log
 
+from flwr_multilevel.protocol import keys
 from flwr_multilevel.run.checkpoint import save_checkpoint
 from flwr_multilevel.run.results import HISTORY, ResultsFolder
 from flwr_multilevel.run.state import encode
@@ -135,7 +136,7 @@ def rounds_row(report: RoundReport, time_slot: int, plan: RunPlan) -> dict[str, 
 
     The columns are the same on every path and for every run of ``plan.num_hubs`` hubs.
     """
-    losses = {d: m.get("train-loss") for d, m in report.hub_metrics.items() if m is not None}
+    losses = {d: m.get(keys.TRAIN_LOSS) for d, m in report.hub_metrics.items() if m is not None}
     return {
         **round_row(report, plan.tau, time_slot),
         "seconds": round(report.seconds, 4),
