@@ -1,0 +1,165 @@
+"""Robust rules (FedMedian, FedTrimmedAvg, Krum, MultiKrum, Bulyan) with missing workers.
+
+Under ``hub.missing=stay`` a worker without a valid reply (it failed, its
+reply was dropped, or it timed out) took no step: it enters the hub's rule as
+the hub model ``y_d``, for weighted and unweighted rules alike. Every rule
+finishes, through the real engine, and its aggregate is the rule's own on
+those inputs; the hub's model is never consumed by a rule.
+"""
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import strategy as flwr_strategies
+
+from flwr_multilevel.client_app import app as client_app
+from flwr_multilevel.clients import multilevel_mod
+from flwr_multilevel.engines.local_grid import LocalGrid
+from flwr_multilevel.experiment.prepare import build_mllsgd, initial_model, prepare, train_config
+from flwr_multilevel.strategies.hub_metrics import WEIGHT_KEY
+
+from .conftest import make_config
+
+RULES = [
+    ("FedMedian", []),
+    ("FedTrimmedAvg", ["strategy.options.beta=0.3"]),
+    ("Krum", ["strategy.options.num_malicious_nodes=1"]),
+    (
+        "MultiKrum",
+        ["strategy.options.num_malicious_nodes=1", "strategy.options.num_nodes_to_select=3"],
+    ),
+    ("Bulyan", ["strategy.options.num_malicious_nodes=1"]),
+]
+WORKERS = 7  # Bulyan with f=1 needs 4f+3 = 7
+RAISES, NAN, LATE = 1, 3, 5  # worker 1 fails, worker 3 replies NaN, worker 5 overruns round 1
+
+
+class Clock:
+    """``time.monotonic`` of the LocalGrid; the late worker moves it on."""
+
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def faulty_app(good: dict[int, dict[str, np.ndarray]], clock: Clock) -> ClientApp:
+    """The real worker, with one worker raising, one replying NaN and one timing out."""
+    app = ClientApp(mods=[multilevel_mod])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        worker = int(context.node_config["partition-id"])
+        server_round = int(msg.content["config"]["server-round"])
+        if worker == RAISES:
+            raise RuntimeError("disk full")
+        reply = client_app(msg, context)
+        arrays = reply.content["arrays"]
+        if server_round == 1:
+            good[worker] = {k: a.numpy() for k, a in arrays.items()}
+        if worker == LATE and server_round == 1:
+            clock.now += 1000.0  # far past the round's deadline: its reply is discarded
+        if worker == NAN:
+            bad = {k: a.numpy().copy() for k, a in arrays.items()}
+            next(iter(bad.values())).flat[0] = np.nan
+            metrics = reply.content["metrics"]
+            record = ArrayRecord({k: Array(v) for k, v in bad.items()})
+            content = RecordDict({"arrays": record, "metrics": metrics})
+            return Message(content, reply_to=msg)
+        return reply
+
+    return app
+
+
+class LateLastGrid(LocalGrid):
+    """A LocalGrid that runs the late worker's message last (it cuts the round short)."""
+
+    def push_messages(self, messages):
+        def late(message: Message) -> bool:
+            config = message.content.get("config")
+            return isinstance(config, ConfigRecord) and config.get("worker-id") == LATE
+
+        return super().push_messages(sorted(messages, key=late))
+
+
+def reference(name, options, inputs, weights):
+    """The aggregate of Flower's own rule on ``inputs`` (worker order), weighted by ``weights``."""
+    rule = getattr(flwr_strategies, name)(**options)
+    rule.weighted_by_key = WEIGHT_KEY
+    replies = []
+    for node, (arrays, weight) in enumerate(zip(inputs, weights, strict=True), 1):
+        sent = Message(RecordDict(), dst_node_id=node, message_type="train")
+        record = ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})
+        metrics = MetricRecord({WEIGHT_KEY: float(weight), "num-examples": 1})
+        content = RecordDict({"arrays": record, "metrics": metrics})
+        replies.append(Message(content, reply_to=sent))
+    arrays, _ = rule.aggregate_train(1, replies)
+    return {k: a.numpy() for k, a in arrays.items()}
+
+
+def run_rule(tmp_path, name, extra, missing="stay"):
+    """Run 2 rounds of one hub of WORKERS workers; return (exp, reports, round-1 model, start)."""
+    cfg = make_config(
+        tmp_path,
+        [
+            "hubs.count=1",
+            f"hubs.workers={WORKERS}",
+            "rounds=2",
+            "tau=2",
+            "q=1",
+            f"hub.missing={missing}",
+            f"strategy.name={name}",
+            *extra,
+        ],
+    )
+    exp = prepare(cfg)
+    reports, models = [], []
+    mll = build_mllsgd(exp, on_round=lambda r, m: reports.append(r) or models.append(m[0]))
+    good: dict[int, dict[str, np.ndarray]] = {}
+    clock = Clock()
+    init = initial_model(exp)
+    start = {k: a.numpy().copy() for k, a in init.items()}
+    mll.start(
+        LateLastGrid(faulty_app(good, clock), WORKERS, clock=clock),
+        init,
+        2,
+        timeout=60.0,
+        train_config=ConfigRecord(train_config(exp)),
+    )
+    assert {k: a.numpy().tolist() for k, a in init.items()} == {
+        k: v.tolist() for k, v in start.items()
+    }  # the hub's model y_d was never emptied or changed by a rule
+    return exp, reports, models, good, start
+
+
+@pytest.mark.parametrize(("name", "extra"), RULES, ids=[r[0] for r in RULES])
+def test_every_robust_rule_finishes_with_missing_workers_as_y_d(tmp_path, name, extra):
+    exp, reports, models, good, start = run_rule(tmp_path, name, extra)
+    assert [r.server_round for r in reports] == [1, 2] and not any(r.failed_hubs for r in reports)
+    first = reports[0]
+    assert sorted(first.missing) == [RAISES, NAN, LATE]
+    assert sorted(first.steps) == sorted(set(range(WORKERS)) - set(first.missing))
+    text = " | ".join(first.dropped)
+    assert "disk full" in text and "NaN or Inf" in text and "timed out" in text
+    # the rule saw every worker: a missing one as y_d, with its own weight w_i
+    inputs = [good[w] if w in first.steps else start for w in range(WORKERS)]
+    options = dict(e.removeprefix("strategy.options.").split("=") for e in extra)
+    options = {k: int(v) if k.startswith("num_") else float(v) for k, v in options.items()}
+    want = reference(name, options, inputs, exp.hierarchy.weights.tolist())
+    got = {k: a.numpy() for k, a in models[0].items()}
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-6)
+    assert all(np.isfinite(a.numpy()).all() for a in models[1].values())
+
+
+@pytest.mark.parametrize("name", ["FedMedian", "FedTrimmedAvg"])
+def test_renormalize_hands_the_rule_only_the_valid_replies(tmp_path, name):
+    extra = dict(RULES)[name]
+    exp, reports, models, good, _ = run_rule(tmp_path, name, extra, missing="renormalize")
+    first = reports[0]
+    inputs = [good[w] for w in sorted(first.steps)]
+    options = {"beta": 0.3} if name == "FedTrimmedAvg" else {}
+    want = reference(name, options, inputs, [1.0] * len(inputs))
+    for key, value in want.items():
+        np.testing.assert_allclose(models[0][key].numpy(), value, rtol=1e-5, atol=1e-6)
