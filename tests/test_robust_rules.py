@@ -7,6 +7,10 @@ finishes, through the real engine, and its aggregate is the rule's own on
 those inputs; the hub's model is never consumed by a rule.
 """
 
+import logging
+import os
+import time
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -14,12 +18,16 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import strategy as flwr_strategies
 
 from flwr_multilevel.client_app import app as client_app
-from flwr_multilevel.clients import multilevel_mod
+from flwr_multilevel.client_app import load_task
+from flwr_multilevel.clients import make_worker_train, multilevel_mod
 from flwr_multilevel.engines.local_grid import LocalGrid
+from flwr_multilevel.engines.simulation import run_in_simulation
 from flwr_multilevel.experiment.prepare import build_mllsgd, initial_model, prepare, train_config
+from flwr_multilevel.server_app import make_server_app
 from flwr_multilevel.strategies.hub_metrics import WEIGHT_KEY
 
 from .conftest import make_config
+from .helpers import read_csv
 
 RULES = [
     ("FedMedian", []),
@@ -163,3 +171,115 @@ def test_renormalize_hands_the_rule_only_the_valid_replies(tmp_path, name):
     want = reference(name, options, inputs, [1.0] * len(inputs))
     for key, value in want.items():
         np.testing.assert_allclose(models[0][key].numpy(), value, rtol=1e-5, atol=1e-6)
+
+
+def test_bulyan_short_of_replies_under_renormalize_keeps_the_model_and_says_why(tmp_path):
+    _, reports, _, _, _ = run_rule(
+        tmp_path, "Bulyan", ["strategy.options.num_malicious_nodes=1"], missing="renormalize"
+    )
+    reason = reports[0].failed_hubs[0]
+    assert reason.startswith("Bulyan returned no aggregate (") and "valid replies" in reason
+
+
+def test_a_round_with_failures_is_one_warning_line(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="flwr")
+    run_rule(tmp_path, "FedMedian", [])
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    per_round = [line for line in lines if line.startswith("round ")]
+    assert len(per_round) == 2, lines  # one per round, not one per failed worker
+    assert per_round[0].startswith(f"round 1: 3 of {WORKERS} workers without a valid reply")
+    assert per_round[1].startswith(f"round 2: 2 of {WORKERS} workers without a valid reply")
+    assert "first: worker" in per_round[1]
+    assert not [line for line in lines if "dropped the reply" in line]
+
+
+# ---- the same on Flower's simulation engine (Ray) --------------------------------------------
+
+SLOW_WORKER, SLOW_S, RAY_TIMEOUT = 4, 5.0, 2.0
+
+
+def _failing_mod(msg: Message, context: Context, call_next):  # type: ignore[no-untyped-def]
+    """Worker RAISES fails, worker SLOW_WORKER overruns the round's timeout, every round."""
+    config = msg.content.get("config")
+    if isinstance(config, ConfigRecord) and "server-round" in config:
+        worker = int(config.get("worker-id", -1))  # type: ignore[arg-type]
+        if worker == RAISES:
+            raise RuntimeError("disk full")
+        if worker == SLOW_WORKER:
+            time.sleep(SLOW_S)
+    return call_next(msg, context)
+
+
+failing_app = ClientApp(mods=[multilevel_mod, _failing_mod])
+failing_app.train()(make_worker_train(load_task))
+
+
+@pytest.mark.simulation
+def test_ray_bulyan_finishes_with_failed_and_timed_out_workers(tmp_path, capfd):
+    cfg = make_config(
+        tmp_path,
+        [
+            "simulation.backend=ray",
+            "hubs.count=1",
+            f"hubs.workers={WORKERS}",
+            "rounds=3",
+            "tau=2",
+            "strategy.name=Bulyan",
+            "strategy.options.num_malicious_nodes=1",
+            f"simulation.timeout={RAY_TIMEOUT}",
+        ],
+    )
+    exp = prepare(cfg)
+    outcome: dict = {}
+    run_in_simulation(
+        make_server_app(exp, outcome), failing_app, WORKERS, (os.cpu_count() or 1) / 2
+    )
+    assert "summary" in outcome, outcome.get("error")
+    rounds = read_csv(tmp_path / "run" / "rounds.csv")
+    assert len(rounds) == 3 and all(not row["failed_hubs"] for row in rounds)
+    for row in rounds:
+        assert "disk full" in row["dropped_reasons"]
+    assert any("timed out" in row["dropped_reasons"] for row in rounds)
+    err = capfd.readouterr().err
+    assert err.count("Traceback") == 0, err[-3000:]  # no worker traceback on the console
+
+
+def test_flowers_engine_logs_no_traceback_per_failed_message():
+    """Flower's engine logs each failed message at ERROR (vce_api.worker, RayBackend)."""
+    import importlib
+
+    from flwr_multilevel import flower_compat
+    from flwr_multilevel.flower_compat.engine import ENGINE_ERROR_LOGS
+
+    for module, function in ENGINE_ERROR_LOGS:  # where Flower logs them still exists
+        name = {
+            "vce_api": flower_compat.engine.VCE_API,
+            "raybackend": flower_compat.engine.RAY_BACKEND,
+        }
+        source = importlib.import_module(name[module])
+        owner = getattr(source, "RayBackend", source)
+        assert callable(getattr(owner, function))
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("flwr")
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        with flower_compat.quiet_engine_errors():
+            for module, function in [*ENGINE_ERROR_LOGS, ("hub", "aggregate_train")]:
+                record = logger.makeRecord(
+                    "flwr", logging.ERROR, f"/x/{module}.py", 1, module, (), None, function
+                )
+                logger.handle(record)
+        logger.handle(
+            logger.makeRecord(
+                "flwr", logging.ERROR, "/x/vce_api.py", 1, "after", (), None, "worker"
+            )
+        )
+    finally:
+        logger.removeHandler(keep)
+    assert seen == ["hub", "after"]

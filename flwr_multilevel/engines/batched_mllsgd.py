@@ -344,7 +344,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         ------
         RunAborted
             A hub kept its model ``rules.max_failed_rounds`` rounds in a row
-            (before ``on_round`` of that round, as the message engine).
+            (after ``on_round`` of that round, as the message engine).
         """
         hubs = {
             key: value.detach()
@@ -356,15 +356,19 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         in_a_row = [0] * self.num_hubs
         for server_round in range(first_round, first_round + num_rounds):
             hubs, steps, failed = self.run_round(server_round, hubs)
+            abort = ""
             for hub in range(self.num_hubs):
                 in_a_row[hub] = in_a_row[hub] + 1 if hub in failed else 0
                 limit = self.rules.max_failed_rounds
-                if limit and in_a_row[hub] >= limit:
-                    raise RunAborted(
+                if not abort and limit and in_a_row[hub] >= limit:
+                    abort = (
                         f"hub {hub} kept its model for {in_a_row[hub]} rounds in a row "
                         f"(round {server_round}); last reason: {failed[hub]}"
                     )
-            if on_round is not None and on_round(server_round, hubs, steps):
+            stop = on_round is not None and on_round(server_round, hubs, steps)
+            if abort:  # after on_round: the round that ends the run is recorded too
+                raise RunAborted(abort)
+            if stop:
                 break
         self._ahead = None
         return hubs
