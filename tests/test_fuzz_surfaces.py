@@ -1,0 +1,149 @@
+"""Fuzz, the contract of test_fuzz.py on more surfaces (issue 17).
+
+Every strategy's options against the hubs' sizes, ``config --run-config``
+strings, Flower App folders with broken ``pyproject.toml``, ``compare``
+targets, and ``run --resume`` folders. Every case must end with exit status
+2, exactly one ``flwr-multilevel: error:`` line on stderr, no traceback, and
+nothing written or changed (the folders are compared before and after).
+Cases are generated deterministically (``random.Random(SEED)``) and fail in
+validation: milliseconds each.
+"""
+
+import random
+
+import pytest
+
+from flwr_multilevel.cli.main import main
+from flwr_multilevel.deploy.hub_app import run_hub
+from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.experiment.config import default_config, to_run_config
+
+from .test_fuzz import _assert_refused
+
+SEED = 17
+RNG = random.Random(SEED)
+COMMANDS = ["config", "config", "run", "theory"]
+
+
+def _sizes() -> tuple[list[str], int]:
+    """Random hub sizes as overrides, and the smallest hub's size."""
+    count = RNG.randint(1, 4)
+    sizes = [RNG.randint(1, 9) for _ in range(count)]
+    return [f"hubs.count={count}", f"hubs.workers=[{','.join(map(str, sizes))}]"], min(sizes)
+
+
+def _strategy_cases():
+    """(overrides, key at fault) of strategy options no hub of the config can meet."""
+    cases = []
+    minimums = ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes")
+    for name in ("FedAvg", "FedProx", "FedAdam", "FedMedian", "FedTrimmedAvg", "Krum", "Bulyan"):
+        for _ in range(3):
+            hubs, n = _sizes()
+            key = RNG.choice(minimums)
+            value = n + RNG.choice([1, 2, 10, 100, 10**6])
+            if name in ("Krum", "Bulyan") and n < 3:
+                hubs, n = ["hubs.count=1", "hubs.workers=9"], 9
+                value = RNG.choice([10, 11, 100])
+            options = [f"strategy.options.{key}={value}"]
+            if name == "FedProx":
+                options.append("strategy.options.proximal_mu=0.1")
+            cases.append(([f"strategy.name={name}", *hubs, *options], f"strategy.options.{key}"))
+    for name, times, plus in (("Krum", 2, 3), ("MultiKrum", 2, 3), ("Bulyan", 4, 3)):
+        for _ in range(8):  # f too large for the smallest hub
+            hubs, n = _sizes()
+            if n < plus:
+                cases.append(([f"strategy.name={name}", *hubs], "hubs.workers"))
+                continue
+            f = (n - plus) // times + 1 + RNG.choice([0, 0, 1, 5, 1000])
+            option = f"strategy.options.num_malicious_nodes={f}"
+            cases.append(
+                ([f"strategy.name={name}", *hubs, option], "strategy.options.num_malicious_nodes")
+            )
+    for _ in range(8):  # MultiKrum selecting more workers than a hub has
+        hubs, n = _sizes()
+        if n < 3:  # (smaller hubs fail Krum's own n >= 2f + 3 first)
+            hubs, n = ["hubs.count=2", f"hubs.workers=[{n + 3},9]"], n + 3
+        select = n + RNG.choice([1, 2, 97])
+        option = f"strategy.options.num_nodes_to_select={select}"
+        cases.append(
+            (["strategy.name=MultiKrum", *hubs, option], "strategy.options.num_nodes_to_select")
+        )
+    rates = [
+        ("FedAdam", "eta"),
+        ("FedYogi", "eta"),
+        ("FedAdagrad", "eta"),
+        ("FedAdam", "eta_l"),
+        ("FedAvgM", "server_learning_rate"),
+        ("FedProx", "proximal_mu"),
+        ("QFedAvg", "client_learning_rate"),
+        ("QFedAvg", "q"),
+        ("FedYogi", "tau"),
+    ]
+    for name, key in rates:  # finite, yet every update overflows
+        for value in RNG.sample(["1e300", "1e30", "1e7", "1.7976931348623157e308"], 2):
+            options = [f"strategy.options.{key}={value}"]
+            if name == "QFedAvg" and key != "client_learning_rate":
+                options.append("strategy.options.client_learning_rate=0.1")
+            if name == "FedProx" and key != "proximal_mu":
+                options.append("strategy.options.proximal_mu=0.1")
+            cases.append(([f"strategy.name={name}", *options], f"strategy.options.{key}"))
+    for name in ("FedXgbBagging", "FedXgbCyclic"):
+        for extra in ([], ["hubs.workers=1"], ["strategy.options.fraction_train=0.5"]):
+            cases.append(([f"strategy.name={name}", *extra], "strategy.name"))
+    for tau in (1, 2, 4, 7, 1000):  # time steps past the round cap (10^7 rounds)
+        steps = tau * 10**7 + RNG.choice([1, tau, 10**9])
+        cases.append(([f"tau={tau}", f"time_steps={min(steps, 10**12)}"], "time_steps"))
+    return cases
+
+
+STRATEGY_CASES = _strategy_cases()
+
+
+@pytest.mark.parametrize(("args", "key"), STRATEGY_CASES)
+def test_a_rule_the_hubs_cannot_meet_is_refused(args, key, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    command = random.Random(repr(args)).choice(COMMANDS)  # order-independent
+    argv = [command, *args] + ([f"output_dir={tmp_path / 'out'}"] if command == "run" else [])
+    line = _assert_refused(capsys, argv, [tmp_path])
+    assert line.startswith(f"flwr-multilevel: error: {key}: "), line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["strategy.name=Krum", "hubs.workers=3"],
+        ["strategy.name=Krum", "hubs.workers=5", "strategy.options.num_malicious_nodes=1"],
+        ["strategy.name=MultiKrum", "hubs.workers=4", "strategy.options.num_nodes_to_select=4"],
+        ["strategy.name=Bulyan", "hubs.workers=7", "strategy.options.num_malicious_nodes=1"],
+        ["strategy.name=Bulyan", "hubs.count=2", "hubs.workers=[3,8]"],
+        ["strategy.name=FedAvg", "hubs.workers=1"],  # the stock minimum of 2 stays capped
+        ["strategy.options.min_train_nodes=4", "hubs.count=2", "hubs.workers=[4,6]"],
+        ["strategy.name=FedAdam", "strategy.options.eta=1000"],
+        ["tau=4", "time_steps=40000000"],
+    ],
+)
+def test_the_limits_themselves_are_accepted(args, capsys):
+    assert main(["config", *args]) == 0, capsys.readouterr().err
+
+
+# ---- a deployed hub's deploy.* keys ------------------------------------------------------------
+
+GOSSIP_TIMEOUTS = [-1, 0, -0.5, "abc", "", "nan", float("inf"), "-inf", True, [1], "1e400"]
+
+
+@pytest.mark.parametrize("value", GOSSIP_TIMEOUTS)
+def test_a_hub_refuses_a_bad_gossip_timeout_before_any_work(value, tmp_path):
+    run_config = {
+        **to_run_config(default_config()),
+        "output_dir": str(tmp_path / "out"),
+        "deploy.hub-id": 0,
+        "deploy.insecure": True,
+        "deploy.gossip-timeout": value,
+    }
+    with pytest.raises(ConfigError, match=r"^deploy\.gossip-timeout: expected seconds > 0"):
+        run_hub(None, run_config)  # type: ignore[arg-type]  # refused before the grid is used
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_surfaces_fuzz_is_large_enough():
+    assert len(STRATEGY_CASES) + len(GOSSIP_TIMEOUTS) >= 90
