@@ -10,6 +10,7 @@ validation: milliseconds each.
 """
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -145,5 +146,121 @@ def test_a_hub_refuses_a_bad_gossip_timeout_before_any_work(value, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+# ---- `config --run-config TEXT --app DIR` ----------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]  # the project is a Flower App with every key
+APP_KEYS = sorted(to_run_config(default_config()))
+
+
+def _run_config_strings():
+    """Override strings Flower would ignore in part, or that do not hold a valid config."""
+    texts = [
+        "rounds=",
+        "=5",
+        "a.b.c",
+        "tau = 3",
+        "rounds=3 tau",
+        "rounds=3 =5",
+        "rounds=3 rounds=4",
+    ]
+    texts += ['rounds="3', "rounds=abc", "rounds=-1", "tau=0", "nope=1", "missing.toml"]
+    texts += ["rounds=1e400", 'hubs.workers="0"', 'strategy.name="FedXgbBagging"', "seed=[1]"]
+    texts += ['strategy.name="Krum" strategy.options="num_malicious_nodes=10"']
+    texts += ['strategy.name="FedAdam" strategy.options="eta=1e300"']
+    texts += ['hubs.mixing="/etc/passwd"', 'output_dir="${oc.env:HOME}"', "time_steps=10000000000"]
+    for _ in range(12):  # a valid pair and something that is not one
+        key = RNG.choice(APP_KEYS)
+        junk = RNG.choice(["x", "=1", f"{key}=", "==", "-", "'a b'", "{", f"{key}"])
+        pair = RNG.choice(["rounds=3", "tau=2", "q=1", 'weighting="equal"'])
+        texts.append(RNG.choice([f"{pair} {junk}", f"{junk} {pair}"]))
+    return texts
+
+
+RUN_CONFIG_STRINGS = _run_config_strings()
+
+
+@pytest.mark.parametrize("text", RUN_CONFIG_STRINGS)
+def test_a_bad_run_config_string_is_refused(text, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["config", "--run-config", text, "--app", str(ROOT)]
+    _assert_refused(capsys, argv, [tmp_path, ROOT / "pyproject.toml"])
+
+
+def _pyprojects():
+    """Text (or bytes) of pyproject.toml files a Flower App folder might hold by mistake."""
+    table = "[tool.flwr.app.config]\n"
+    texts: list[str | bytes] = [
+        "tool = 5\n",
+        'tool = "x"\n',
+        "tool = [1, 2]\n",
+        "[tool]\nflwr = 1\n",
+        "[tool]\nflwr = true\n",
+        "[tool.flwr]\napp = []\n",
+        '[tool.flwr]\napp = "x"\n',
+        "[tool.flwr.app]\nconfig = 3\n",
+        '[tool.flwr.app]\nconfig = "rounds=3"\n',
+        "[tool.flwr.app]\nconfig = [{rounds = 3}]\n",
+        table + "rounds = [1, 2]\n",
+        table + "rounds = 1979-05-27T07:32:00Z\n",
+        table + "rounds = 07:32:00\n",
+        table + "hubs = { workers = [1, 2] }\n",
+        table + "[[tool.flwr.app.config.x]]\na = 1\n",
+        table + "rounds = 'abc'\n",
+        table + "rounds = -1\n",
+        table + "rounds = inf\n",
+        table + "rounds = nan\n",
+        table + "tau = 1e300\n",
+        table + 'hubs.workers = "x"\n',
+        table + '"hubs.workers" = { a = 1 }\n',
+        table + 'strategy.name = "FedXgbCyclic"\n',
+        table + 'strategy.name = "Krum"\n"strategy.options" = "num_malicious_nodes=10"\n',
+        table + '"strategy.options" = 5\n',
+        table + "nope = 1\n",
+        table + "rounds = 3\nrounds = 4\n",  # not TOML
+        table + "rounds = \n",
+        "[tool.flwr.app.config\n",
+        "\x00\x01\x02",
+        b"\xff\xfe[tool]",
+        "\ufeff" + table + "rounds = 0\n",
+    ]
+    texts += [bytes(RNG.randrange(256) for _ in range(RNG.randint(1, 300))) for _ in range(4)]
+    return texts
+
+
+PYPROJECTS = _pyprojects()
+
+
+def _app_folder(tmp_path, kind, content):
+    app = tmp_path / "app"
+    app.mkdir()
+    path = app / "pyproject.toml"
+    if kind == "text":
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    elif kind == "big":
+        path.write_text("[tool.flwr.app.config]\n" + "# padding\n" * 200_000)
+    elif kind == "dir":
+        path.mkdir()
+    elif kind == "link":
+        path.symlink_to(content)
+    return app
+
+
+APP_CASES = [("text", c) for c in PYPROJECTS] + [
+    ("big", None),
+    ("dir", None),
+    ("none", None),
+    ("link", "/dev/null"),
+    ("link", "/nonexistent"),
+]
+
+
+@pytest.mark.parametrize(("kind", "content"), APP_CASES)
+def test_a_broken_app_pyproject_is_refused(kind, content, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = _app_folder(tmp_path, kind, content)
+    _assert_refused(capsys, ["config", "--run-config", "", "--app", str(app)], [tmp_path])
+
+
 def test_the_surfaces_fuzz_is_large_enough():
-    assert len(STRATEGY_CASES) + len(GOSSIP_TIMEOUTS) >= 90
+    new = len(STRATEGY_CASES) + len(GOSSIP_TIMEOUTS) + len(RUN_CONFIG_STRINGS) + len(APP_CASES)
+    assert new >= 150, new
