@@ -9,6 +9,7 @@ Cases are generated deterministically (``random.Random(SEED)``) and fail in
 validation: milliseconds each.
 """
 
+import json
 import random
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from flwr_multilevel.cli.main import main
 from flwr_multilevel.deploy.hub_app import run_hub
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.config import default_config, to_run_config
+from flwr_multilevel.run.results import RUN_FILES
 
 from .test_fuzz import _assert_refused
 
@@ -261,6 +263,125 @@ def test_a_broken_app_pyproject_is_refused(kind, content, tmp_path, capsys, monk
     _assert_refused(capsys, ["config", "--run-config", "", "--app", str(app)], [tmp_path])
 
 
+# ---- `compare --out DIR`: only what a comparison wrote is replaced --------------------------
+
+COMPARE = ["compare", "local_sgd", "hl_sgd", "time_steps=8", "simulation.backend=inprocess"]
+PLOT_NAMES = [
+    f"{m}_vs_{x}.png" for m in ("loss", "accuracy", "consensus") for x in ("time_step", "time_slot")
+]
+INDEX = '{"title": "t", "runs": {"local_sgd": "local_sgd", "hl_sgd": "hl_sgd"}}'
+GOOD_CONFIG = "seed: 0\ntau: 4\n"
+
+
+def _compare_cases():
+    """(what --out holds: {relative path: text, bytes, or None for a folder}, message part)."""
+    cases = [({name: "mine"}, "holds a run") for name in RUN_FILE_NAMES]
+    cases += [
+        ({name: "mine"}, "no comparison.json") for name in ["comparison.md", "comparison.csv"]
+    ]
+    cases += [({name: b"\x89PNG mine"}, "no comparison.json") for name in PLOT_NAMES]
+    for index in [
+        "{not json",
+        "[]",
+        '{"runs": 5}',
+        '{"runs": {"a": "../x"}}',
+        '{"title": 5, "runs": {}}',
+        '{"runs": {}, "folders": 5}',
+        '{"runs": {}, "folders": ["local_sgd", 3]}',
+        b"\xff\xfe\x00",
+    ]:
+        cases.append(({"comparison.json": index}, "is not a comparison's index"))
+    cases.append(({"comparison.json": None}, "is a link or a folder"))
+    for stray in ["notes.txt", "config.yaml", "history.csv", "summary.json", "sub/x"]:
+        files = {"comparison.json": '{"runs": {"other": "other"}}', f"local_sgd/{stray}": "mine"}
+        cases.append((files, "no comparison wrote"))
+    cases.append(({"local_sgd/notes.txt": "mine"}, "no comparison wrote"))  # no index at all
+    damaged = [
+        ("config.yaml", b"\xff\xfe\x00"),
+        ("config.yaml", "[1, 2]\n"),
+        ("config.yaml", "a: [\n"),
+        ("config.yaml", "tau: 4\n"),
+        ("config.yaml", ""),
+        ("summary.json", "{"),
+        ("summary.json", "[]"),
+        ("summary.json", b"\x00\x01"),
+        ("history.csv", b"\xff\xfe\x00binary"),
+        ("history.csv", "time_step,loss\n1,2\n"),
+        ("rounds.csv", "round,steps\n1,\x00\n"),
+        ("rounds.csv", ""),
+    ]
+    damaged += [("config.yaml", bytes(RNG.randrange(256) for _ in range(64))) for _ in range(3)]
+    for name, content in damaged:
+        files = {"comparison.json": INDEX, "hl_sgd/config.yaml": GOOD_CONFIG}
+        files[f"hl_sgd/{name}"] = content
+        cases.append((files, "damaged earlier run"))
+    for name in ["history.csv", "checkpoint.pt", "hub_models.pt"]:  # a run's files, no config
+        cases.append(({"comparison.json": INDEX, f"local_sgd/{name}": "x"}, "damaged earlier run"))
+    return cases
+
+
+RUN_FILE_NAMES = list(RUN_FILES)
+COMPARE_CASES = _compare_cases()
+
+
+def _write_tree(root: Path, files) -> None:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            path.mkdir()
+        else:
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+@pytest.mark.parametrize(("files", "why"), COMPARE_CASES)
+def test_compare_never_replaces_what_no_comparison_wrote(files, why, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    _write_tree(out, files)
+    line = _assert_refused(capsys, [*COMPARE, "--out", str(out)], [tmp_path])
+    assert line.startswith("flwr-multilevel: error: --out: ") and why in line, line
+
+
+def test_compare_into_a_real_run_folder_leaves_its_plots_alone(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["simulation.backend=inprocess", "rounds=2", "q=1", "eval.train_examples=100"]
+    assert main(["run", *args, f"output_dir={run}"]) == 0
+    assert (run / PLOT_NAMES[0]).is_file()
+    capsys.readouterr()
+    line = _assert_refused(capsys, [*COMPARE, "--out", str(run)], [tmp_path])
+    assert "holds a run (config.yaml), not a comparison" in line
+
+
+def test_compare_may_replace_the_run_folders_comparisons_wrote(tmp_path):
+    from flwr_multilevel.cli.compare import check_comparison_dir, load_comparison, run_comparison
+
+    out = tmp_path / "cmp"
+    _write_tree(
+        out,
+        {
+            "comparison.json": '{"runs": {"local_sgd": "local_sgd"}, "folders": ["hl_sgd"]}',
+            "comparison.md": "old table",
+            "local_sgd/config.yaml": GOOD_CONFIG,  # a killed run: no summary yet
+            "local_sgd/history.csv": "round,time_step\n0,0\n1,",
+            "hl_sgd/config.yaml": GOOD_CONFIG,
+            "hl_sgd/summary.json": "{}",
+        },
+    )
+    comparison = load_comparison(["local_sgd", "hl_sgd", "mll_sgd"], ["time_steps=8"])
+    assert check_comparison_dir(comparison, out) == out
+
+    def stop(exp, progress=None):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(comparison, out, launch=stop)
+    index = json.loads((out / "comparison.json").read_text())
+    assert index["folders"] == ["hl_sgd", "local_sgd", "mll_sgd"]  # earlier ones stay ours
+    assert list(index["runs"]) == ["local_sgd", "hl_sgd", "mll_sgd"]
+
+
 def test_the_surfaces_fuzz_is_large_enough():
     new = len(STRATEGY_CASES) + len(GOSSIP_TIMEOUTS) + len(RUN_CONFIG_STRINGS) + len(APP_CASES)
+    new += len(COMPARE_CASES)
     assert new >= 150, new
