@@ -283,3 +283,26 @@ def test_flowers_engine_logs_no_traceback_per_failed_message():
     finally:
         logger.removeHandler(keep)
     assert seen == ["hub", "after"]
+
+
+def test_a_hub_on_its_own_logs_one_line_per_round_with_failures(caplog):
+    from flwr.app import Error
+
+    from flwr_multilevel.strategies import HubStrategy, WorkerSpec
+
+    grid = LocalGrid(client_app, 4)
+    workers = {node: WorkerSpec(i, 1.0, 1.0) for i, node in enumerate(grid.contexts)}
+    hub = HubStrategy(flwr_strategies.FedMedian(), 0, workers, time_steps=2)
+    model = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+    assert len(list(hub.configure_train(1, model, ConfigRecord(), grid))) == 4
+    replies = []
+    for node in workers:
+        sent = Message(RecordDict(), dst_node_id=node, message_type="train")
+        replies.append(Message(Error(0, "disk full"), reply_to=sent))
+    caplog.set_level(logging.WARNING, logger="flwr")
+    assert hub.aggregate_train(1, replies) == (None, None)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert lines == [
+        "hub 0 round 1: 4 of 4 workers without a valid reply (4 replies dropped; first: "
+        "worker 0: the worker failed: disk full); hub 0 kept its model"
+    ]
