@@ -30,7 +30,7 @@ from flwr_multilevel.experiment.config import default_config, load_config
 from flwr_multilevel.experiment.prepare import initial_model, prepare
 
 from .conftest import make_config
-from .helpers import flat, run_engine
+from .helpers import flat, read_csv, run_engine
 from .test_batched import direct_runner
 
 SMALL = ["rounds=4", "hubs.workers=2"]
@@ -158,6 +158,8 @@ def test_max_failed_rounds_exits_1_on_the_command_line(tmp_path, capsys):
     assert main([*args, f"output_dir={tmp_path / 'x'}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("flwr-multilevel: error: hub 0 kept its model for 1 rounds")
+    rows = read_csv(tmp_path / "x" / "rounds.csv")
+    assert [int(r["round"]) for r in rows] == [1, 2, 3]  # the round that ended the run is kept
 
 
 # ---- the support table ---------------------------------------------------------------------

@@ -137,6 +137,8 @@ def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
     import json  # pylint: disable=import-outside-toplevel
 
     from flwr_multilevel.experiment.prepare import prepare  # pylint: disable=C0415
+    from flwr_multilevel.run.checkpoint import load_checkpoint  # pylint: disable=C0415
+    from flwr_multilevel.run.resume import check_config  # pylint: disable=C0415
 
     if args:
         raise ConfigError("--resume", "takes no config or overrides: the run keeps its own")
@@ -154,6 +156,13 @@ def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
     if cfg.simulation.backend == "batched":
         raise ConfigError("--resume", "runs of the batched backend cannot be resumed")
     cfg.output_dir = str(path)
+    # the checkpoint and the config, read-only, before the data and the model are prepared
+    # (the run core checks the whole folder again before it changes anything)
+    state = load_checkpoint(path)
+    last = state["round"]
+    if not isinstance(last, int) or isinstance(last, bool) or last < 1:
+        raise ConfigError("--resume", f"checkpoint.pt in {folder!r}: {last!r} is not a round")
+    check_config(str(state["config"]), cfg, last)
     return _launch(prepare(cfg), verbose, resume=True)
 
 

@@ -24,6 +24,7 @@ pulls of replies) and ``deploy.out`` (its folder; default ``<output_dir>/hub-<d>
 """
 
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -171,10 +172,33 @@ def peer_layer(deploy: Mapping[str, Any], mixing: Any, hub_id: int) -> NetworkPe
             parse_peers(str(deploy.get("peers", ""))),
             tls=tls,
             insecure=insecure,
-            timeout=float(deploy.get("gossip-timeout", 30.0)),
+            timeout=gossip_timeout(deploy),
         )
     except ValueError as err:
         raise ConfigError("deploy.peers", str(err)) from None
+
+
+def gossip_timeout(deploy: Mapping[str, Any]) -> float:
+    """Return ``deploy.gossip-timeout`` (seconds, default 30): a finite number > 0.
+
+    Raises
+    ------
+    ConfigError
+        ``deploy.gossip-timeout`` is not a number of seconds > 0.
+
+    Examples
+    --------
+    >>> gossip_timeout({}), gossip_timeout({"gossip-timeout": "2.5"})
+    (30.0, 2.5)
+    """
+    value = deploy.get("gossip-timeout", 30.0)
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError("deploy.gossip-timeout", f"expected seconds > 0, got {str(value)[:60]!r}")
+    return seconds
 
 
 def _log_to(path: Path) -> logging.Handler:
@@ -193,6 +217,7 @@ def run_hub(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
         A bad experiment or deployment key.
     """
     cfg, deploy = split_run_config(run_config)
+    gossip_timeout(deploy)  # a bad deployment key is refused before any work
     exp = prepare(validate(cfg))
     d = int(deploy.get("hub-id", -1))
     if not 0 <= d < exp.hierarchy.num_hubs:

@@ -145,7 +145,11 @@ def run_in_simulation(
     # The feeder visits every node per pass: with many nodes, short waits cost more than they save
     feeder_wait = min(0.1, POLL_INTERVAL * max(1.0, num_supernodes / FEEDER_NODES))
     try:
-        with warnings.catch_warnings(), fast_node_polling(feeder_wait, groups):
+        with (
+            warnings.catch_warnings(),
+            fast_node_polling(feeder_wait, groups),
+            flower_compat.quiet_engine_errors(),  # the hubs summarise failures per round
+        ):
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")
             run_simulation(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from flwr.common.logger import log
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from flwr_multilevel.engines.support import check_supported
 from flwr_multilevel.errors import ConfigError
@@ -56,11 +56,12 @@ from flwr_multilevel.experiment.schema import (
     PARTITIONS,
     WEIGHTINGS,
 )
-from flwr_multilevel.experiment.strategy_options import check_strategy
+from flwr_multilevel.experiment.strategy_options import check_hub_sizes, check_strategy
 from flwr_multilevel.model.hierarchy import hub_sizes
 from flwr_multilevel.model.lists import number_list
 
 MAX_FILE_BYTES = 1_000_000  # config, comparison, graph and matrix files
+MAX_ROUNDS = 10**7  # of `rounds`, and of the rounds `time_steps` asks for
 
 
 def _read_yaml_file(path: str | Path, key: str) -> Any:
@@ -238,11 +239,17 @@ def validate(cfg: DictConfig) -> DictConfig:
     refuse_interpolations(cfg, "config")
     integer("seed", cfg.seed, 0, 2**32 - 1)
     for key in ("rounds", "tau", "q", "batch_size"):
-        integer(key, cfg[key], 1, 10**7)
+        integer(key, cfg[key], 1, MAX_ROUNDS)
     integer("hubs.count", cfg.hubs.count, 1, 10_000)
     for key in ("time_steps", "max_time_slots"):
         if cfg[key] is not None:
             integer(key, cfg[key], 1, 10**12)
+    if cfg.time_steps is not None and num_rounds(cfg) > MAX_ROUNDS:
+        raise ConfigError(
+            "time_steps",
+            f"expected at most {MAX_ROUNDS * cfg.tau} ({MAX_ROUNDS} rounds of tau={cfg.tau}), "
+            f"got {cfg.time_steps}",
+        )
     flag("wait_for_slowest", cfg.wait_for_slowest)
     flag("overwrite", cfg.overwrite)
     number("lr", cfg.lr, 0, 1e3, low_open=True)
@@ -277,6 +284,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     options = OmegaConf.to_container(cfg.strategy.options, resolve=False)
     assert isinstance(options, dict)
     check_strategy(cfg.strategy.name, cast(dict[str, Any], options))
+    workers = cfg.hubs.workers
+    sizes = list(workers) if isinstance(workers, list | ListConfig) else [workers] * cfg.hubs.count
+    check_hub_sizes(cfg.strategy.name, cast(dict[str, Any], options), sizes)
     check_supported(cfg)  # what simulation.backend does not run is refused here, before any work
     for text in warnings_of(cfg):
         log(WARNING, "flwr-multilevel: warning: %s", text)

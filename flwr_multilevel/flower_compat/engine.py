@@ -11,6 +11,7 @@ functions below.
 """
 
 import importlib
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -52,6 +53,9 @@ GROUPED_ENGINE = (
     (CONTEXTS, "DeprecatedRunInfoStore", "update_context", ("run_id", "context")),
     (METRICS, "VceMetrics", "add_clientapp_runtime", ("runtime",)),
 )
+
+# Where Flower's engine logs each failed message at ERROR, with its traceback: (module, function)
+ENGINE_ERROR_LOGS = (("vce_api", "worker"), ("raybackend", "process_message"))
 
 
 def _module(name: str) -> ModuleType:
@@ -241,3 +245,30 @@ def set_grid_pull_interval(grid: Any, seconds: float) -> None:
         grid.pull_interval = seconds
     elif any(c.__name__ == "InMemoryGrid" for c in type(grid).__mro__):
         warn_missing("InMemoryGrid.pull_interval", "replies are polled at Flower's own rate")
+
+
+class _EngineErrors(logging.Filter):
+    """Drop the ERROR records of each failed message from Flower's engine (ENGINE_ERROR_LOGS)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno >= logging.ERROR
+            and (record.module, record.funcName) in ENGINE_ERROR_LOGS
+        )
+
+
+@contextmanager
+def quiet_engine_errors() -> Iterator[None]:
+    """Within the block, Flower's engine logs no traceback per failed message.
+
+    A message whose ClientApp raised still comes back as an error reply with
+    its reason; the hubs summarise those in one line per round. Should Flower
+    log from elsewhere, its lines simply show again.
+    """
+    quiet = _EngineErrors()
+    logger = logging.getLogger("flwr")
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)

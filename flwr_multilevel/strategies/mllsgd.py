@@ -10,7 +10,7 @@ The hubs and one round across them are :class:`~flwr_multilevel.strategies.round
 """
 
 from collections.abc import Callable, Mapping
-from logging import INFO, WARNING
+from logging import INFO
 from typing import Any
 
 import numpy as np
@@ -262,7 +262,7 @@ class MLLSGD(MLLSGDRounds):
             result.evaluate_metrics_serverapp[0] = metrics
         for server_round in range(first_round, num_rounds + 1):
             report = self.run_round(grid, server_round, config, timeout)
-            self._check_failures(report)
+            abort = self._count_failures(report)
             result.train_metrics_clientapp[server_round] = train = self.round_metrics()
             self._log_round(report, train, num_rounds)
             if self.evaluate_every and (
@@ -277,7 +277,10 @@ class MLLSGD(MLLSGDRounds):
             ):
                 result.evaluate_metrics_serverapp[server_round] = metrics
             models = [self.models[d] for d in self.hub_ids]
-            if self.on_round is not None and self.on_round(report, models):
+            stop = self.on_round is not None and self.on_round(report, models)
+            if abort:  # after on_round: the round that ends the run is recorded too
+                raise RunAborted(abort)
+            if stop:
                 log(INFO, "MLLSGD: stopped after round %s", server_round)
                 break
         result.arrays = self.global_model()
@@ -326,16 +329,23 @@ class MLLSGD(MLLSGDRounds):
         self._restored = None
         return int(state["round"])
 
-    def _check_failures(self, report: RoundReport) -> None:
-        """Raise :class:`RunAborted` once a hub has failed ``max_failed_rounds`` rounds in a row."""
+    def _count_failures(self, report: RoundReport) -> str:
+        """Count every hub's failed rounds in a row; return why the run must stop, or "".
+
+        The run stops (:class:`RunAborted`, after the round is recorded) once a
+        hub has kept its model ``max_failed_rounds`` rounds in a row.
+        """
+        reason = ""
         for d in self.hub_ids:
             failed = d in report.failed_hubs
             self._failed_in_a_row[d] = self._failed_in_a_row.get(d, 0) + 1 if failed else 0
-            if self.max_failed_rounds and self._failed_in_a_row[d] >= self.max_failed_rounds:
-                raise RunAborted(
+            limit = self.max_failed_rounds
+            if not reason and limit and self._failed_in_a_row[d] >= limit:
+                reason = (
                     f"hub {d} kept its model for {self._failed_in_a_row[d]} rounds in a row "
                     f"(round {report.server_round}); last reason: {report.failed_hubs[d]}"
                 )
+        return reason
 
     def _log_round(self, report: RoundReport, metrics: MetricRecord, num_rounds: int) -> None:
         log(
@@ -348,11 +358,4 @@ class MLLSGD(MLLSGDRounds):
             f", {TRAIN_LOSS} {metrics[TRAIN_LOSS]:.4f}" if TRAIN_LOSS in metrics else "",
             report.seconds,
         )
-        if report.dropped or report.missing:
-            log(
-                WARNING,
-                "round %s: %s replies not used, %s workers counted as taking no step",
-                report.server_round,
-                len(report.dropped),
-                len(report.missing),
-            )
+        self.log_failures()

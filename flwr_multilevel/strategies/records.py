@@ -7,6 +7,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from flwr_multilevel.flower_compat import config_with_entries
+from flwr_multilevel.protocol.codec import array_record
 from flwr_multilevel.protocol.keys import METRICS, NUM_EXAMPLES, STEPS, WORKER_WEIGHT
 
 
@@ -106,9 +107,15 @@ def chain_input(
 def stand_in(
     node: int, model: ArrayRecord, keys: list[str], weight: float, arrays_key: str
 ) -> Message:
-    """Return the chain input of a worker that took no step: the hub model ``y_d``, metrics 0."""
+    """Return the chain input of a worker that took no step: the hub model ``y_d``, metrics 0.
+
+    Every stand-in holds its own record of ``model``'s arrays: robust rules
+    (FedMedian, FedTrimmedAvg, Bulyan) take the arrays out of their inputs,
+    which must neither empty the hub's model nor the next stand-in.
+    """
     metrics = MetricRecord({k: 0.0 for k in keys})
     metrics[NUM_EXAMPLES], metrics[STEPS] = 0, 0
     metrics[WORKER_WEIGHT] = weight
     sent = Message(RecordDict(), dst_node_id=node, message_type="train")
-    return Message(RecordDict({arrays_key: model, METRICS: metrics}), reply_to=sent)
+    own = array_record(model.items())  # the same (immutable) arrays, in a record of its own
+    return Message(RecordDict({arrays_key: own, METRICS: metrics}), reply_to=sent)

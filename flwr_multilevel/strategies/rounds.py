@@ -29,7 +29,12 @@ from flwr_multilevel.strategies.deadline import one_reply_each, set_deadline
 from flwr_multilevel.strategies.discovery import discover_workers
 from flwr_multilevel.strategies.hub import HubStrategy, Missing, WorkerSpec
 from flwr_multilevel.strategies.peer import InProcessPeerLayer, PeerLayer
-from flwr_multilevel.strategies.report import OnRound, RoundReport, round_record
+from flwr_multilevel.strategies.report import (
+    OnRound,
+    RoundReport,
+    failure_summary,
+    round_record,
+)
 from flwr_multilevel.strategies.settings import (
     at_least,
     train_config,
@@ -162,6 +167,7 @@ class MLLSGDRounds(Strategy):
             self.hubs[d] = HubStrategy(
                 self.strategy, d, workers, self.tau, self.missing, self.clip_norm, self.min_replies
             )
+            self.hubs[d].log_rounds = False  # MLLSGD logs one line per round for all its hubs
             self.hub_of_node.update({node: d for node in workers})
         self.models = {d: initial_arrays for d in self.hub_ids}
 
@@ -265,15 +271,8 @@ class MLLSGDRounds(Strategy):
         if self.peer_layer is None:
             self.peer_layer = InProcessPeerLayer(self._fix_mixing())
         sharing = [d for d in averages if d not in self.report.failed_hubs]
-        for d in averages:
+        for d in averages:  # (the round's one warning line says so, with its reason)
             if d not in sharing:
-                log(
-                    WARNING,
-                    "round %s: hub %s sits this gossip out (%s)",
-                    server_round,
-                    d,
-                    self.report.failed_hubs[d],
-                )
                 self.peer_layer.withhold(d, server_round, self.report.failed_hubs[d])
         for d in sharing:
             self.peer_layer.publish(d, server_round, averages[d])
@@ -296,7 +295,19 @@ class MLLSGDRounds(Strategy):
         self.report = RoundReport(server_round, gossip=server_round % self.q == 0)
         averages = self._average(server_round, list(replies))
         self.models = self._gossip(server_round, averages) if self.report.gossip else averages
+        self.log_failures()
         return self.global_model(), self.round_metrics()
+
+    def log_failures(self) -> None:
+        """Log what went wrong in the last round at any hub, in one line (if anything did)."""
+        report = self.report
+        if report.dropped or report.missing or report.failed_hubs:
+            workers = sum(len(hub.workers) for hub in self.hubs.values())
+            summary = failure_summary(
+                len(report.missing), workers, report.dropped, report.failed_hubs
+            )
+            gossip = " and sat the gossip out" if report.gossip and report.failed_hubs else ""
+            log(WARNING, "round %s: %s%s", report.server_round, summary, gossip)
 
     def global_model(self) -> ArrayRecord:
         """Return ``u = sum_d b_d y_d`` over this server's hubs (``y_d`` for a single hub)."""

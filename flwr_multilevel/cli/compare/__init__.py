@@ -16,8 +16,9 @@ baseline name or a YAML path), then its own keys, then the command line's
 ``key=value`` overrides.
 
 The comparison's runs (:mod:`.load`, :mod:`.baselines`), their numbers
-(:mod:`.metrics`), its table and plots (:mod:`.table`), the runner
-(:mod:`.runner`) and finished runs read back (:mod:`.finished`).
+(:mod:`.metrics`), its table and plots (:mod:`.table`), what it may replace in
+its folder (:mod:`.target`), the runner (:mod:`.runner`) and finished runs
+read back (:mod:`.finished`).
 """
 
 from flwr_multilevel.cli.compare.baselines import baseline_names, baseline_path, baselines_dir

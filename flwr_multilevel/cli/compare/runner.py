@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from flwr_multilevel.cli.compare.load import Comparison, RunSpec, slug
 from flwr_multilevel.cli.compare.table import TABLE, write_outputs
+from flwr_multilevel.cli.compare.target import check_comparison_target, listed_folders
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.config import _read_yaml_file, num_rounds
 from flwr_multilevel.run.results import (
@@ -56,8 +57,9 @@ def check_comparison_dir(comparison: Comparison, folder: str | Path | None) -> P
     Raises
     ------
     ConfigError
-        ``--out`` is a file, a link, read-only or too long, or one of its run
-        folders or files is a link.
+        ``--out`` is a file, a link, read-only or too long, one of its run
+        folders or files is a link, or it holds what no comparison wrote or a
+        damaged earlier run (:func:`.target.check_comparison_target`).
     """
     out = comparison_dir(folder)
     try:
@@ -69,6 +71,7 @@ def check_comparison_dir(comparison: Comparison, folder: str | Path | None) -> P
             raise ConfigError("--out", f"{out / name} is a link or a folder")
     for spec in comparison.runs:
         check_output_dir(out / slug(spec.label), overwrite=True)
+    check_comparison_target(out, [slug(spec.label) for spec in comparison.runs])
     return out
 
 
@@ -130,10 +133,12 @@ def run_comparison(
     except BaseException:
         release_output_dir(made)
         raise
+    runs = {spec.label: slug(spec.label) for spec in comparison.runs}
     index: dict[str, Any] = {
         "title": comparison.title,
-        "runs": {spec.label: slug(spec.label) for spec in comparison.runs},
+        "runs": runs,
         **({"groups": comparison.groups} if comparison.groups else {}),
+        "folders": sorted((listed_folders(out) or set()) | set(runs.values())),  # ours to replace
     }
     (out / "comparison.json").write_text(json.dumps(index, indent=1) + "\n")
     walls: dict[str, float] = {}
