@@ -604,8 +604,7 @@ def _nested(path, value):
     return edit
 
 
-# Checkpoints of the right format whose contents the run core does not check yet (it
-# raises, or resumes): run/checkpoint.py and run/resume.py are another engineer's to fix
+# Checkpoints of the right format with edited contents (run/resume_checks.py refuses them)
 RUN_CORE_GAPS = [
     ("mll-empty", ["mll"], {}),
     ("mll-text", ["mll"], "x"),
@@ -623,11 +622,10 @@ RUN_CORE_GAPS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="run core: a checkpoint's contents are not checked")
 @pytest.mark.parametrize(
     ("name", "path", "value"), RUN_CORE_GAPS, ids=[g[0] for g in RUN_CORE_GAPS]
 )
-def test_run_core_gap_edited_checkpoint(name, path, value, killed_run, tmp_path, capsys):
+def test_an_edited_checkpoint_is_refused(name, path, value, killed_run, tmp_path, capsys):
     folder = tmp_path / "run"
     shutil.copytree(killed_run, folder)
     state = torch.load(folder / "checkpoint.pt", weights_only=True)
@@ -637,9 +635,10 @@ def test_run_core_gap_edited_checkpoint(name, path, value, killed_run, tmp_path,
     _assert_refused(capsys, ["run", "--resume", str(folder)], [tmp_path])
 
 
-@pytest.mark.xfail(strict=True, reason="run core: CSV rows are not checked against the checkpoint")
 @pytest.mark.parametrize("names", [["history.csv"], ["checkpoint.pt", "config.yaml"]])
-def test_run_core_gap_another_runs_files(names, killed_run, foreign_run, tmp_path, capsys):
+def test_another_runs_files_beside_a_checkpoint_are_refused(
+    names, killed_run, foreign_run, tmp_path, capsys
+):
     folder = tmp_path / "run"
     shutil.copytree(killed_run, folder)
     for name in names:  # the rest stays this run's
