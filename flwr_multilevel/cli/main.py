@@ -279,6 +279,21 @@ def certs(ns: argparse.Namespace) -> int:
     return 0
 
 
+def collect(ns: argparse.Namespace) -> int:
+    """Combine a deployment's hub folders into a run's results folder (1: a hub did not finish)."""
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.cli.console import quiet_flower
+    from flwr_multilevel.deploy.collect import collect as collect_hubs
+
+    quiet_flower()
+    exp, summary, failed = collect_hubs(ns.folder, overwrite=ns.overwrite)
+    if summary.get("round") is not None:
+        _print_summary(summary, exp)
+    for hub, why in failed.items():
+        print(f"flwr-multilevel: error: hub {hub} failed: {why}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flwr-multilevel``; returns the exit status.
 
@@ -297,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return certs(ns)
         if ns.command == "deploy":
             return deploy(ns)
+        if ns.command == "collect":
+            return collect(ns)
         if ns.command == "theory":
             return theory(ns.args)
         return run(ns.args, ns.verbose, ns.resume)

@@ -18,6 +18,7 @@ USAGE = """examples:
   flwr-multilevel certs certs/ --hubs 3 --workers 4     # CA, hub and SuperNode keys (one machine)
   flwr-multilevel certs certs/ --workers 2 --host hub-0=10.0.0.5 --host hub-1=10.0.0.6
   flwr-multilevel deploy hubs.workers=2 rounds=8        # every hub its own Flower server, locally
+  flwr-multilevel collect results/                      # hub-<d>/ folders of D sites -> one run
 """
 
 
@@ -95,7 +96,7 @@ def _add_report_commands(commands: Any) -> None:
 
 
 def _add_deployment_commands(commands: Any) -> None:
-    """Add ``certs`` and ``deploy``."""
+    """Add ``certs``, ``collect`` and ``deploy``."""
     text = "make a federation CA, per-hub peer and SuperLink certificates, SuperNode keys"
     sub = commands.add_parser("certs", help=text, description=text)
     sub.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (its parent must exist)")
@@ -118,6 +119,15 @@ def _add_deployment_commands(commands: Any) -> None:
         "--force",
         action="store_true",
         help="replace certificates already in OUT_DIR (moved to OUT_DIR/backup-<time>/ first)",
+    )
+    text = (
+        "combine the hub-<d>/ folders of a deployment (copied into FOLDER) into the results "
+        "folder of a run there: history.csv with u, rounds.csv, summary.json, plots"
+    )
+    sub = commands.add_parser("collect", help=text, description=text)
+    sub.add_argument("folder", metavar="FOLDER", help="holds hub-0/ ... hub-<D-1>/")
+    sub.add_argument(
+        "--overwrite", action="store_true", help="replace the run files a collect wrote before"
     )
     text = "run an experiment with every hub its own Flower SuperLink on this machine"
     sub = commands.add_parser("deploy", help=text, description=text)
