@@ -286,7 +286,7 @@ def collect(ns: argparse.Namespace) -> int:
     from flwr_multilevel.deploy.collect import collect as collect_hubs
 
     quiet_flower()
-    exp, summary, failed = collect_hubs(ns.folder, overwrite=ns.overwrite)
+    exp, summary, failed = collect_hubs(ns.folder, overwrite=ns.overwrite, data_root=ns.data_root)
     if summary.get("round") is not None:
         _print_summary(summary, exp)
     for hub, why in failed.items():

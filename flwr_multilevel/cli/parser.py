@@ -129,6 +129,9 @@ def _add_deployment_commands(commands: Any) -> None:
     sub.add_argument(
         "--overwrite", action="store_true", help="replace the run files a collect wrote before"
     )
+    sub.add_argument(
+        "--data-root", help="the data set's folder on this machine (default: hub 0's data.root)"
+    )
     text = "run an experiment with every hub its own Flower SuperLink on this machine"
     sub = commands.add_parser("deploy", help=text, description=text)
     sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml|BASELINE] [key=value ...]")

@@ -35,7 +35,7 @@ from flwr_multilevel.run.reports import merge_reports, read_reports
 from flwr_multilevel.run.results import ResultsFolder
 
 HUB_FOLDER = re.compile(r"hub-(\d+)")
-PER_SITE = ("output_dir", "overwrite")  # config keys each site may set its own way
+PER_SITE = ("output_dir", "overwrite", "data.root")  # keys each site may set its own way
 UNFINISHED = "it did not finish (its folder has no summary.json)"
 
 
@@ -163,7 +163,13 @@ def _comparable(cfg: DictConfig) -> dict[Any, Any]:
     """Return the config as a dict, without the keys each site sets its own way."""
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
-    return {k: v for k, v in data.items() if k not in PER_SITE}
+    for key in PER_SITE:
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node.get(part, {})
+        node.pop(last, None)
+    return data
 
 
 def shared_config(hubs: dict[int, Path]) -> DictConfig:
@@ -196,13 +202,19 @@ def shared_config(hubs: dict[int, Path]) -> DictConfig:
 
 
 def collect(
-    folder: str | Path, *, overwrite: bool = False, progress: Progress | None = None
+    folder: str | Path,
+    *,
+    overwrite: bool = False,
+    data_root: str | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Experiment, dict[str, Any], dict[int, str]]:
     """Combine the ``hub-<d>/`` folders in ``folder`` into the results folder of a run there.
 
     Every hub 0..D-1 of the experiment must have its folder (as its app
     wrote it, copied from its machine); a hub without ``summary.json``
     counts as failed, and u is scored with its last model, as ``deploy`` does.
+    u is scored on this machine: ``data_root`` is where its copy of the data
+    set lives (default: the first hub's ``data.root``).
 
     Returns
     -------
@@ -224,6 +236,8 @@ def collect(
         )
     cfg = shared_config(hubs)
     cfg.output_dir, cfg.overwrite = str(root), overwrite
+    if data_root is not None:
+        cfg.data.root = data_root
     exp = prepare(validate(cfg))
     missing = [d for d in range(exp.hierarchy.num_hubs) if d not in hubs]
     if missing or max(hubs) >= exp.hierarchy.num_hubs:
