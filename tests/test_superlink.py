@@ -98,6 +98,12 @@ def test_bad_arguments_are_one_line_and_status_2(argv, message, capsys):
     assert len(err) == 1 and err[0].startswith("superlink: error: ") and message in err[0]
 
 
+def test_a_grpc_control_api_on_its_own_address_is_refused(monkeypatch, capsys):
+    monkeypatch.setenv("FLWR_INTERNAL_GRPC_CONTROL_API", "1")
+    assert superlink.main(["--fleet", "127.0.0.2:19092"]) == 2
+    assert "FLWR_INTERNAL_GRPC_CONTROL_API=1 serves a Control API" in capsys.readouterr().err
+
+
 def test_the_connection_is_added_with_an_absolute_ca_path(tmp_path, monkeypatch):
     monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)

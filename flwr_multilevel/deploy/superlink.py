@@ -50,6 +50,7 @@ from flwr.common.logger import log
 
 FLEET_PREFIX = "/v1/fleet/"
 CONTROL_PORT = 9093  # Flower's Control API port before 1.42
+GRPC_CONTROL = "FLWR_INTERNAL_GRPC_CONTROL_API"  # Flower's switch for a gRPC Control API
 DENIED = b"this address serves the Fleet API only; use the Control API on the hub's machine\n"
 
 
@@ -299,6 +300,8 @@ def serve(argv: Sequence[str]) -> None:
     from flwr_multilevel.flower_compat import superlink_serving  # pylint: disable=C0415
 
     ns, rest = _parser().parse_known_args(argv)
+    if os.environ.get(GRPC_CONTROL) == "1":  # Flower would serve it on --control-api-address
+        raise ValueError(f"{GRPC_CONTROL}=1 serves a Control API on another address; unset it")
     fleet = split_address(ns.fleet, "--fleet")
     control = control_address(fleet[0], ns.control)
     if fleet == control:
@@ -312,7 +315,7 @@ def serve(argv: Sequence[str]) -> None:
         raise
     serving = superlink_serving([*args, "--host", control[0], "--port", str(control[1])])
     config = uvicorn.Config(
-        app=FleetOnly(serving.app, control),
+        app=FleetOnly(serving.app, sockets[0].getsockname()[:2]),  # as connections report it
         ssl_certfile=serving.ssl_certfile,
         ssl_keyfile=serving.ssl_keyfile,
         log_config=serving.log_config,
