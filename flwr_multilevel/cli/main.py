@@ -260,16 +260,47 @@ def plot(ns: argparse.Namespace) -> int:
 
 def certs(ns: argparse.Namespace) -> int:
     """Write a federation's certificates and keys; return the exit status."""
-    from flwr_multilevel.deploy.certs import DEFAULT_HOSTS, make_federation  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.deploy.cert_inputs import parse_hub_hosts
+    from flwr_multilevel.deploy.certs import make_federation
 
-    for name, value in (("--hubs", ns.hubs), ("--workers", ns.workers)):
-        if value < 1:
-            raise ConfigError(name, f"expected an integer >= 1, got {value}")
-    files = make_federation(ns.out_dir, ns.hubs, ns.workers, ns.host or DEFAULT_HOSTS)
+    try:
+        workers = [int(w) for w in str(ns.workers).split(",")]
+    except ValueError:
+        raise ConfigError(
+            "--workers", f"expected integers such as 4 or 2,3, got {ns.workers!r}"
+        ) from None
+    hosts = parse_hub_hosts(ns.host) if ns.host else None
+    hubs = ns.hubs
+    if hubs is None:  # as many as --host names, or as --workers counts, else 3
+        hubs = len(hosts) if hosts else len(workers) if len(workers) > 1 else 3
+    files = make_federation(
+        ns.out_dir, hubs, workers[0] if len(workers) == 1 else workers, hosts, force=ns.force
+    )
+    if files.backup is not None:
+        print(f"the previous certificates are in {files.backup}")
     print(f"CA: {files.ca_cert} (its key {files.ca_key}: keep it off the hubs)")
-    print(f"per hub: {Path(ns.out_dir) / 'hub-<d>'}/ peer.pem/.key, superlink.pem/.key, ", end="")
-    print("supernode-<k> (private, 0600) and supernode-<k>.pub")
+    for d, names in enumerate(files.hosts[:10]):
+        print(f"hub-{d}: {', '.join(names)} -> {files.peer[d][0].parent}/ ", end="")
+        print(f"(superlink, peer, supernode-0..{len(files.supernode[d]) - 1})")
+    if len(files.hosts) > 10:
+        print(f"... and hub-10 to hub-{len(files.hosts) - 1} alike")
     return 0
+
+
+def collect(ns: argparse.Namespace) -> int:
+    """Combine a deployment's hub folders into a run's results folder (1: a hub did not finish)."""
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.cli.console import quiet_flower
+    from flwr_multilevel.deploy.collect import collect as collect_hubs
+
+    quiet_flower()
+    exp, summary, failed = collect_hubs(ns.folder, overwrite=ns.overwrite, data_root=ns.data_root)
+    if summary.get("round") is not None:
+        _print_summary(summary, exp)
+    for hub, why in failed.items():
+        print(f"flwr-multilevel: error: hub {hub} failed: {why}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return certs(ns)
         if ns.command == "deploy":
             return deploy(ns)
+        if ns.command == "collect":
+            return collect(ns)
         if ns.command == "theory":
             return theory(ns.args)
         return run(ns.args, ns.verbose, ns.resume)

@@ -15,8 +15,10 @@ USAGE = """examples:
   flwr-multilevel plot cmp/ runs/20260101-120000        # redraw plots of finished runs
   flwr-multilevel theory theory.L=1 theory.sigma2=1 theory.beta=0 theory.f_gap=2
   flwr-multilevel config                                # every key, with its default
-  flwr-multilevel certs certs/ --hubs 3 --workers 4     # CA, hub and SuperNode keys for deploy
+  flwr-multilevel certs certs/ --hubs 3 --workers 4     # CA, hub and SuperNode keys (one machine)
+  flwr-multilevel certs certs/ --workers 2 --host hub-0=10.0.0.5 --host hub-1=10.0.0.6
   flwr-multilevel deploy hubs.workers=2 rounds=8        # every hub its own Flower server, locally
+  flwr-multilevel collect results/                      # hub-<d>/ folders of D sites -> one run
 """
 
 
@@ -94,16 +96,41 @@ def _add_report_commands(commands: Any) -> None:
 
 
 def _add_deployment_commands(commands: Any) -> None:
-    """Add ``certs`` and ``deploy``."""
+    """Add ``certs``, ``collect`` and ``deploy``."""
     text = "make a federation CA, per-hub peer and SuperLink certificates, SuperNode keys"
     sub = commands.add_parser("certs", help=text, description=text)
-    sub.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created)")
-    sub.add_argument("--hubs", type=int, default=3, help="number of hubs (default: 3)")
-    sub.add_argument("--workers", type=int, default=4, help="workers per hub (default: 4)")
+    sub.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (its parent must exist)")
+    sub.add_argument(
+        "--hubs", type=int, help="number of hubs, 1-1000 (default: as many as --host names, or 3)"
+    )
+    sub.add_argument(
+        "--workers",
+        default="4",
+        help="workers per hub, one number or one per hub such as 2,3 (default: 4; 10000 in all)",
+    )
     sub.add_argument(
         "--host",
         action="append",
-        help="host name or IP of the servers (repeatable; default: localhost and 127.0.0.1)",
+        metavar="hub-<d>=HOST[,HOST]",
+        help="the DNS names / IPs of hub d's site, e.g. hub-0=10.0.0.5 (repeatable, one per hub; "
+        "default: every hub on this machine); every site also gets localhost and 127.0.0.1",
+    )
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="replace certificates already in OUT_DIR (moved to OUT_DIR/backup-<time>/ first)",
+    )
+    text = (
+        "combine the hub-<d>/ folders of a deployment (copied into FOLDER) into the results "
+        "folder of a run there: history.csv with u, rounds.csv, summary.json, plots"
+    )
+    sub = commands.add_parser("collect", help=text, description=text)
+    sub.add_argument("folder", metavar="FOLDER", help="holds hub-0/ ... hub-<D-1>/")
+    sub.add_argument(
+        "--overwrite", action="store_true", help="replace the run files a collect wrote before"
+    )
+    sub.add_argument(
+        "--data-root", help="the data set's folder on this machine (default: hub 0's data.root)"
     )
     text = "run an experiment with every hub its own Flower SuperLink on this machine"
     sub = commands.add_parser("deploy", help=text, description=text)

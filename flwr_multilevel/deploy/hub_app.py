@@ -12,7 +12,8 @@ own results folder ``<output_dir>/hub-<d>/`` through the run core
 * ``reports.jsonl``: the same rounds in full, read by deploy's combined view;
 * ``models/round-<r>.pt``: its model ``y_d`` at every evaluation round
   (round 0 included), read by :mod:`flwr_multilevel.deploy.runner` to compute u;
-* ``hub.log`` (its log), ``pid`` (its process), ``summary.json`` at the end.
+* ``config.yaml`` (the experiment it ran, read by ``flwr-multilevel collect``),
+  ``hub.log`` (its log), ``pid`` (its process), ``summary.json`` at the end.
 
 Deployment keys of the run config (the experiment's own keys are those of
 ``default.yaml``, flattened, or one YAML document in ``deploy.config``):
@@ -227,6 +228,7 @@ def run_hub(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     folder = ResultsFolder(Path(str(deploy.get("out") or exp.output_dir / f"hub-{d}")), True)
     (folder.path / "models").mkdir(exist_ok=True)
     (folder.path / "pid").write_text(f"{os.getpid()}\n")
+    folder.write_config(exp.cfg)  # what `flwr-multilevel collect` combines the hubs by
     handler = _log_to(folder.path / "hub.log")
     try:
         return _run(exp, d, grid, deploy, folder)

@@ -59,6 +59,7 @@ from flwr_multilevel.flower_compat.run_config import (
     parse_config_args,
     unflatten_dict,
 )
+from flwr_multilevel.flower_compat.superlink import SuperLinkServing, superlink_serving
 
 __all__ = [
     "TESTED",
@@ -67,6 +68,7 @@ __all__ = [
     "FlowerCompatError",
     "Run",
     "SType",
+    "SuperLinkServing",
     "act_as_superlink",
     "actor_count",
     "add_clientapp_runtime",
@@ -92,6 +94,7 @@ __all__ = [
     "set_grid_pull_interval",
     "set_message_id",
     "submit_to_actor",
+    "superlink_serving",
     "tap_stored_messages",
     "unflatten_dict",
 ]
