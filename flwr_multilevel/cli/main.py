@@ -1,6 +1,7 @@
 """The ``flwr-multilevel`` command line."""
 
 import argparse
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from flwr_multilevel.errors import (
     WorkerDiscoveryError,
 )
 from flwr_multilevel.experiment.config import from_run_config, load_config, validate
+from flwr_multilevel.strategies.one_line import CallerReports
 
 
 def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -266,8 +268,20 @@ def certs(ns: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flwr-multilevel``; returns the exit status.
 
-    Invalid input ends with one line on stderr and status 2.
+    Invalid input ends with one line on stderr and status 2. The command
+    prints each error itself, so the strategy's own one-line log of it
+    (:mod:`~flwr_multilevel.strategies.one_line`) stays off the console.
     """
+    flower, caller = logging.getLogger("flwr"), CallerReports()
+    flower.addFilter(caller)
+    try:
+        return _main(argv)
+    finally:
+        flower.removeFilter(caller)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Run the command of ``argv``; return its exit status."""
     try:
         ns = build_parser().parse_args(argv)
         if ns.command == "config":
