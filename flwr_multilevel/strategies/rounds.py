@@ -18,7 +18,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.errors import ConfigError, WorkerDiscoveryError
 from flwr_multilevel.model.clock import round_slots
 from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy, hub_sizes
 from flwr_multilevel.model.mixing import consensus_distance, mixing_matrix, weighted_average
@@ -28,6 +28,7 @@ from flwr_multilevel.protocol.keys import CONSENSUS, NUM_EXAMPLES, SEED, WORKER_
 from flwr_multilevel.strategies.deadline import one_reply_each, set_deadline
 from flwr_multilevel.strategies.discovery import discover_workers
 from flwr_multilevel.strategies.hub import HubStrategy, Missing, WorkerSpec
+from flwr_multilevel.strategies.one_line import client_failures
 from flwr_multilevel.strategies.peer import InProcessPeerLayer, PeerLayer
 from flwr_multilevel.strategies.report import OnRound, RoundReport, round_record
 from flwr_multilevel.strategies.settings import (
@@ -150,7 +151,11 @@ class MLLSGDRounds(Strategy):
     def setup(self, grid: Grid, initial_arrays: ArrayRecord) -> None:
         """Find the workers on ``grid`` and build the hubs, all starting from ``x_1``."""
         worker_ids = [w for d in self.hub_ids for w in self._members(d)]
-        node_of = discover_workers(grid, worker_ids, self.discovery_timeout)
+        with client_failures() as failures:  # a ClientApp that fails here: one line, its cause
+            try:
+                node_of = discover_workers(grid, worker_ids, self.discovery_timeout)
+            except WorkerDiscoveryError as err:
+                raise failures.explain(err) from None
         self.hubs, self.hub_of_node = {}, {}
         for d in self.hub_ids:
             workers = {
