@@ -71,14 +71,24 @@ def _print_summary(summary: dict[str, Any], exp: Any) -> None:
 
 
 def _config(ns: argparse.Namespace) -> Any:
-    """Return the validated config of ``config [args]`` or of ``config --run-config``."""
+    """Return the validated config of ``config [args]`` or of ``config --run-config``.
+
+    With ``--run-config``, a user's app (one without every key of
+    ``default.yaml``) gets its MLL-SGD settings, checked as its ServerApp's
+    ``MLLSGD.from_run_config`` will check them; its own keys are left to it.
+    """
     if ns.run_config is None:
         return validate(load_config(*_split(ns.args)))
     if ns.args:
         raise ConfigError("--run-config", "takes no config file or key=value arguments beside it")
-    from flwr_multilevel.experiment.config import flwr_run_config  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from flwr_multilevel.cli.app_check import app_settings, is_this_repositorys_app
+    from flwr_multilevel.experiment.config import flwr_run_config  # pylint: disable=C0415
 
-    return validate(from_run_config(flwr_run_config(ns.app, ns.run_config)))
+    run_config = flwr_run_config(ns.app, ns.run_config)
+    if not is_this_repositorys_app(run_config):  # a user's app: its MLL-SGD keys only
+        return OmegaConf.create(app_settings(run_config))
+    return validate(from_run_config(run_config))
 
 
 def _prepare_new(args: Sequence[str], extra: Sequence[str] = ()) -> Any:
