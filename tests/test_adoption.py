@@ -7,6 +7,7 @@ loss (right, per step), logs as Flower's strategies do, and fails in one line on
 
 import importlib
 import logging
+import random
 import re
 import shutil
 import subprocess
@@ -14,8 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomllib
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
@@ -161,6 +164,33 @@ def test_its_own_local_epochs_take_exactly_the_coin_flipped_steps(example_app, t
         assert metrics["dropped"] == 0 and metrics["missing"] == 0
     # the app's own loss is a mean over its steps: near ln(10) = 2.30 at the start, not /8
     assert 1.5 < float(result.train_metrics_clientapp[1]["train_loss"]) < 2.5
+
+
+def test_one_hub_at_rate_1_with_tau_one_epoch_is_the_apps_fedavg_bit_for_bit(example_app, tmp_path):
+    client, _ = example_app
+    config = run_config(tmp_path)
+    task = importlib.import_module("pytorchexample.task")
+    tau = len(task.load_data(0, 2, config["batch-size"])[0])  # batches per epoch
+    torch.manual_seed(0)
+    initial = ArrayRecord(task.Net().state_dict())
+    results = []
+    plain = FedAvg(fraction_evaluate=0.0)  # no evaluation: its Net() would draw from the RNG
+    wrapped = MLLSGD(FedAvg(fraction_evaluate=0.0), hubs=[2], tau=tau, evaluate_every=0)
+    for strategy in (plain, wrapped):
+        torch.manual_seed(1)  # the loaders' shuffles
+        random.seed(1)  # the order in which FedAvg samples the nodes (and so they run)
+        results.append(
+            strategy.start(
+                grid=LocalGrid(client.app, 2, run_config=config),
+                initial_arrays=initial,
+                train_config=ConfigRecord({"lr": 0.01}),
+                num_rounds=2,
+            )
+        )
+    fedavg, multilevel = ([a.numpy() for a in r.arrays.values()] for r in results)
+    assert all(np.array_equal(a, b) for a, b in zip(fedavg, multilevel, strict=True))
+    losses = [r.train_metrics_clientapp[2]["train_loss"] for r in results]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-12)  # the same per-step mean
 
 
 def test_the_readmes_differential_privacy_values_train(example_app, tmp_path):
