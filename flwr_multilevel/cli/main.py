@@ -1,6 +1,7 @@
 """The ``flwr-multilevel`` command line."""
 
 import argparse
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from flwr_multilevel.errors import (
     WorkerDiscoveryError,
 )
 from flwr_multilevel.experiment.config import from_run_config, load_config, validate
+from flwr_multilevel.strategies.one_line import CallerReports
 
 
 def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -69,14 +71,24 @@ def _print_summary(summary: dict[str, Any], exp: Any) -> None:
 
 
 def _config(ns: argparse.Namespace) -> Any:
-    """Return the validated config of ``config [args]`` or of ``config --run-config``."""
+    """Return the validated config of ``config [args]`` or of ``config --run-config``.
+
+    With ``--run-config``, a user's app (one without every key of
+    ``default.yaml``) gets its MLL-SGD settings, checked as its ServerApp's
+    ``MLLSGD.from_run_config`` will check them; its own keys are left to it.
+    """
     if ns.run_config is None:
         return validate(load_config(*_split(ns.args)))
     if ns.args:
         raise ConfigError("--run-config", "takes no config file or key=value arguments beside it")
-    from flwr_multilevel.experiment.config import flwr_run_config  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from flwr_multilevel.cli.app_check import app_settings, is_this_repositorys_app
+    from flwr_multilevel.experiment.config import flwr_run_config  # pylint: disable=C0415
 
-    return validate(from_run_config(flwr_run_config(ns.app, ns.run_config)))
+    run_config = flwr_run_config(ns.app, ns.run_config)
+    if not is_this_repositorys_app(run_config):  # a user's app: its MLL-SGD keys only
+        return OmegaConf.create(app_settings(run_config))
+    return validate(from_run_config(run_config))
 
 
 def _prepare_new(args: Sequence[str], extra: Sequence[str] = ()) -> Any:
@@ -306,8 +318,20 @@ def collect(ns: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flwr-multilevel``; returns the exit status.
 
-    Invalid input ends with one line on stderr and status 2.
+    Invalid input ends with one line on stderr and status 2. The command
+    prints each error itself, so the strategy's own one-line log of it
+    (:mod:`~flwr_multilevel.strategies.one_line`) stays off the console.
     """
+    flower, caller = logging.getLogger("flwr"), CallerReports()
+    flower.addFilter(caller)
+    try:
+        return _main(argv)
+    finally:
+        flower.removeFilter(caller)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Run the command of ``argv``; return its exit status."""
     try:
         ns = build_parser().parse_args(argv)
         if ns.command == "config":

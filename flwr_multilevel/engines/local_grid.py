@@ -54,6 +54,8 @@ class LocalGrid(Grid):
     [1000, 1001]
     """
 
+    nodes_fixed = True  # every node is there from the start (strategies.discovery)
+
     def __init__(
         self,
         client_app: ClientApp,

@@ -11,7 +11,7 @@ importable from here too.
 
 import math
 from collections.abc import Mapping, Sequence
-from logging import ERROR, WARNING
+from logging import WARNING
 from pathlib import Path
 from typing import Any, cast
 
@@ -143,15 +143,16 @@ def checked_run_config(run_config: Mapping[str, Any]) -> DictConfig:
     A ConfigError is logged as one line (``flwr-multilevel: error: ...``) before
     it is raised, so the reason leads the ServerApp's log.
     """
-    from flwr_multilevel.run.results import plan_output_dir  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.run.results import plan_output_dir
+    from flwr_multilevel.strategies.one_line import fail_in_one_line
 
     try:
         cfg = validate(from_run_config(run_config))
         cfg.output_dir = str(plan_output_dir(cfg.output_dir, bool(cfg.overwrite)))
         return cfg
     except ConfigError as err:
-        log(ERROR, "flwr-multilevel: error: %s", err)
-        raise
+        raise fail_in_one_line(err) from None
 
 
 # ---- validation ----------------------------------------------------------------------------

@@ -234,6 +234,16 @@ def release_actor(backend: Any, future: Any) -> None:
     backend.pool.add_actor_back_to_pool(future)
 
 
+def is_simulation_grid(grid: Any) -> bool:
+    """Return whether ``grid`` is the grid of Flower's simulation engine (``InMemoryGrid``).
+
+    That engine registers every SuperNode of the federation at once when it
+    starts, so its node count is final within moments; a deployment's nodes
+    connect whenever they come up.
+    """
+    return any(c.__name__ == "InMemoryGrid" for c in type(grid).__mro__)
+
+
 def set_grid_pull_interval(grid: Any, seconds: float) -> None:
     """Make ``grid`` poll for replies every ``seconds``, if it polls (``pull_interval``).
 
@@ -243,7 +253,7 @@ def set_grid_pull_interval(grid: Any, seconds: float) -> None:
     check_version()
     if isinstance(getattr(grid, "pull_interval", None), (int, float)):
         grid.pull_interval = seconds
-    elif any(c.__name__ == "InMemoryGrid" for c in type(grid).__mro__):
+    elif is_simulation_grid(grid):
         warn_missing("InMemoryGrid.pull_interval", "replies are polled at Flower's own rate")
 
 

@@ -82,6 +82,7 @@ BYTES_DOWN = "bytes-down"  # model bytes hub -> workers
 BYTES_UP = "bytes-up"  # model bytes workers -> hub
 BYTES_HUBS = "bytes-hubs"  # model bytes hub <-> hub (gossip)
 CONSENSUS = "consensus"  # sum_d b_d ||y_d - u||^2 after the round
+WORKER_STEPS = "worker-steps"  # steps of each worker, by worker id (0: no valid reply)
 
 
 def hub_key(hub_id: int, key: str) -> str:

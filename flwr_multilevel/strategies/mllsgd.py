@@ -9,6 +9,7 @@ The hubs and one round across them are :class:`~flwr_multilevel.strategies.round
 :class:`MLLSGD` adds the run: its rounds, evaluation, checkpoints and failures.
 """
 
+import time
 from collections.abc import Callable, Mapping
 from logging import INFO
 from typing import Any
@@ -20,12 +21,24 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from flwr_multilevel.errors import RunAborted
-from flwr_multilevel.protocol.keys import STEPS, TRAIN_LOSS, hub_key
+from flwr_multilevel.protocol.keys import hub_key
 from flwr_multilevel.strategies.app_config import mllsgd_arguments
 from flwr_multilevel.strategies.chain import strategy_chain
 from flwr_multilevel.strategies.deadline import set_deadline
+from flwr_multilevel.strategies.one_line import (
+    ONE_LINE_ERRORS,
+    fail_in_one_line,
+    report_in_one_line,
+)
 from flwr_multilevel.strategies.report import RoundReport, combine_hubs
 from flwr_multilevel.strategies.rounds import MLLSGDRounds
+from flwr_multilevel.strategies.run_log import (
+    log_evaluation,
+    log_final,
+    log_round,
+    log_round_start,
+    log_start,
+)
 from flwr_multilevel.strategies.settings import at_least
 
 
@@ -119,10 +132,15 @@ class MLLSGD(MLLSGDRounds):
         with default.yaml's meaning, and ignores the app's other keys;
         ``kwargs`` set the rest (or override).
 
+        A mistake is logged as one line at once (``flwr-multilevel: error:
+        <key>: ...``) and ends a ``flwr run`` without a traceback
+        (:mod:`~flwr_multilevel.strategies.one_line`).
+
         Raises
         ------
-        ValueError
-            A bad value (a ``ConfigError`` naming its dotted key), or a bad argument.
+        ConfigError
+            A bad value, naming its dotted key, or a bad argument, naming it
+            (a ``ValueError``).
 
         Examples
         --------
@@ -130,7 +148,10 @@ class MLLSGD(MLLSGDRounds):
         >>> MLLSGD.from_run_config(None, config).sizes
         (2, 2)
         """
-        return cls(strategy, **mllsgd_arguments(run_config, kwargs))
+        try:
+            return cls(strategy, **mllsgd_arguments(run_config, kwargs))
+        except ValueError as err:
+            raise fail_in_one_line(err) from None
 
     def summary(self) -> None:
         """Log the network and every hub's strategy."""
@@ -189,6 +210,7 @@ class MLLSGD(MLLSGDRounds):
             )
             for key, value in (hub_metrics or {}).items():
                 metrics[hub_key(d, key)] = value
+        log_evaluation(metrics, central=False, server_round=server_round)
         return metrics
 
     def _central_evaluation(
@@ -196,12 +218,12 @@ class MLLSGD(MLLSGDRounds):
     ) -> MetricRecord | None:
         """Call ``evaluate_fn`` on u (and, with ``evaluate_hubs``, on every ``y_d``)."""
         metrics = evaluate_fn(server_round, self.global_model())
-        if not self.evaluate_hubs or server_round == 0:
-            return metrics
-        metrics = MetricRecord(dict(metrics.items())) if metrics else MetricRecord()
-        for d in self.hub_ids:
-            for key, value in (evaluate_fn(server_round, self.models[d]) or {}).items():
-                metrics[hub_key(d, key)] = value
+        if self.evaluate_hubs and server_round > 0:
+            metrics = MetricRecord(dict(metrics.items())) if metrics else MetricRecord()
+            for d in self.hub_ids:
+                for key, value in (evaluate_fn(server_round, self.models[d]) or {}).items():
+                    metrics[hub_key(d, key)] = value
+        log_evaluation(metrics, central=True, server_round=server_round)
         return metrics
 
     # pylint: disable=too-many-arguments
@@ -221,24 +243,41 @@ class MLLSGD(MLLSGDRounds):
         ``Result`` whose ``arrays`` is ``u = sum_d b_d y_d`` and whose metrics
         per round hold u's (b-weighted) and every hub's (``hub<d>-<key>``).
 
+        It logs as Flower's strategies do: the start, every round (the app's
+        metrics, averaged with ``v_i`` and ``b_d``, under the app's own names),
+        every evaluation, and the final ``Result``. A bad argument, too few
+        workers, or an aborted run is logged as one line at once
+        (:mod:`~flwr_multilevel.strategies.one_line`).
+
         Raises
         ------
-        ValueError
+        ConfigError
             A bad ``train_config`` or ``num_rounds`` (before any message is sent).
         WorkerDiscoveryError
             The grid does not hold the expected workers.
+        RunAborted
+            A hub failed ``max_failed_rounds`` rounds in a row.
         """
-        at_least("num_rounds", num_rounds, 1)
-        config = self.check_train_config(train_config)
-        evaluate_config = ConfigRecord(dict((evaluate_config or {}).items()))
-        log(INFO, "Starting MLLSGD strategy:")
+        report_in_one_line()
         try:
-            return self._run(
+            at_least("num_rounds", num_rounds, 1)
+            config = self.check_train_config(train_config)
+        except ValueError as err:
+            raise fail_in_one_line(err) from None
+        evaluate_config = ConfigRecord(dict((evaluate_config or {}).items()))
+        log_start(type(self).__name__, num_rounds, initial_arrays, config, evaluate_config)
+        began = time.time()
+        try:
+            result = self._run(
                 grid, initial_arrays, num_rounds, timeout, config, evaluate_config, evaluate_fn
             )
+        except ONE_LINE_ERRORS as err:
+            raise fail_in_one_line(err) from None
         finally:  # also when a round raises (RunAborted, Ctrl-C): the peer layer's server stops
             if self.peer_layer is not None:
                 self.peer_layer.close()
+        log_final(result, time.time() - began)
+        return result
 
     # pylint: disable=too-many-arguments
     def _run(
@@ -261,10 +300,12 @@ class MLLSGD(MLLSGDRounds):
         elif evaluate_fn is not None and (metrics := self._central_evaluation(evaluate_fn, 0)):
             result.evaluate_metrics_serverapp[0] = metrics
         for server_round in range(first_round, num_rounds + 1):
+            log_round_start(server_round, num_rounds)
             report = self.run_round(grid, server_round, config, timeout)
             abort = self._count_failures(report)
             result.train_metrics_clientapp[server_round] = train = self.round_metrics()
-            self._log_round(report, train, num_rounds)
+            log_round(report, train, self.tau)
+            self.log_failures()
             if self.evaluate_every and (
                 server_round % self.evaluate_every == 0 or server_round == num_rounds
             ):
@@ -346,16 +387,3 @@ class MLLSGD(MLLSGDRounds):
                     f"(round {report.server_round}); last reason: {report.failed_hubs[d]}"
                 )
         return reason
-
-    def _log_round(self, report: RoundReport, metrics: MetricRecord, num_rounds: int) -> None:
-        log(
-            INFO,
-            "[ROUND %s/%s] steps %s%s%s, %.2f s",
-            report.server_round,
-            num_rounds,
-            metrics[STEPS],
-            ", gossip" if report.gossip else "",
-            f", {TRAIN_LOSS} {metrics[TRAIN_LOSS]:.4f}" if TRAIN_LOSS in metrics else "",
-            report.seconds,
-        )
-        self.log_failures()

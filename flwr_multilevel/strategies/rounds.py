@@ -18,16 +18,17 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.errors import ConfigError, WorkerDiscoveryError
 from flwr_multilevel.model.clock import round_slots
 from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy, hub_sizes
 from flwr_multilevel.model.mixing import consensus_distance, mixing_matrix, weighted_average
 from flwr_multilevel.model.topology import hub_graph
 from flwr_multilevel.protocol.arrays import message_bytes, stack, unstack
-from flwr_multilevel.protocol.keys import CONSENSUS, NUM_EXAMPLES, SEED
+from flwr_multilevel.protocol.keys import CONSENSUS, NUM_EXAMPLES, SEED, WORKER_STEPS
 from flwr_multilevel.strategies.deadline import one_reply_each, set_deadline
 from flwr_multilevel.strategies.discovery import discover_workers
 from flwr_multilevel.strategies.hub import HubStrategy, Missing, WorkerSpec
+from flwr_multilevel.strategies.one_line import client_failures
 from flwr_multilevel.strategies.peer import InProcessPeerLayer, PeerLayer
 from flwr_multilevel.strategies.report import (
     OnRound,
@@ -155,7 +156,11 @@ class MLLSGDRounds(Strategy):
     def setup(self, grid: Grid, initial_arrays: ArrayRecord) -> None:
         """Find the workers on ``grid`` and build the hubs, all starting from ``x_1``."""
         worker_ids = [w for d in self.hub_ids for w in self._members(d)]
-        node_of = discover_workers(grid, worker_ids, self.discovery_timeout)
+        with client_failures() as failures:  # a ClientApp that fails here: one line, its cause
+            try:
+                node_of = discover_workers(grid, worker_ids, self.discovery_timeout)
+            except WorkerDiscoveryError as err:
+                raise failures.explain(err) from None
         self.hubs, self.hub_of_node = {}, {}
         for d in self.hub_ids:
             workers = {
@@ -319,9 +324,15 @@ class MLLSGDRounds(Strategy):
         return unstack(weighted_average(b / b.sum(), stacked)[None, :], layout)[0]
 
     def round_metrics(self) -> MetricRecord:
-        """Return the last round's metrics: of u (b-weighted over hubs) and of every hub."""
+        """Return the last round's metrics: of u (b-weighted over hubs), of every hub, per worker.
+
+        ``worker-steps`` lists the steps of every worker by its id (0 for a
+        worker without a valid reply, or of a hub this server does not run).
+        """
         b = self.hierarchy.b
         metrics = round_record(self.report, b)
+        steps = self.report.steps  # workers of other servers' hubs, and without a reply: 0
+        metrics[WORKER_STEPS] = [int(steps.get(w, 0)) for w in range(self.num_workers)]
         if len(self.hub_ids) == self.num_hubs and self.num_hubs > 1:
             stacked, _ = stack([self.models[d] for d in self.hub_ids])
             metrics[CONSENSUS] = consensus_distance(b, stacked)
