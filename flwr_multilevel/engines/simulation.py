@@ -17,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from flwr_multilevel import flower_compat
 from flwr_multilevel.engines.dispatch import Dispatch
+from flwr_multilevel.errors import SimulationError
 
 POLL_INTERVAL = 0.01  # seconds between reply polls of Flower's in-memory grid (its default: 0.1)
 SETTLE = 0.005  # seconds a worker waits for the feeder to queue the rest of a round
@@ -116,28 +117,88 @@ def _grouped_messages(dispatch: Dispatch, groups: bool) -> Iterator[Any]:
         )
 
 
-def run_in_simulation(
+def ray_init_args(address: str = "", gpus_per_worker: float = 0.0) -> dict[str, Any]:
+    """Return the arguments of Flower's ``ray.init`` call (``backend_config["init_args"]``).
+
+    Empty ``address``: a private Ray instance of this machine's CPUs (and, with
+    ``gpus_per_worker > 0``, its GPUs), started for the run and stopped after
+    it. Else Ray attaches to the cluster at ``address`` (``auto``: the one
+    ``ray start`` began on this machine; or ``host:port`` of its head), whose
+    resources are its own: Ray refuses ``num_cpus`` or ``num_gpus`` there.
+
+    Examples
+    --------
+    >>> ray_init_args("10.0.0.5:6379")
+    {'address': '10.0.0.5:6379'}
+    >>> sorted(ray_init_args())
+    ['num_cpus', 'num_gpus']
+    """
+    if address:
+        return {"address": address}
+    num_gpus = 0
+    if gpus_per_worker > 0:
+        import torch  # pylint: disable=import-outside-toplevel
+
+        num_gpus = torch.cuda.device_count()
+    return {"num_cpus": os.cpu_count() or 1, "num_gpus": num_gpus}
+
+
+def _check_not_nested() -> None:
+    """Refuse to start Flower's engine where Ray is already initialised in this process.
+
+    Flower's engine skips ``ray.init`` then, uses that connection, and calls
+    ``ray.shutdown()`` when the run ends: inside a Ray task or actor (a sweep's
+    run) that would cut the task's own connection, and a caller's ``ray.init``
+    would be undone.
+
+    Raises
+    ------
+    SimulationError
+        Ray is initialised in this process.
+    """
+    import ray  # pylint: disable=import-outside-toplevel
+
+    if ray.is_initialized():
+        raise SimulationError(
+            "Ray is already initialised in this process (a Ray task, or a caller's ray.init): "
+            "simulation.backend=ray would nest Flower's engine in it and shut that connection "
+            "down; use simulation.backend=inprocess (the same numbers) or simulation.ray_address"
+        )
+
+
+def run_in_simulation(  # pylint: disable=too-many-arguments,too-many-positional-arguments
     server_app: ServerApp,
     client_app: ClientApp,
     num_supernodes: int,
     cpus_per_worker: float,
     gpus_per_worker: float = 0.0,
     groups: bool = True,
+    address: str = "",
 ) -> None:
     """Run ``server_app`` with ``num_supernodes`` virtual nodes of ``client_app`` on Ray.
 
-    With ``gpus_per_worker > 0`` Ray is given every visible GPU and packs
-    ``1 / gpus_per_worker`` workers on each. With ``groups`` each actor call
-    runs a group of messages (:mod:`~flwr_multilevel.engines.ray_groups`).
+    With an empty ``address`` Ray is a private instance of this machine; with
+    ``gpus_per_worker > 0`` it is given every visible GPU and packs
+    ``1 / gpus_per_worker`` workers on each. With ``address`` (``auto`` or
+    ``host:port``) the engine attaches to that running cluster as one more
+    driver: its actors (as many as the cluster's nodes hold at
+    ``cpus_per_worker`` and ``gpus_per_worker`` each) are this driver's and
+    end with it, and the cluster itself is never stopped or changed. With
+    ``groups`` each actor call runs a group of messages
+    (:mod:`~flwr_multilevel.engines.ray_groups`).
+
+    Raises
+    ------
+    SimulationError
+        Ray is already initialised in this process (:func:`_check_not_nested`).
     """
-    # pylint: disable=import-outside-toplevel
-    import torch
+    # pylint: disable-next=import-outside-toplevel
     from flwr.simulation import run_simulation
 
-    num_gpus = torch.cuda.device_count() if gpus_per_worker > 0 else 0
+    _check_not_nested()
     backend_config = {
         "client_resources": {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker},
-        "init_args": {"num_cpus": os.cpu_count() or 1, "num_gpus": num_gpus},
+        "init_args": ray_init_args(address, gpus_per_worker),
     }
     flower = logging.getLogger("flwr")
     notice = _DropDeprecationNotice()
