@@ -122,16 +122,19 @@ def ray_init_args(address: str = "", gpus_per_worker: float = 0.0) -> dict[str, 
 
     Empty ``address``: a private Ray instance of this machine's CPUs (and, with
     ``gpus_per_worker > 0``, its GPUs), started for the run and stopped after
-    it. Else Ray attaches to the cluster at ``address`` (``auto``: the one
-    ``ray start`` began on this machine; or ``host:port`` of its head), whose
+    it: ``address="local"``, since without an address ``ray.init`` would
+    attach to the cluster in ``RAY_ADDRESS`` or to the last one ``ray start``
+    began on this machine (another user's, say). Else Ray attaches to the
+    cluster at ``address`` (``auto``: ``RAY_ADDRESS``, or the one ``ray start``
+    began last on this machine; or ``host:port`` of its head), whose
     resources are its own: Ray refuses ``num_cpus`` or ``num_gpus`` there.
 
     Examples
     --------
     >>> ray_init_args("10.0.0.5:6379")
     {'address': '10.0.0.5:6379'}
-    >>> sorted(ray_init_args())
-    ['num_cpus', 'num_gpus']
+    >>> sorted(ray_init_args().items())[0]
+    ('address', 'local')
     """
     if address:
         return {"address": address}
@@ -140,7 +143,7 @@ def ray_init_args(address: str = "", gpus_per_worker: float = 0.0) -> dict[str, 
         import torch  # pylint: disable=import-outside-toplevel
 
         num_gpus = torch.cuda.device_count()
-    return {"num_cpus": os.cpu_count() or 1, "num_gpus": num_gpus}
+    return {"address": "local", "num_cpus": os.cpu_count() or 1, "num_gpus": num_gpus}
 
 
 def _check_not_nested() -> None:
