@@ -7,6 +7,7 @@
 import functools
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,8 @@ SETTLE = 0.005  # seconds a worker waits for the feeder to queue the rest of a r
 FEEDER_NODES = 16  # up to this many nodes the engine's node feeder also waits POLL_INTERVAL
 FAST_POLL = 0.001  # seconds between the grid's reply polls up to FAST_POLL_NODES nodes
 FAST_POLL_NODES = 64
-SLOW_POLL = 0.1  # the longest wait between the grid's reply polls (Flower's own)
+SLOW_POLL = 0.1  # the longest floor of the wait between the grid's reply polls (Flower's own)
+POLL_SHARE = 0.1  # the grid's reply polls take at most this share of the time (tune_grid)
 
 
 def poll_interval(nodes: int) -> float:
@@ -44,23 +46,45 @@ def poll_interval(nodes: int) -> float:
     return round(min(SLOW_POLL, POLL_INTERVAL * max(1.0, nodes / 200)), 6)
 
 
-def tune_grid(grid: Grid, interval: float | None = None) -> None:
-    """Make the simulation engine's grid poll for replies every ``interval`` seconds.
+def tune_grid(grid: Grid, interval: float | None = None, share: float = POLL_SHARE) -> None:
+    """Make the simulation engine's grid poll for replies every ``interval`` seconds or more.
 
     Flower's ``InMemoryGrid`` sleeps ``pull_interval`` (0.1 s) between polls,
     so every round of a short simulation waits for the next multiple of it.
-    Grids without that setting are left as they are.
+    Each poll scans every reply still pending, under the LinkState's lock
+    (about 4 us per message): at a fixed interval a round of N workers,
+    which lasts in proportion to N, would cost O(N^2). So after every poll
+    the wait becomes ``max(interval, poll time / share)``: polling takes at
+    most ``share`` of the time, and as the replies come in and polls get
+    cheap the wait shrinks back to ``interval``. Grids without that setting
+    are left as they are.
 
     Examples
     --------
     >>> class Polling:
     ...     pull_interval = 0.1
+    ...     def pull_messages(self, message_ids):
+    ...         return []
     >>> grid = Polling()
     >>> tune_grid(grid)  # type: ignore[arg-type]
     >>> grid.pull_interval
     0.01
     """
-    flower_compat.set_grid_pull_interval(grid, POLL_INTERVAL if interval is None else interval)
+    floor = POLL_INTERVAL if interval is None else interval
+    flower_compat.set_grid_pull_interval(grid, floor)
+    pull = getattr(grid, "pull_messages", None)
+    if pull is None or flower_compat.grid_pull_interval(grid) != floor:
+        return  # a grid that does not poll
+
+    def timed_pull(message_ids: Any) -> Any:
+        began = time.perf_counter()
+        replies = pull(message_ids)
+        wait = max(floor, (time.perf_counter() - began) / share)
+        if abs(wait - (flower_compat.grid_pull_interval(grid) or 0.0)) > 0.1 * floor:
+            flower_compat.set_grid_pull_interval(grid, wait)
+        return replies
+
+    grid.pull_messages = timed_pull  # type: ignore[method-assign]
 
 
 @contextmanager

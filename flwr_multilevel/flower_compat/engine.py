@@ -241,3 +241,9 @@ def set_grid_pull_interval(grid: Any, seconds: float) -> None:
         grid.pull_interval = seconds
     elif any(c.__name__ == "InMemoryGrid" for c in type(grid).__mro__):
         warn_missing("InMemoryGrid.pull_interval", "replies are polled at Flower's own rate")
+
+
+def grid_pull_interval(grid: Any) -> float | None:
+    """Return the seconds ``grid`` waits between reply polls, or None if it does not poll."""
+    value = getattr(grid, "pull_interval", None)
+    return float(value) if isinstance(value, (int, float)) else None
