@@ -217,6 +217,7 @@ def compare(ns: argparse.Namespace) -> int:
     """Run a comparison; return the exit status."""
     # pylint: disable=import-outside-toplevel
     from flwr_multilevel.cli.compare import (
+        SweepOptions,
         check_comparison_dir,
         load_comparison,
         run_comparison,
@@ -244,9 +245,13 @@ def compare(ns: argparse.Namespace) -> int:
             ) from None
         comparison = with_seeds(comparison, seeds)
     check_comparison_dir(comparison, ns.out)
+    sweep = None
+    if ns.parallel is not None or ns.ray_address is not None or ns.gpus_per_run is not None:
+        sweep = SweepOptions(ns.parallel or 0, ns.ray_address or "", ns.gpus_per_run)
+        sweep.check()
     if not ns.verbose:
         quiet_flower()
-    out = run_comparison(comparison, ns.out)
+    out = run_comparison(comparison, ns.out, sweep=sweep)
     print((out / "comparison.md").read_text(), end="")
     print(f"results: {out}")
     return 0

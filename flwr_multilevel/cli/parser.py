@@ -12,6 +12,7 @@ USAGE = """examples:
   flwr-multilevel run local_sgd                         # a shipped baseline, by name
   flwr-multilevel compare distributed_sgd local_sgd hl_sgd mll_sgd --out cmp/
   flwr-multilevel compare baselines/paper/cpu_fig6_mnist.yaml data.root=../shared/data --out cmp6/
+  flwr-multilevel compare distributed_sgd local_sgd hl_sgd mll_sgd --parallel 2 --out cmp/
   flwr-multilevel plot cmp/ runs/20260101-120000        # redraw plots of finished runs
   flwr-multilevel theory theory.L=1 theory.sigma2=1 theory.beta=0 theory.f_gap=2
   flwr-multilevel config                                # every key, with its default
@@ -88,11 +89,35 @@ def _add_report_commands(commands: Any) -> None:
         "plots draw the mean with a min-max band",
     )
     sub.add_argument("--verbose", action="store_true", help="keep Flower's per-round log lines")
+    _add_sweep_options(sub)
     text = "redraw the plots of finished runs or comparisons"
     sub = commands.add_parser("plot", help=text, description=text)
     sub.add_argument("results", nargs="+", metavar="RESULTS", help="run or comparison folders")
     sub.add_argument("--out", help="folder for the PNGs (default: the one folder given, or plots/)")
     sub.add_argument("--title", help="title of the plots")
+
+
+def _add_sweep_options(sub: argparse.ArgumentParser) -> None:
+    """Add ``compare``'s options that run its runs as parallel Ray tasks (docs/scale.md)."""
+    sub.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="run up to N runs at once, each a Ray task (a private Ray instance of this "
+        "machine, or the cluster of --ray-address); simulation.backend=ray runs run inprocess",
+    )
+    sub.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="run the runs as tasks on this running Ray cluster (auto or host:port); "
+        "without --parallel, Ray's scheduler decides how many run at once",
+    )
+    sub.add_argument(
+        "--gpus-per-run",
+        type=float,
+        metavar="F",
+        help="GPU share of each run that trains on a GPU (default: 1/N, or 1)",
+    )
 
 
 def _add_deployment_commands(commands: Any) -> None:

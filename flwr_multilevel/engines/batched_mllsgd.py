@@ -46,6 +46,7 @@ from flwr_multilevel.engines.batched_hubs import (
     gossip_matrix,
     hub_sums,
     mix,
+    mixing_tensor,
 )
 from flwr_multilevel.engines.resident import resident_copy
 from flwr_multilevel.errors import ConfigError, RunAborted
@@ -167,7 +168,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         self.v = torch.from_numpy(np.asarray(hierarchy.v, dtype=np.float64)).to(self.device)
         self.average = average_matrix(self.v, self.hub_of, self.num_hubs)  # z = A x
         self.mixing = np.asarray(mixing, dtype=np.float64)
-        self.mix_t = torch.from_numpy(self.mixing.T.copy()).to(self.device)  # y = H^T z
+        self.mix_t = mixing_tensor(self.mixing.T, self.device)  # y = H^T z (sparse if it is)
         self.grads = gradient_function(self.model, gradients)
         self.fused = self.grads is logreg_grads  # logistic regression: fused in-place steps
         self._ahead: tuple[int, RoundDraws] | None = None  # the next round's draws (GPU)
@@ -314,7 +315,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             if server_round % self.q == 0:  # y_d = sum_j H[j, d] z_j
                 matrix = self.mix_t
                 if failed:  # the failed hubs sit the gossip out
-                    matrix = torch.from_numpy(gossip_matrix(self.mixing, failed).T.copy())
+                    matrix = mixing_tensor(gossip_matrix(self.mixing, failed).T)
                 new_hubs = mix(matrix.to(self.device), averages)
         steps = draws.steps if valid is None else np.where(valid, draws.steps, 0)
         return RoundResult(new_hubs, steps, failed)

@@ -36,6 +36,7 @@ from flwr_multilevel.experiment.ranges import (
     number,
     path_text,
     plain,
+    ray_address,
     show,
 )
 from flwr_multilevel.experiment.run_config import (  # noqa: F401  # re-exported
@@ -271,6 +272,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     number("simulation.timeout", sim.timeout, 0, 1e7, low_open=True)
     integer("simulation.threads", sim.threads, 0, 1024)
     flag("simulation.ray_groups", sim.ray_groups)
+    ray_address("simulation.ray_address", sim.ray_address)
     if cfg.hub.clip_norm is not None:
         number("hub.clip_norm", cfg.hub.clip_norm, 0, 1e12, low_open=True)
     number("hub.min_replies", cfg.hub.min_replies, 0, 1)

@@ -5,6 +5,7 @@ expected, so a user sees the key at fault and the values it takes.
 """
 
 import math
+import re
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -113,6 +114,37 @@ def path_text(key: str, value: Any) -> str:
     if len(text.encode()) > 4000 or max(len(p.encode()) for p in parts) > 255:
         raise ConfigError(key, "expected a path of at most 4000 bytes and parts of at most 255")
     return text
+
+
+_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")  # a name, IPv4, or [IPv6]
+
+
+def ray_address(key: str, value: Any) -> str:
+    """Return ``value`` if it is empty, ``auto`` or the ``host:port`` of a Ray cluster's head.
+
+    Ray Client's ``ray://`` addresses are refused: Flower's engine needs a
+    driver in the cluster's network, not a client.
+
+    Examples
+    --------
+    >>> ray_address("simulation.ray_address", "10.0.0.5:6379"), ray_address("k", "auto")
+    ('10.0.0.5:6379', 'auto')
+    >>> ray_address("simulation.ray_address", "ray://head:10001")
+    Traceback (most recent call last):
+    ...
+    flwr_multilevel.errors.ConfigError: simulation.ray_address: expected empty, auto or ...
+    """
+    address = text(key, value)
+    if address in ("", "auto"):
+        return address
+    host, _, port = address.rpartition(":")
+    if not (_HOST.fullmatch(host) and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(
+            key,
+            "expected empty, auto or the host:port of a Ray cluster's head "
+            f"(e.g. 10.0.0.5:6379), got {show(value)}",
+        )
+    return address
 
 
 def float_list(key: str, value: Any) -> list[float] | None:

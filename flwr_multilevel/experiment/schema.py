@@ -20,6 +20,7 @@ from flwr_multilevel.experiment.ranges import (  # noqa: F401
     integer,
     number,
     path_text,
+    ray_address,
     show,
     text,
 )
@@ -125,6 +126,7 @@ class Simulation:
     timeout: float = 600.0
     threads: int = 0
     ray_groups: bool = True
+    ray_address: str = ""  # empty: a private Ray instance; auto or host:port: attach
 
 
 @dataclass

@@ -282,3 +282,9 @@ def quiet_engine_errors() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(quiet)
+
+
+def grid_pull_interval(grid: Any) -> float | None:
+    """Return the seconds ``grid`` waits between reply polls, or None if it does not poll."""
+    value = getattr(grid, "pull_interval", None)
+    return float(value) if isinstance(value, (int, float)) else None
