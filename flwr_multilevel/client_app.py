@@ -1,4 +1,11 @@
-"""The worker ClientApp: MLL-SGD's time steps on a worker's fixed partition."""
+"""The worker ClientApp: MLL-SGD's time steps on a worker's fixed partition.
+
+In a deployment Flower starts this app in a fresh process for every message:
+it imports only what a worker needs (torch, Flower, the worker and the
+partition code; no networkx, omegaconf, scikit-learn, matplotlib or
+flwr-datasets, see ``tests/test_client_app_imports.py``) and reads its
+partition from the disk cache when ``FLWR_MULTILEVEL_CACHE`` is set.
+"""
 
 from functools import lru_cache
 
@@ -7,8 +14,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.clientapp import ClientApp
 
 from flwr_multilevel.clients import WorkerTask, config_number, make_worker_train, multilevel_mod
-from flwr_multilevel.experiment.data import load_dataset
-from flwr_multilevel.experiment.local_data import Split, worker_data
+from flwr_multilevel.experiment.local_data import Split, input_spec, worker_data
 from flwr_multilevel.experiment.models import build_model, resolve_device
 from flwr_multilevel.protocol.keys import (
     DATA_ROOT,
@@ -34,9 +40,9 @@ def _device(name: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def _model(name: str, dataset: str, root: str, device: str) -> torch.nn.Module:
-    data = load_dataset(dataset, root)
-    return build_model(name, data.input_shape, data.num_classes).to(device)
+def _model(name: str, split: Split, device: str) -> torch.nn.Module:
+    input_shape, num_classes = input_spec(split)  # known from the worker's data: no data set load
+    return build_model(name, input_shape, num_classes).to(device)
 
 
 def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
@@ -59,7 +65,7 @@ def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
     )
     device = _device(str(config.get(DEVICE, "cpu")))
     x, y = worker_data(split, worker_id, device)
-    return WorkerTask(_model(str(config[MODEL]), dataset, root, device), x, y)
+    return WorkerTask(_model(str(config[MODEL]), split, device), x, y)
 
 
 app.train()(make_worker_train(load_task))

@@ -460,8 +460,11 @@ def _underscored(name: str) -> bool:
 
 
 def _own_attribute(line: str) -> bool:
-    """Return whether ``line`` reads an underscored attribute of self, cls or the class itself."""
-    return bool(re.search(r"\b(self|cls|super\(\))\._", line))
+    """Return whether ``line`` reads an underscored attribute of self, cls or the class itself.
+
+    ``os._exit`` (the standard library's documented immediate exit) counts as one too.
+    """
+    return bool(re.search(r"\b(self|cls|super\(\))\._|\bos\._exit\(", line))
 
 
 def test_no_private_flower_name_outside_flower_compat():

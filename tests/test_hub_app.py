@@ -41,7 +41,7 @@ def test_the_shipped_app_declares_every_key():
     expected = set(flat_keys(OmegaConf.to_container(default_config())))
     assert expected <= declared
     deploy_keys = {"hub-id", "listen", "peers", "ca", "cert", "key", "insecure"}
-    deploy_keys |= {"gossip-timeout", "poll-s", "out", "config"}
+    deploy_keys |= {"poll-s", "out", "config"}
     assert {k for k in declared - expected} == {f"deploy.{k}" for k in deploy_keys}
 
 
@@ -98,3 +98,60 @@ def test_fast_grid_stops_at_the_timeout():
     inner = SlowGrid(3)
     inner.pull_messages = lambda ids: []  # type: ignore[method-assign]
     assert list(FastGrid(inner, poll_s=0.01).send_and_receive([1], timeout=0.05)) == []  # type: ignore[arg-type]
+
+
+def test_the_experiment_deploy_keys_stay_with_the_experiment():
+    run_config = {
+        **app_config()["config"],
+        "deploy.gossip_timeout": 7.0,
+        "deploy.strict": True,
+        "deploy.hub-id": 2,
+    }
+    cfg, deploy = split_run_config(run_config)
+    assert cfg.deploy.gossip_timeout == 7.0 and cfg.deploy.strict is True
+    assert deploy["hub-id"] == 2 and "gossip_timeout" not in deploy
+    # the hub key of earlier versions still sets it
+    cfg, _ = split_run_config({"deploy.gossip-timeout": 9.0})
+    assert cfg.deploy.gossip_timeout == 9.0
+
+
+def test_fast_grid_tells_of_progress_and_of_the_call_in_flight():
+    beats = []
+    inner = SlowGrid(2)
+    grid = FastGrid(inner, poll_s=0.001, on_progress=lambda: beats.append(grid.busy_since))
+    list(grid.send_and_receive([1, 2], timeout=10))  # type: ignore[arg-type]
+    assert len(beats) == 1 + inner.pulls and set(beats) == {None}  # after each call returned
+    seen = []
+    inner.pull_messages = lambda ids: seen.append(grid.busy_since) or []  # type: ignore[method-assign]
+    grid.pull_messages(["m0"])
+    assert seen[0] is not None and grid.busy_since is None
+
+
+def test_fast_grid_skips_messages_the_superlink_did_not_take():
+    inner = SlowGrid(2)
+    inner.push_messages = lambda messages: ["m0", None, ""]  # type: ignore[method-assign]
+    replies = FastGrid(inner, poll_s=0.001).send_and_receive([1, 2, 3], timeout=10)  # type: ignore[arg-type]
+    assert [r.metadata.reply_to_message_id for r in replies] == ["m0"]
+
+
+def test_a_hub_whose_superlink_hangs_is_ended_with_the_reason():
+    import threading
+    import time
+
+    from flwr_multilevel.deploy.hub_grid import SuperLinkWatch
+
+    release = threading.Event()
+    inner = SlowGrid(1)
+    inner.pull_messages = lambda ids: release.wait(10) and []  # type: ignore[method-assign]
+    grid = FastGrid(inner, poll_s=0.001)
+    lost: list[str] = []
+    watch = SuperLinkWatch(grid, 0.3, lost.append, every=0.05).start()
+    caller = threading.Thread(target=grid.pull_messages, args=(["m0"],))
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not lost and time.monotonic() < deadline:
+        time.sleep(0.05)
+    release.set()
+    caller.join()
+    watch.stop()
+    assert lost == ["its SuperLink did not answer for 0.3 s (deploy.superlink_timeout): it is gone"]

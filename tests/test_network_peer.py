@@ -3,6 +3,7 @@
 import logging
 import struct
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -15,6 +16,7 @@ from flwr_multilevel.deploy.federation import free_port
 from flwr_multilevel.strategies.network_peer import NetworkPeerLayer
 from flwr_multilevel.strategies.peer import InProcessPeerLayer
 from flwr_multilevel.strategies.peer_config import PeerTls
+from flwr_multilevel.strategies.peer_wait import WaitBounds
 from flwr_multilevel.strategies.peer_wire import METHOD, SERVICE, encode
 
 # a path 0 - 1 - 2, column-stochastic but not symmetric, so direction matters:
@@ -152,18 +154,18 @@ def assert_mixes_like_in_process(net, z, server_round: int) -> None:
 
 
 def test_stopped_neighbour_is_skipped_then_mixed_in_again(hubs, caplog):
-    net = hubs(timeout=0.5)
+    net = hubs(timeout=0.5, peer_wait=1.0)
     rng = np.random.default_rng(1)
     z = [model(rng) for _ in range(3)]
     net.stop(0)
     assert_hub_1_mixes_without_hub_0(net, z, caplog)
-    assert "no model from hub 0" in caplog.text
+    assert "skipped hub 0: never reached, unreachable after 1 s (deploy.peer_wait)" in caplog.text
     # hub 2 does not mix in hub 0 at all: unaffected
     assert net.layers[2].collect(2, 1).skipped == []
 
     net.start(0)
     for layer in net.layers:  # gRPC may back off up to 1 s before it reconnects to hub 0
-        layer.timeout = 5.0
+        layer.bounds = WaitBounds(5.0, 10.0)
     assert_mixes_like_in_process(net, z, 2)
 
 
@@ -174,16 +176,16 @@ def test_withheld_neighbour_is_skipped_at_once_with_its_reason(hubs, caplog):
     z = [model(rng) for _ in range(3)]
     net.layers[0].withhold(0, 1, "no valid reply from its 4 workers\n(second line)")
     assert_hub_1_mixes_without_hub_0(net, z, caplog)
-    assert "hub 0 sits this gossip out (no valid reply from its 4 workers (second line))" in (
+    assert "skipped hub 0: it sits this gossip out (no valid reply from its 4 workers " in (
         caplog.text
     )
-    assert "no model from hub 0" not in caplog.text
+    assert "deploy." not in caplog.text  # skipped at once, not after a bound
     # the next round hub 0 publishes again and is mixed in
     assert_mixes_like_in_process(net, z, 2)
 
 
 def test_model_of_another_round_is_never_mixed_in(hubs):
-    net = hubs(timeout=0.4)
+    net = hubs(timeout=0.4, peer_wait=0.8)
     rng = np.random.default_rng(2)
     z = [model(rng) for _ in range(3)]
     for d in range(3):
@@ -214,6 +216,101 @@ def test_a_hub_that_finishes_keeps_serving_its_last_round_to_slower_neighbours(h
     net.layers[1] = None
 
 
+def test_a_slow_neighbour_that_is_alive_is_waited_for_past_the_gossip_timeout(hubs, caplog):
+    """Hub 0 publishes 4 gossip timeouts late, but answers (alive): hub 1 waits and mixes it in."""
+    net = hubs(timeout=0.3, peer_wait=10.0)
+    rng = np.random.default_rng(7)
+    z = [model(rng) for _ in range(3)]
+    late = threading.Timer(1.2, net.layers[0].publish, (0, 1, z[0]))
+    late.start()
+    try:
+        assert_mixes_like_in_process(net, z, 1)  # publishes again; the mix is the same
+    finally:
+        late.cancel()
+    assert "skipped" not in caplog.text
+
+
+def test_an_alive_neighbour_is_skipped_past_peer_wait_with_the_reason(hubs, caplog):
+    net = hubs(timeout=0.2, peer_wait=0.6)
+    rng = np.random.default_rng(8)
+    z = [model(rng) for _ in range(3)]
+    assert_hub_1_mixes_without_hub_0(net, z, caplog)  # hub 0 answers, never publishes round 1
+    assert "skipped hub 0: alive but no model within 0.6 s (deploy.peer_wait)" in caplog.text
+
+
+def test_a_neighbour_gone_after_it_was_reached_costs_one_timeout_then_none(hubs, caplog):
+    net = hubs(timeout=0.5, peer_wait=30.0)
+    rng = np.random.default_rng(9)
+    z = [model(rng) for _ in range(3)]
+    assert_mixes_like_in_process(net, z, 1)
+    net.stop(0)
+    for d in (1, 2):
+        net.layers[d].publish(d, 2, z[d])
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        assert net.layers[1].collect(1, 2).skipped == [0]
+    assert 0.5 <= time.monotonic() - start < 5.0  # the gossip timeout, not peer_wait
+    assert "skipped hub 0: unreachable for 0.5 s (deploy.gossip_timeout)" in caplog.text
+    net.layers[1].publish(1, 3, z[1])
+    net.layers[2].publish(2, 3, z[2])
+    start = time.monotonic()
+    assert net.layers[1].collect(1, 3).skipped == [0]
+    assert time.monotonic() - start < 0.5 + 0.5  # at most the grace, not another timeout
+    assert "still unreachable (unreachable since round 2)" in caplog.text
+
+
+def test_a_stalled_neighbour_is_skipped_like_an_unreachable_one(hubs, caplog):
+    """Hub 0 answers, but its round loop stopped beating: it says so and is skipped."""
+    net = hubs(timeout=0.4, peer_wait=30.0, stall_after=0.2)
+    rng = np.random.default_rng(10)
+    z = [model(rng) for _ in range(3)]
+    assert_mixes_like_in_process(net, z, 1)
+    for d in (1, 2):
+        net.layers[d].publish(d, 2, z[d])
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        assert net.layers[1].collect(1, 2).skipped == [0]
+    assert time.monotonic() - start < 5.0
+    assert "skipped hub 0: stalled for 0.4 s (deploy.gossip_timeout)" in caplog.text
+
+    # beating again, hub 0 is alive: hub 1 waits for it (and gets its model)
+    def beat_then_publish() -> None:
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            net.layers[0].beat()
+            time.sleep(0.05)
+        net.layers[0].publish(0, 3, z[0])
+
+    alive = threading.Thread(target=beat_then_publish)
+    alive.start()
+    net.layers[1].publish(1, 3, z[1])
+    net.layers[2].publish(2, 3, z[2])
+    assert net.layers[1].collect(1, 3).skipped == []
+    alive.join()
+
+
+def test_a_hub_that_leaves_is_skipped_at_once_in_every_later_round(hubs, caplog):
+    net = hubs(timeout=30.0, peer_wait=60.0)
+    rng = np.random.default_rng(11)
+    z = [model(rng) for _ in range(3)]
+    assert_mixes_like_in_process(net, z, 1)
+    # it keeps telling until its one out-neighbour (hub 1) heard it, within the bound given
+    leaving = threading.Thread(target=net.layers[0].leave, args=("its SuperLink is gone", 60.0))
+    leaving.start()
+    for server_round in (2, 3):
+        for d in (1, 2):
+            net.layers[d].publish(d, server_round, z[d])
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="flwr"):
+            assert net.layers[1].collect(1, server_round).skipped == [0]
+        assert time.monotonic() - start < 3.0
+        if server_round == 2:
+            leaving.join(5.0)
+            assert not leaving.is_alive()  # hub 1 was told: it did not wait out its bound
+            net.stop(0)  # it then exits: later rounds are not waited for either
+    assert "it sits this gossip out (left the run: its SuperLink is gone)" in caplog.text
+
+
 class FakeHub:
     """A peer server that answers every fetch with a fixed payload."""
 
@@ -235,7 +332,9 @@ def mix_from_fake(payload: bytes, caplog, **kwargs):
     fake = FakeHub(payload)
     try:
         peers = {0: f"127.0.0.1:{fake.port}", 2: f"127.0.0.1:{free_port()}"}
-        layer = NetworkPeerLayer(1, H, "127.0.0.1:0", peers, insecure=True, timeout=0.3, **kwargs)
+        layer = NetworkPeerLayer(
+            1, H, "127.0.0.1:0", peers, insecure=True, timeout=0.3, peer_wait=0.6, **kwargs
+        )
         try:
             layer.publish(1, 3, model(np.random.default_rng(3)))
             with caplog.at_level(logging.WARNING, logger="flwr"):

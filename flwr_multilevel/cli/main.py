@@ -179,27 +179,44 @@ def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
 
 
 def deploy(ns: argparse.Namespace) -> int:
-    """Deploy an experiment on local SuperLinks; return the exit status (1: a hub failed)."""
+    """Deploy an experiment on local SuperLinks; return the exit status.
+
+    0: MLL-SGD ran as the algorithm has it; 1: a hub failed, or ``deploy.strict``
+    and a gossip was skipped; 3: the run finished, but some hubs mixed without
+    a neighbour (each skip is in ``rounds.csv`` and ``summary.json``).
+    """
     # pylint: disable=import-outside-toplevel
     from flwr_multilevel.deploy.runner import FOLDERS, progress_line
     from flwr_multilevel.deploy.runner import deploy as deploy_experiment
 
-    if not ns.gossip_timeout > 0:
-        raise ConfigError("--gossip-timeout", f"expected seconds > 0, got {ns.gossip_timeout}")
-    exp = _prepare_new(ns.args, FOLDERS)
+    args = list(ns.args)
+    if ns.gossip_timeout is not None:
+        if not ns.gossip_timeout > 0:
+            raise ConfigError("--gossip-timeout", f"expected seconds > 0, got {ns.gossip_timeout}")
+        args.append(f"deploy.gossip_timeout={ns.gossip_timeout}")  # the same as the key
+    exp = _prepare_new(args, FOLDERS)
 
     def progress(row: dict[str, float]) -> None:
         if row["evaluated"]:  # one line per evaluation of u
             print(progress_line(row, exp.num_rounds), flush=True)
 
-    outcome = deploy_experiment(
-        exp, insecure=ns.insecure, gossip_timeout=ns.gossip_timeout, progress=progress
-    )
+    outcome = deploy_experiment(exp, insecure=ns.insecure, progress=progress)
     if outcome.summary.get("round") is not None:
         _print_summary(outcome.summary, exp)
     for hub, why in outcome.failed.items():
         print(f"flwr-multilevel: error: hub {hub} failed: {why}", file=sys.stderr)
-    return 1 if outcome.failed else 0
+    skipped = int(outcome.summary.get("skipped_gossip") or 0)
+    if outcome.strict:
+        print(f"flwr-multilevel: error: deploy.strict: {outcome.strict}", file=sys.stderr)
+    elif skipped:
+        print(
+            f"flwr-multilevel: warning: the gossip differed from MLL-SGD's: {skipped} "
+            "neighbour models skipped (rounds.csv: skipped_peers; hub-<d>/hub.log: why)",
+            file=sys.stderr,
+        )
+    if outcome.failed or outcome.strict:
+        return 1
+    return 3 if skipped else 0
 
 
 def theory(args: Sequence[str]) -> int:

@@ -162,5 +162,8 @@ def _add_deployment_commands(commands: Any) -> None:
     sub.add_argument("args", nargs="*", metavar="[CONFIG.yaml|BASELINE] [key=value ...]")
     sub.add_argument("--insecure", action="store_true", help="no TLS, no SuperNode auth")
     sub.add_argument(
-        "--gossip-timeout", type=float, default=30.0, help="seconds before a hub skips a peer"
+        "--gossip-timeout",
+        type=float,
+        default=None,
+        help="seconds before a hub skips a neighbour it cannot reach (deploy.gossip_timeout)",
     )

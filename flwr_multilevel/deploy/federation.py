@@ -26,6 +26,7 @@ Control API on port C:
 * ``flwr run APP hub-d --stream --run-config overrides.toml``.
 """
 
+import os
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -158,6 +159,8 @@ def local_federation(
     files: FederationFiles | None = None,
     host: str = "127.0.0.1",
     superexec_poll_s: float | None = None,
+    ready_s: float = READY_S,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[LocalFederation]:
     """Start one SuperLink per hub and one SuperNode per worker; stop them all on exit.
 
@@ -182,6 +185,11 @@ def local_federation(
         How often the SuperExecs look for work to start (ServerApp and ClientApp
         processes), via ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (0.01 to 60); None
         keeps Flower's 1 s.
+    ready_s : float (default: READY_S)
+        Seconds each process gets to come up, and each key to register
+        (``deploy.start_timeout``).
+    env : Mapping[str, str] | None (default: None)
+        Extra environment of every process (``FLWR_MULTILEVEL_CACHE``).
 
     Yields
     ------
@@ -197,17 +205,17 @@ def local_federation(
     root.mkdir(parents=True, exist_ok=True)
     if not insecure and files is None:
         files = make_federation(root / "certs", len(workers_per_hub), list(workers_per_hub))
-    env = dict(FLOWER_ENV)
+    group_env = {**FLOWER_ENV, **(env or {})}
     if superexec_poll_s is not None:
-        env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(superexec_poll_s)
-    with ProcessGroup(env) as group:
+        group_env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(superexec_poll_s)
+    with ProcessGroup(group_env) as group:
         fed = LocalFederation(root, group, None if insecure else files)
         fed.peer_addresses = {d: f"{host}:{free_port(host)}" for d in range(len(workers_per_hub))}
         # start everything of one kind at once, then wait: the processes' start-up overlaps
         for d in range(len(workers_per_hub)):
             fed.superlinks.append(start_superlink(group, root, d, fed.files, host=host, wait=False))
         for link in fed.superlinks:
-            wait_for_superlink(link)
+            wait_for_superlink(link, ready_s)
         write_connections(
             fed.flwr_home,
             {s.connection: s.control for s in fed.superlinks},
@@ -216,11 +224,16 @@ def local_federation(
         workers = [(d, k) for d, count in enumerate(workers_per_hub) for k in range(count)]
         if fed.files is not None:
             keys = fed.files.supernode
-            with ThreadPoolExecutor(max_workers=8) as pool:
+            # one `flwr` process per key: as many at once as there are cores, so each
+            # gets its share of the machine within ready_s
+            with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
                 list(
                     pool.map(
                         lambda dk: register_supernode(
-                            fed.flwr_home, fed.superlinks[dk[0]].connection, keys[dk[0]][dk[1]][1]
+                            fed.flwr_home,
+                            fed.superlinks[dk[0]].connection,
+                            keys[dk[0]][dk[1]][1],
+                            timeout=ready_s,
                         ),
                         workers,
                     )
@@ -242,6 +255,6 @@ def local_federation(
             )
         for node in fed.supernodes:
             node_log = root / f"supernode-{node.worker_id}" / "supernode.log"
-            wait_for_log(node_log, "SuperNode ID", node.proc)
+            wait_for_log(node_log, "SuperNode ID", node.proc, ready_s)
         log(INFO, "federation up: %s SuperLinks, %s SuperNodes", len(fed.superlinks), len(workers))
         yield fed

@@ -113,17 +113,17 @@ def start_superlink(
     return handle
 
 
-def wait_for_superlink(link: SuperLinkHandle) -> None:
+def wait_for_superlink(link: SuperLinkHandle, ready_s: float = READY_S) -> None:
     """Return once both of ``link``'s listeners accept connections.
 
     Raises
     ------
     DeploymentError
-        If it exits or does not listen within ``READY_S`` seconds.
+        If it exits or does not listen within ``ready_s`` seconds.
     """
     for address in (link.address, link.control):
         host, port = address.rsplit(":", 1)
-        wait_for_port(host, int(port), link.proc)
+        wait_for_port(host, int(port), link.proc, ready_s)
 
 
 def register_supernode(
@@ -137,12 +137,18 @@ def register_supernode(
     Raises
     ------
     DeploymentError
-        If the registration fails.
+        If the registration fails, or takes more than ``timeout`` seconds.
     """
     env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home)}
     argv = [executable("flwr"), "supernode", "register", str(public_key), connection]
     argv += ["--format", "json"]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeploymentError(
+            f"registering {public_key} with {connection} took more than {timeout:g} s "
+            "(deploy.start_timeout)"
+        ) from None
     match = re.search(r'"node-id":\s*(\d+)', done.stdout)
     if done.returncode != 0 or match is None:
         text = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])

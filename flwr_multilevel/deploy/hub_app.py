@@ -13,30 +13,39 @@ own results folder ``<output_dir>/hub-<d>/`` through the run core
 * ``models/round-<r>.pt``: its model ``y_d`` at every evaluation round
   (round 0 included), read by :mod:`flwr_multilevel.deploy.runner` to compute u;
 * ``config.yaml`` (the experiment it ran, read by ``flwr-multilevel collect``),
-  ``hub.log`` (its log), ``pid`` (its process), ``summary.json`` at the end.
+  ``hub.log`` (its log), ``pid`` (its process), ``summary.json`` at the end,
+  or ``failed`` (one line) if it had to stop (its SuperLink is gone).
 
 Deployment keys of the run config (the experiment's own keys are those of
-``default.yaml``, flattened, or one YAML document in ``deploy.config``):
+``default.yaml``, flattened, or one YAML document in ``deploy.config``; its
+``deploy.*`` section bounds every wait, see ``default.yaml``):
 ``deploy.hub-id``, ``deploy.listen`` (host:port of its peer layer),
 ``deploy.peers`` (``"0=host:port,2=host:port"``), ``deploy.ca``/``.cert``/
 ``.key`` (PEM files of its peer certificate) or ``deploy.insecure``,
-``deploy.gossip-timeout`` (seconds), ``deploy.poll-s`` (seconds between two
-pulls of replies) and ``deploy.out`` (its folder; default ``<output_dir>/hub-<d>``).
+``deploy.poll-s`` (seconds between two pulls of replies) and ``deploy.out``
+(its folder; default ``<output_dir>/hub-<d>``).
 """
 
+import dataclasses
 import logging
 import math
 import os
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.common.logger import FLOWER_LOGGER, log
 from flwr.serverapp import Grid, ServerApp
 from omegaconf import DictConfig, OmegaConf
 
+from flwr_multilevel.deploy.hub_grid import (
+    FAILED_FILE,
+    POLL_S,
+    FastGrid,
+    SuperLinkWatch,
+    leave_run,
+)
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.config import from_run_config, merge, validate
 from flwr_multilevel.experiment.prepare import (
@@ -46,7 +55,7 @@ from flwr_multilevel.experiment.prepare import (
     prepare,
     train_config,
 )
-from flwr_multilevel.flower_compat import Run
+from flwr_multilevel.experiment.schema import Deploy
 from flwr_multilevel.run.recorder import RunRecorder
 from flwr_multilevel.run.reports import append_report
 from flwr_multilevel.run.results import ResultsFolder
@@ -54,73 +63,10 @@ from flwr_multilevel.strategies.network_peer import NetworkPeerLayer, PeerTls, p
 from flwr_multilevel.strategies.report import RoundReport
 
 PREFIX = "deploy."
-POLL_S = 0.05
+EXPERIMENT_KEYS = {f.name for f in dataclasses.fields(Deploy)}  # deploy.* of the experiment
+__all__ = ["POLL_S", "FastGrid", "app", "peer_layer", "run_hub", "split_run_config"]
 
 app = ServerApp()
-
-
-class FastGrid(Grid):
-    """A Grid whose ``send_and_receive`` pulls replies every ``poll_s`` seconds.
-
-    Flower's ``HttpGrid.send_and_receive`` sleeps 3 s between two pulls, so
-    every round of a deployed hub would last at least 3 s; this wrapper pushes,
-    then pulls with a short pause. Everything else is the wrapped grid's.
-
-    Parameters
-    ----------
-    grid : Grid
-        The grid Flower hands the ServerApp.
-    poll_s : float (default: 0.05)
-        Seconds between two pulls.
-    """
-
-    def __init__(self, grid: Grid, poll_s: float = POLL_S) -> None:
-        self.grid, self.poll_s = grid, float(poll_s)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.grid, name)  # anything else Flower's grid offers
-
-    def set_run(self, run: Run) -> None:  # noqa: D102 (the wrapped grid's)
-        self.grid.set_run(run)
-
-    @property
-    def run(self) -> Run:  # noqa: D102
-        return self.grid.run
-
-    def create_message(  # noqa: D102  # pylint: disable=too-many-arguments
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
-        return self.grid.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
-        return self.grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
-        return self.grid.pull_messages(message_ids)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        """Push ``messages``, then pull replies every ``poll_s`` until all came or ``timeout``."""
-        pending = set(self.push_messages(messages))
-        end = time.monotonic() + (timeout if timeout is not None else 0.0)
-        replies: list[Message] = []
-        while pending:
-            got = list(self.pull_messages(pending))
-            replies.extend(got)
-            pending.difference_update(m.metadata.reply_to_message_id for m in got)
-            if not pending or (timeout is not None and time.monotonic() >= end):
-                break
-            time.sleep(self.poll_s)
-        return replies
 
 
 def split_run_config(run_config: Mapping[str, Any]) -> tuple[DictConfig, dict[str, Any]]:
@@ -140,16 +86,28 @@ def split_run_config(run_config: Mapping[str, Any]) -> tuple[DictConfig, dict[st
     >>> cfg.tau, cfg.q, dep["hub-id"]
     (3, 5, 1)
     """
-    flat = {k: v for k, v in run_config.items() if not str(k).startswith(PREFIX)}
-    deploy = {str(k)[len(PREFIX) :]: v for k, v in run_config.items() if str(k).startswith(PREFIX)}
+
+    def hub_key(key: Any) -> bool:
+        return str(key).startswith(PREFIX) and str(key)[len(PREFIX) :] not in EXPERIMENT_KEYS
+
+    flat = {k: v for k, v in run_config.items() if not hub_key(k)}
+    deploy = {str(k)[len(PREFIX) :]: v for k, v in run_config.items() if hub_key(k)}
+    if deploy.get("gossip-timeout") not in (None, ""):  # the key's name before deploy.*
+        flat["deploy.gossip_timeout"] = float(deploy["gossip-timeout"])
     cfg = from_run_config(flat)
     if deploy.get("config"):
         cfg = merge(cfg, OmegaConf.create(str(deploy["config"])), "deploy.config")
     return cfg, deploy
 
 
-def peer_layer(deploy: Mapping[str, Any], mixing: Any, hub_id: int) -> NetworkPeerLayer:
+def peer_layer(
+    deploy: Mapping[str, Any], mixing: Any, hub_id: int, bounds: Deploy | None = None
+) -> NetworkPeerLayer:
     """Return hub ``hub_id``'s networked peer layer from the ``deploy.*`` keys.
+
+    ``bounds``: the experiment's ``deploy`` section (gossip timeout, peer wait;
+    the hub then says it is stalled once its SuperLink calls hang for
+    ``superlink_timeout``); None: the defaults, never stalled.
 
     Raises
     ------
@@ -173,7 +131,9 @@ def peer_layer(deploy: Mapping[str, Any], mixing: Any, hub_id: int) -> NetworkPe
             parse_peers(str(deploy.get("peers", ""))),
             tls=tls,
             insecure=insecure,
-            timeout=gossip_timeout(deploy),
+            timeout=float(bounds.gossip_timeout) if bounds else gossip_timeout(deploy),
+            peer_wait=float(bounds.peer_wait) if bounds else None,
+            stall_after=float(bounds.superlink_timeout) if bounds else None,
         )
     except ValueError as err:
         raise ConfigError("deploy.peers", str(err)) from None
@@ -232,6 +192,10 @@ def run_hub(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     handler = _log_to(folder.path / "hub.log")
     try:
         return _run(exp, d, grid, deploy, folder)
+    except Exception as err:  # the hub's one-line reason, for whoever follows it; then Flower's
+        why = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        (folder.path / FAILED_FILE).write_text(why + "\n")
+        raise
     finally:
         FLOWER_LOGGER.removeHandler(handler)
         handler.close()
@@ -253,29 +217,50 @@ def _run(
     init = initial_model(exp)
     recorder.begin([init], None)
 
+    bounds = Deploy(**OmegaConf.to_container(exp.cfg.deploy))  # type: ignore[arg-type]
+
     def on_round(report: RoundReport, models: list[ArrayRecord]) -> bool:
         append_report(folder.path, report)
+        stop = recorder.on_round(report, models)
         if report.skipped_peers.get(d):
             log(
-                logging.WARNING,
-                "hub %s round %s: skipped neighbours %s",
+                logging.ERROR if bounds.strict else logging.WARNING,
+                "hub %s round %s: skipped neighbours %s%s",
                 d,
                 report.server_round,
                 report.skipped_peers[d],
+                "; deploy.strict: the hub stops" if bounds.strict else "",
             )
-        return recorder.on_round(report, models)
+            return True if bounds.strict else stop
+        return stop
 
-    layer = peer_layer(deploy, exp.mixing, d)
+    layer = peer_layer(deploy, exp.mixing, d, bounds)
+    fast = FastGrid(grid, float(deploy.get("poll-s", POLL_S)), on_progress=layer.beat)
+    watch = SuperLinkWatch(
+        fast,
+        bounds.superlink_timeout,
+        lambda why: leave_run(
+            folder.path, why, lambda line: layer.leave(line, bounds.gossip_timeout)
+        ),
+    ).start()
     try:
-        strategy = build_mllsgd(exp, on_round, hub_ids=[d], peer_layer=layer)
+        strategy = build_mllsgd(
+            exp,
+            on_round,
+            hub_ids=[d],
+            peer_layer=layer,
+            discovery_timeout=bounds.discovery_timeout,
+            partial_discovery=True,
+        )
         strategy.start(
-            FastGrid(grid, float(deploy.get("poll-s", POLL_S))),
+            fast,
             init,
             exp.num_rounds,
             timeout=float(exp.cfg.simulation.timeout),
             train_config=ConfigRecord(dict(train_config(exp))),  # type: ignore[arg-type]
         )
     finally:
+        watch.stop()
         layer.close(linger=0)  # start() already lingered for the neighbours on success
     return recorder.finish(hub=d)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from flwr.common.logger import log
 
-READY_S = 60.0  # seconds a process gets to come up
+READY_S = 300.0  # seconds a process gets to come up (deploy.start_timeout's default)
 STOP_GRACE_S = 5.0  # seconds between SIGTERM and SIGKILL
 BIN = Path(sys.executable).parent
 
@@ -100,6 +100,22 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def start_time(pid: int) -> int | None:
+    """Return when process ``pid`` started (clock ticks since boot; None if it is gone).
+
+    With its PID it names one process: a PID alone may be reused after it exits.
+
+    Examples
+    --------
+    >>> start_time(os.getpid()) == start_time(os.getpid()) is not None
+    True
+    """
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _signal(pids: Sequence[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -142,6 +158,7 @@ class ProcessGroup:
     env: dict[str, str] = field(default_factory=dict)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     logs: list[Any] = field(default_factory=list)
+    seen: dict[int, int] = field(default_factory=dict)  # pid -> start time, see track()
     _old_sigterm: Any = None
 
     @property
@@ -183,16 +200,30 @@ class ProcessGroup:
         log(INFO, "started %s (pid %s)", name, proc.pid)
         return proc
 
+    def track(self) -> None:
+        """Remember every process now below the recorded ones, to stop it even if orphaned.
+
+        A process whose parent dies (a SuperLink killed under its SuperExec and
+        ServerApp) is no longer below anything recorded; :meth:`stop` stops it
+        all the same if it still runs (the same PID and start time).
+        """
+        for root in [proc.pid for _, proc in self.procs if proc.poll() is None]:
+            for pid in descendants(root):
+                if pid not in self.seen and (started := start_time(pid)) is not None:
+                    self.seen[pid] = started
+
     def stop(self) -> None:
         """Stop every process started and everything below it; wait until they are gone.
 
-        All recorded processes and every process below them get SIGTERM at
-        once (so they shut down in parallel); whatever still runs after
+        All recorded processes, every process below them and every process
+        :meth:`track` saw below them that still runs get SIGTERM at once (so
+        they shut down in parallel); whatever still runs after
         ``STOP_GRACE_S`` seconds gets SIGTERM again and then SIGKILL.
         """
         running = [proc.pid for _, proc in reversed(self.procs) if proc.poll() is None]
         below = [pid for root in running for pid in descendants(root)]
-        everyone = [*running, *below]
+        orphans = [p for p, t in self.seen.items() if p not in below and start_time(p) == t]
+        everyone = [*running, *below, *orphans]
         # the SuperExecs run in their own sessions and can outlive their parent: signal all
         _signal(everyone, signal.SIGTERM)
         self._reap(STOP_GRACE_S)

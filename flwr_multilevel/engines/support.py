@@ -124,6 +124,7 @@ EVERY_BACKEND = (
     "simulation.cpus_per_worker",  # Ray's CPUs, and everywhere the default torch threads
     "simulation.threads",
     "theory",
+    "deploy",  # read by `flwr-multilevel deploy` only: the simulation backends ignore it
     "output_dir",
     "overwrite",
 )

@@ -217,6 +217,24 @@ def _check_names(cfg: DictConfig) -> None:
         cfg.output_dir = path_text("output_dir", cfg.output_dir) if cfg.output_dir else None
 
 
+def _check_deploy(cfg: DictConfig) -> None:
+    """Check the bounds of ``deploy.*``: seconds > 0 (``run_timeout`` may be null)."""
+    dep = cfg.deploy
+    for key in ("gossip_timeout", "peer_wait", "discovery_timeout", "start_timeout"):
+        number(f"deploy.{key}", dep[key], 0, 1e7, low_open=True)
+    number("deploy.superlink_timeout", dep.superlink_timeout, 0, 1e7, low_open=True)
+    if dep.run_timeout is not None:
+        number("deploy.run_timeout", dep.run_timeout, 0, 1e9, low_open=True)
+    flag("deploy.strict", dep.strict)
+    if dep.peer_wait < dep.gossip_timeout:
+        raise ConfigError(
+            "deploy.peer_wait",
+            f"expected at least deploy.gossip_timeout ({dep.gossip_timeout:g} s): a hub waits "
+            f"longer for a neighbour that is alive than for one it cannot reach, got "
+            f"{dep.peer_wait:g}",
+        )
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Check every key of a config against the schema; return it, lists normalised.
 
@@ -277,6 +295,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         number("hub.clip_norm", cfg.hub.clip_norm, 0, 1e12, low_open=True)
     number("hub.min_replies", cfg.hub.min_replies, 0, 1)
     integer("hub.max_failed_rounds", cfg.hub.max_failed_rounds, 0, 10**9)
+    _check_deploy(cfg)
     for name in ("L", "sigma2", "beta", "f_gap"):
         if cfg.theory[name] is not None:
             number(f"theory.{name}", cfg.theory[name], 0, MAX_CONSTANT, low_open=name == "L")

@@ -238,7 +238,8 @@ def build_mllsgd(exp: Experiment, on_round: OnRound | None = None, **overrides: 
 
     Federated evaluation is off: the experiment scores u on the server
     (:class:`Evaluator`), from ``on_round``. ``overrides`` are further
-    :class:`MLLSGD` arguments (a deployed hub: ``hub_ids``, ``peer_layer``).
+    :class:`MLLSGD` arguments (a deployed hub: ``hub_ids``, ``peer_layer``,
+    ``discovery_timeout`` from ``deploy.discovery_timeout``).
     """
     cfg, h = exp.cfg, exp.hierarchy
     return MLLSGD(
@@ -257,7 +258,6 @@ def build_mllsgd(exp: Experiment, on_round: OnRound | None = None, **overrides: 
         min_replies=float(cfg.hub.min_replies),
         max_failed_rounds=int(cfg.hub.max_failed_rounds),
         wait_for_slowest=bool(cfg.wait_for_slowest),
-        discovery_timeout=max(60.0, float(cfg.simulation.timeout)),
         on_round=on_round,
-        **overrides,
+        **{"discovery_timeout": max(60.0, float(cfg.simulation.timeout)), **overrides},
     )

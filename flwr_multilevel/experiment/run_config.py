@@ -33,6 +33,7 @@ NULLABLE = {
     "output_dir",
     "rates.values",
     "hub.clip_norm",
+    "deploy.run_timeout",
     "theory.L",
     "theory.sigma2",
     "theory.beta",

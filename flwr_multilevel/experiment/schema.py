@@ -130,6 +130,19 @@ class Simulation:
 
 
 @dataclass
+class Deploy:
+    """``deploy.*``: every wait of a deployment (``flwr-multilevel deploy``) is bounded here."""
+
+    gossip_timeout: float = 30.0
+    peer_wait: float = 600.0
+    discovery_timeout: float = 300.0
+    start_timeout: float = 300.0
+    superlink_timeout: float = 60.0
+    run_timeout: float | None = None
+    strict: bool = False
+
+
+@dataclass
 class Theory:
     """``theory.*``: constants of Theorem 1."""
 
@@ -161,6 +174,7 @@ class Config:
     hub: Hub = field(default_factory=Hub)
     eval: Eval = field(default_factory=Eval)
     simulation: Simulation = field(default_factory=Simulation)
+    deploy: Deploy = field(default_factory=Deploy)
     theory: Theory = field(default_factory=Theory)
     output_dir: str | None = None
     overwrite: bool = False

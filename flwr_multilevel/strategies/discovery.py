@@ -1,8 +1,10 @@
 """Which node is which worker: the hubs ask every node of the grid once, before round 1."""
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from logging import WARNING
 
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from flwr_multilevel import flower_compat
@@ -50,7 +52,25 @@ def too_few_nodes(needed: int, found: int) -> str:
     )
 
 
-def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> dict[int, int]:
+def absent_node(worker_id: int) -> int:
+    """Return the stand-in node ID of a worker that never connected (no node has it).
+
+    Such a worker is sent nothing and counted missing every round.
+
+    Examples
+    --------
+    >>> absent_node(0), absent_node(7)
+    (-1, -8)
+    """
+    return -1 - int(worker_id)
+
+
+def discover_workers(
+    grid: Grid,
+    worker_ids: Sequence[int],
+    timeout: float,
+    enough: Callable[[Collection[int]], bool] | None = None,
+) -> dict[int, int]:
     """Return the node ID of each expected worker, asking every connected node.
 
     Waits until ``len(worker_ids)`` nodes are connected (a simulation, whose
@@ -58,6 +78,24 @@ def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> d
     final: :func:`simulated_nodes`), then sends each a discovery message that
     :func:`flwr_multilevel.clients.multilevel_mod` answers with the node's
     worker id (node config ``worker-id`` or ``partition-id``).
+
+    Parameters
+    ----------
+    grid : Grid
+        The grid of the run.
+    worker_ids : Sequence[int]
+        The workers expected.
+    timeout : float
+        Seconds to wait for the nodes to connect, and then for their answers.
+    enough : Callable[[Collection[int]], bool] | None (default: None)
+        Whether the workers found may go on without the others (a deployment:
+        a worker whose SuperNode is gone). None: every expected worker must be
+        found.
+
+    Returns
+    -------
+    dict[int, int]
+        Node ID of every worker found (all of them, unless ``enough`` allowed fewer).
 
     Raises
     ------
@@ -71,6 +109,8 @@ def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> d
             raise WorkerDiscoveryError(too_few_nodes(len(worker_ids), len(fixed)))
     deadline = time.monotonic() + timeout
     while len(nodes := sorted(grid.get_node_ids())) < len(worker_ids):
+        if time.monotonic() > deadline and enough is not None and nodes:
+            break  # go on with the nodes there are, if their workers are enough (below)
         if time.monotonic() > deadline:
             raise WorkerDiscoveryError(
                 f"expected {len(worker_ids)} nodes (one per worker), found {len(nodes)} after "
@@ -98,6 +138,15 @@ def discover_workers(grid: Grid, worker_ids: Sequence[int], timeout: float) -> d
             raise WorkerDiscoveryError(f"nodes {node_of[value]} and {node} are both worker {value}")
         node_of[value] = node
     missing = sorted(set(worker_ids) - set(node_of))
+    if missing and enough is not None and node_of and enough(set(node_of)):
+        log(
+            WARNING,
+            "workers %s did not connect within %g s: the run goes on without them "
+            "(each counted missing every round)",
+            missing,
+            timeout,
+        )
+        return {w: node_of[w] for w in worker_ids if w in node_of}
     silent = sorted(set(nodes) - {reply.metadata.src_node_id for reply in replies})
     if missing and silent:
         raise WorkerDiscoveryError(

@@ -102,7 +102,8 @@ class HubStrategy(Strategy):
     hub_id : int
         Index of the hub.
     workers : Mapping[int, WorkerSpec]
-        Node ID -> the worker on that node.
+        Node ID -> the worker on that node (a negative ID, ``absent_node``,
+        for a worker that never connected: it is counted missing every round).
     time_steps : int
         tau: time steps per round, the most steps a worker can report.
     missing : str (default: "stay")
@@ -156,7 +157,8 @@ class HubStrategy(Strategy):
         self.log_rounds = True
         self._expected: dict[str, tuple[tuple[int, ...], str]] = {}
         self._model: ArrayRecord | None = None
-        self.aggregator = weighting_aggregator(self.strategy, len(self.workers))
+        self.nodes = sorted(n for n in self.workers if n >= 0)  # absent workers have none
+        self.aggregator = weighting_aggregator(self.strategy, len(self.nodes))
         self._keys = (
             str(getattr(self.aggregator, "arrayrecord_key", ARRAYS)),
             str(getattr(self.aggregator, "configrecord_key", CONFIG)),
@@ -188,7 +190,7 @@ class HubStrategy(Strategy):
         self._model = arrays
         self._expected = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
         messages = self.strategy.configure_train(
-            server_round, arrays, ConfigRecord(dict(config.items())), SubGrid(grid, self.workers)
+            server_round, arrays, ConfigRecord(dict(config.items())), SubGrid(grid, self.nodes)
         )
         return [self._instruct(msg) for msg in messages]
 
@@ -373,7 +375,7 @@ class HubStrategy(Strategy):
     ) -> Iterable[Message]:
         """Configure federated evaluation of ``arrays`` at this hub's workers."""
         return self.strategy.configure_evaluate(
-            server_round, arrays, ConfigRecord(dict(config.items())), SubGrid(grid, self.workers)
+            server_round, arrays, ConfigRecord(dict(config.items())), SubGrid(grid, self.nodes)
         )
 
     def aggregate_evaluate(

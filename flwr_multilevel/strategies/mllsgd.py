@@ -103,6 +103,10 @@ class MLLSGD(MLLSGDRounds):
         failed; 0 never stops.
     discovery_timeout : float (default: 60)
         Seconds to wait for every worker to be connected and identified.
+    partial_discovery : bool (default: False)
+        After ``discovery_timeout``, go on with the workers found if every hub
+        has at least one and ``min_replies`` of its own (a deployment whose
+        worker is gone); the others count as missing every round.
     on_round : Callable[[RoundReport, list[ArrayRecord]], bool | None] | None (default: None)
         Called after every round with its report and the hub models; True stops the run.
 

@@ -27,6 +27,14 @@ from flwr_multilevel.strategies.peer import Gossip, PeerLayer, in_neighbours, mi
 from flwr_multilevel.strategies.peer_config import PeerTls, peer_identity
 from flwr_multilevel.strategies.peer_config import format_peers as format_peers  # re-exported
 from flwr_multilevel.strategies.peer_config import parse_peers as parse_peers  # re-exported
+from flwr_multilevel.strategies.peer_wait import (
+    LEFT,
+    NOT_ALIVE,
+    NeighbourWait,
+    WaitBounds,
+    ask_until,
+    not_published,
+)
 from flwr_multilevel.strategies.peer_wire import (
     HEADER,
     METHOD,
@@ -41,6 +49,7 @@ from flwr_multilevel.strategies.peer_wire import refusal as refusal  # re-export
 
 POLL_S = 0.05  # pause between two fetches of a model not published yet
 KEEP_ROUNDS = 4
+TOLD_LEFT = -1  # the "round" under which the neighbours told that this hub left are kept
 CLOSE_GRACE_S = 1.0  # seconds answers in flight may take to finish when the layer closes
 
 
@@ -63,7 +72,12 @@ class NetworkPeerLayer(PeerLayer):
     insecure : bool (default: False)
         Explicit opt-out of TLS (tests, trusted networks).
     timeout : float (default: 30.0)
-        Seconds :meth:`collect` waits for the in-neighbours' models.
+        Seconds a neighbour reached before may be unreachable or stalled before
+        :meth:`collect` skips it (:mod:`~flwr_multilevel.strategies.peer_wait`).
+    peer_wait : float | None (default: None, 20 x ``timeout``)
+        The most it waits for a neighbour alive but slower, or not reached yet.
+    stall_after : float | None (default: None)
+        Say this hub is stalled after this long without :meth:`beat` (None: never).
     max_model_bytes : int (default: 256 MiB)
         Larger received models are refused.
     keep_rounds : int (default: 4)
@@ -98,6 +112,8 @@ class NetworkPeerLayer(PeerLayer):
         tls: PeerTls | None = None,
         insecure: bool = False,
         timeout: float = 30.0,
+        peer_wait: float | None = None,
+        stall_after: float | None = None,
         max_model_bytes: int = 256 * 2**20,
         keep_rounds: int = KEEP_ROUNDS,
     ) -> None:
@@ -112,7 +128,7 @@ class NetworkPeerLayer(PeerLayer):
         if tls is None and not insecure:
             raise ValueError("tls: expected PeerTls, or insecure=True to opt out of TLS")
         self.tls = None if insecure else tls
-        self.timeout = float(timeout)
+        self._init_waiting(float(timeout), peer_wait, stall_after)
         self.max_model_bytes = int(max_model_bytes)
         self.keep_rounds = max(1, int(keep_rounds))
         self.neighbours = in_neighbours(self.mixing, hub_id)
@@ -160,6 +176,20 @@ class NetworkPeerLayer(PeerLayer):
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.neighbours)))
         log(INFO, "hub %s: peer layer serves on port %s", hub_id, self.port)
 
+    def _init_waiting(
+        self, timeout: float, peer_wait: float | None, stall_after: float | None
+    ) -> None:
+        """Set the bounds of the waits for neighbours, and what this hub knows of them."""
+        self.timeout = timeout
+        wait = 20 * timeout if peer_wait is None else max(float(peer_wait), timeout)
+        self.bounds = WaitBounds(timeout, wait)
+        self.stall_after = stall_after
+        self._beat = time.monotonic()
+        self._collecting = False
+        self._left: str | None = None  # why this hub left the run (it serves that to everyone)
+        self._reached: set[int] = set()  # neighbours that answered in this run
+        self._gone: dict[int, str] = {}  # neighbours skipped as gone, and why
+
     def _channel(self, j: int, address: str) -> grpc.Channel:
         options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", self.max_model_bytes + HEADER.size + 2**16),
@@ -195,14 +225,48 @@ class NetworkPeerLayer(PeerLayer):
         with self._lock:
             payload = self._published.get(server_round)
             withheld = self._withheld.get(server_round)
+            if payload is None and withheld is None and self._left is not None:
+                withheld, server_round = f"{LEFT}{self._left}", TOLD_LEFT
             if payload is not None or withheld is not None:
                 self._fetched.setdefault(server_round, set()).add(requester)
                 self._changed.notify_all()
         if withheld is not None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{WITHHELD}{withheld}")
         if payload is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"round {server_round} not published")
+            context.abort(grpc.StatusCode.NOT_FOUND, not_published(server_round, self._stalled()))
         return payload  # type: ignore[return-value]  # abort() raises
+
+    def _stalled(self) -> float | None:
+        """Return for how long this hub's round loop has made no progress, if too long."""
+        idle = time.monotonic() - self._beat
+        if self.stall_after is None or self._collecting or idle < self.stall_after:
+            return None
+        return idle
+
+    def beat(self) -> None:
+        """Note that this hub's round loop made progress (see ``stall_after``)."""
+        self._beat = time.monotonic()
+
+    def leave(self, reason: str, wait: float = 0.0) -> None:
+        """Tell every neighbour asking for a round not published that this hub left the run.
+
+        They skip it at once, in that round and later ones (its SuperLink is
+        gone, say). Returns once every out-neighbour was told, or after
+        ``wait`` seconds. ``reason`` is cut to one line of 200 characters.
+        """
+        deadline = time.monotonic() + wait
+        with self._lock:
+            self._left = " ".join(str(reason).split())[:200] or "no reason given"
+            self._changed.notify_all()
+            self._wait_for_readers(TOLD_LEFT, deadline)
+
+    def _wait_for_readers(self, key: int, deadline: float) -> list[int]:
+        """Wait (lock held) until every out-neighbour not gone fetched ``key``; return the rest."""
+        readers = self.readers - set(self._gone)  # a gone neighbour will not ask
+        while not readers <= self._fetched.get(key, set()):
+            if not self._changed.wait(max(0.0, deadline - time.monotonic())):
+                break
+        return sorted(readers - self._fetched.get(key, set()))
 
     # ---- PeerLayer ----
     def _check_hub(self, hub_id: int) -> None:
@@ -240,9 +304,11 @@ class NetworkPeerLayer(PeerLayer):
     def collect(self, hub_id: int, server_round: int) -> Gossip:
         """Fetch the in-neighbours' models of ``server_round`` and return ``y_d``.
 
-        A neighbour that has not answered within ``timeout`` seconds, or whose
-        model is refused (other round or sender, layout, non-finite, too
-        large), is skipped: its weight goes to the own model.
+        A neighbour that is alive but slower is waited for up to ``peer_wait``
+        seconds; one that is unreachable or stalled for ``timeout`` seconds,
+        withheld or refused (other round or sender, layout, non-finite, too
+        large) is skipped, with its reason logged: its weight goes to the own
+        model (:mod:`~flwr_multilevel.strategies.peer_wait`).
 
         Raises
         ------
@@ -254,74 +320,38 @@ class NetworkPeerLayer(PeerLayer):
             own = self._models.get(server_round)
         if own is None:
             raise RuntimeError(f"gossip round {server_round}: hub {hub_id} has not published")
-        deadline = time.monotonic() + self.timeout
-        futures = {
-            j: self._pool.submit(self._fetch, j, server_round, own, deadline)
-            for j in self.neighbours
-        }
-        received = {j: m for j, f in futures.items() if (m := f.result()) is not None}
-        gossip = mix_one(self.mixing, hub_id, own, received)
-        if gossip.skipped:
-            log(
-                WARNING,
-                "hub %s, round %s: skipped in-neighbours %s",
-                hub_id,
-                server_round,
-                gossip.skipped,
-            )
-        return gossip
+        start = time.monotonic()
+        self._collecting = True  # waiting for neighbours is progress too
+        try:
+            futures = {
+                j: self._pool.submit(self._fetch, j, server_round, own, start)
+                for j in self.neighbours
+            }
+            received = {j: m for j, f in futures.items() if (m := f.result()) is not None}
+        finally:
+            self._collecting = False
+            self.beat()
+        return mix_one(self.mixing, hub_id, own, received)  # each skip was logged with its reason
 
     def _fetch(
-        self, j: int, server_round: int, own: ArrayRecord, deadline: float
+        self, j: int, server_round: int, own: ArrayRecord, start: float
     ) -> ArrayRecord | None:
-        """Return neighbour j's model of ``server_round``, or None (logged) if none usable."""
-        call = self._channels[j].unary_unary(METHOD)
+        """Return neighbour j's model of ``server_round``, or None (the skip logged)."""
+        wait = NeighbourWait(self.bounds, start, j in self._reached, self._gone.get(j))
         request = REQUEST.pack(server_round, self.hub_id)
-        last = "no answer"
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                payload = call(request, timeout=left)
-            except grpc.RpcError as err:
-                code = err.code()  # type: ignore[attr-defined]
-                last = f"{code.name}: {err.details()}"  # type: ignore[attr-defined]
-                if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
-                    time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
-                    continue
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    break
-                details = str(err.details())  # type: ignore[attr-defined]
-                if code == grpc.StatusCode.FAILED_PRECONDITION and details.startswith(WITHHELD):
-                    log(
-                        WARNING,
-                        "hub %s, round %s: hub %s sits this gossip out (%s); mixing without it",
-                        self.hub_id,
-                        server_round,
-                        j,
-                        details[len(WITHHELD) :],
-                    )
-                    return None
-                log(
-                    WARNING,
-                    "hub %s, round %s: no usable answer from hub %s (%s)",
-                    self.hub_id,
-                    server_round,
-                    j,
-                    last,
-                )
-                return None
-            with self._lock:
-                self.wire_bytes_in += len(payload)
-            return self._accept(j, server_round, own, payload)
-        log(
-            WARNING,
-            "hub %s, round %s: no model from hub %s within %.1f s (%s)",
-            self.hub_id,
-            server_round,
-            j,
-            self.timeout,
-            last,
-        )
-        return None
+        payload, end, why = ask_until(self._channels[j].unary_unary(METHOD), request, wait, POLL_S)
+        if wait.reached or end in ("model", "withheld"):
+            self._reached.add(j)
+        if end in ("left", *NOT_ALIVE):  # gone: later gossips do not wait for it again
+            self._gone[j] = f"{end} since round {server_round}"
+        elif end != "refused":
+            self._gone.pop(j, None)
+        if payload is None:
+            log(WARNING, "hub %s, round %s: skipped hub %s: %s", self.hub_id, server_round, j, why)
+            return None
+        with self._lock:
+            self.wire_bytes_in += len(payload)
+        return self._accept(j, server_round, own, payload)
 
     def _accept(
         self, j: int, server_round: int, own: ArrayRecord, payload: bytes
@@ -352,11 +382,8 @@ class NetworkPeerLayer(PeerLayer):
         deadline = time.monotonic() + linger
         with self._lock:
             last = max([*self._published, *self._withheld], default=None)
-            while last is not None and not self.readers <= self._fetched.get(last, set()):
-                if not self._changed.wait(max(0.0, deadline - time.monotonic())):
-                    break
-            if last is not None and not self.readers <= self._fetched.get(last, set()):
-                missing = sorted(self.readers - self._fetched.get(last, set()))
+            missing = [] if last is None else self._wait_for_readers(last, deadline)
+            if missing:
                 log(
                     WARNING,
                     "hub %s: closing; hubs %s never fetched round %s",

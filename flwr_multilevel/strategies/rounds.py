@@ -6,8 +6,9 @@ hubs (``y_d = sum_j H[j, d] z_j``). :class:`~flwr_multilevel.strategies.MLLSGD`
 runs the rounds.
 """
 
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from logging import WARNING
 from typing import Any, cast
 
@@ -26,7 +27,7 @@ from flwr_multilevel.model.topology import hub_graph
 from flwr_multilevel.protocol.arrays import message_bytes, stack, unstack
 from flwr_multilevel.protocol.keys import CONSENSUS, NUM_EXAMPLES, SEED, WORKER_STEPS
 from flwr_multilevel.strategies.deadline import one_reply_each, set_deadline
-from flwr_multilevel.strategies.discovery import discover_workers
+from flwr_multilevel.strategies.discovery import absent_node, discover_workers
 from flwr_multilevel.strategies.hub import HubStrategy, Missing, WorkerSpec
 from flwr_multilevel.strategies.one_line import client_failures
 from flwr_multilevel.strategies.peer import InProcessPeerLayer, PeerLayer
@@ -75,6 +76,7 @@ class MLLSGDRounds(Strategy):
         hub_ids: Sequence[int] | None = None,
         max_failed_rounds: int = 5,
         discovery_timeout: float = 60.0,
+        partial_discovery: bool = False,
         on_round: OnRound | None = None,
     ) -> None:
         self.strategy = strategy if strategy is not None else FedAvg()
@@ -112,6 +114,7 @@ class MLLSGDRounds(Strategy):
         self.max_failed_rounds = at_least("max_failed_rounds", max_failed_rounds, 0)
         self._failed_in_a_row: dict[int, int] = {}
         self.discovery_timeout = float(discovery_timeout)
+        self.partial_discovery = bool(partial_discovery)
         self.on_round = on_round
         self.hubs: dict[int, HubStrategy] = {}
         self.hub_of_node: dict[int, int] = {}
@@ -156,15 +159,16 @@ class MLLSGDRounds(Strategy):
     def setup(self, grid: Grid, initial_arrays: ArrayRecord) -> None:
         """Find the workers on ``grid`` and build the hubs, all starting from ``x_1``."""
         worker_ids = [w for d in self.hub_ids for w in self._members(d)]
+        enough = self._enough_workers if self.partial_discovery else None
         with client_failures() as failures:  # a ClientApp that fails here: one line, its cause
             try:
-                node_of = discover_workers(grid, worker_ids, self.discovery_timeout)
+                node_of = discover_workers(grid, worker_ids, self.discovery_timeout, enough)
             except WorkerDiscoveryError as err:
                 raise failures.explain(err) from None
         self.hubs, self.hub_of_node = {}, {}
         for d in self.hub_ids:
             workers = {
-                node_of[w]: WorkerSpec(
+                node_of.get(w, absent_node(w)): WorkerSpec(
                     w, self._weights[w], 1.0 if self.wait_for_slowest else float(self.rates[w])
                 )
                 for w in self._members(d)
@@ -175,6 +179,19 @@ class MLLSGDRounds(Strategy):
             self.hubs[d].log_rounds = False  # MLLSGD logs one line per round for all its hubs
             self.hub_of_node.update({node: d for node in workers})
         self.models = {d: initial_arrays for d in self.hub_ids}
+
+    def _enough_workers(self, found: Collection[int]) -> bool:
+        """Whether every hub has at least one and ``min_replies`` of its workers in ``found``.
+
+        Fewer, and no round of that hub could count: the paper's hub averages
+        its own workers' models (a worker that never came takes no step).
+        """
+        for d in self.hub_ids:
+            members = self._members(d)
+            need = max(1, math.ceil(self.min_replies * len(members) - 1e-9))
+            if sum(w in found for w in members) < need:
+                return False
+        return True
 
     def _members(self, hub: int) -> range:
         start = sum(self.sizes[:hub])

@@ -14,7 +14,7 @@ Examples
 
 import io
 import re
-from logging import INFO, WARNING
+from logging import INFO
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
@@ -92,14 +92,7 @@ def log_round(report: RoundReport, metrics: MetricRecord, tau: int) -> None:
         line += f", consensus {float(metrics[CONSENSUS]):.4g}"  # type: ignore[arg-type]
     log(INFO, "\t├──> %s, %.2f s", line, report.seconds)
     log(INFO, "\t└──> Aggregated MetricRecord: %s", app_metrics(metrics))
-    if report.dropped or report.missing:
-        log(
-            WARNING,
-            "round %s: %s replies not used, %s workers counted as taking no step",
-            report.server_round,
-            len(report.dropped),
-            len(report.missing),
-        )
+    # failed workers: one warning line per round, from MLLSGDRounds.log_failures
 
 
 def log_evaluation(metrics: MetricRecord | None, central: bool, server_round: int) -> None:

@@ -11,8 +11,11 @@ class SubGrid(Grid):
     """View of a Grid restricted to one hub's node IDs.
 
     Stock strategies sample only through ``grid.get_node_ids()``, so handing
-    them this view keeps them inside the hub. Messages go through the wrapped
-    grid unchanged.
+    them this view keeps them inside the hub. It lists every node of the hub,
+    connected or not: a worker whose node is gone is still sent its message
+    and counted missing when its reply does not come (the grid answers for an
+    offline node at once), where a stock strategy would wait forever for its
+    minimum of connected nodes. Messages go through the wrapped grid unchanged.
     """
 
     def __init__(self, grid: Grid, node_ids: Iterable[int]) -> None:
@@ -33,8 +36,8 @@ class SubGrid(Grid):
         return self._grid.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
-        """Return the connected node IDs of this hub."""
-        return [n for n in self._grid.get_node_ids() if n in self._ids]
+        """Return the node IDs of this hub (connected or not, see the class)."""
+        return sorted(self._ids)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Push messages through the wrapped grid."""

@@ -38,7 +38,7 @@ def _same_run(folder: Path, cfg: DictConfig) -> bool:
     for side in (done, want):
         if not isinstance(side, dict) or not isinstance(side.get("data"), dict):
             return False
-        for key in ("output_dir", "overwrite", "simulation"):
+        for key in ("output_dir", "overwrite", "simulation", "deploy"):
             side.pop(key, None)
         side["data"].pop("root", None)
     return done == want
