@@ -206,7 +206,9 @@ def main() -> None:  # pylint: disable=too-many-locals,too-many-statements
     done = {"rounds": 0}
     start = time.perf_counter()
 
-    def on_round(server_round: int, _hubs: dict[str, torch.Tensor], _steps: np.ndarray) -> bool:
+    def on_round(
+        server_round: int, _hubs: dict[str, torch.Tensor], _steps: np.ndarray, _failed: dict
+    ) -> bool:
         done["rounds"] = server_round
         if args.budget_s is None or server_round % 25:
             return False

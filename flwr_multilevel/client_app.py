@@ -16,6 +16,20 @@ from flwr.clientapp import ClientApp
 from flwr_multilevel.clients import WorkerTask, config_number, make_worker_train, multilevel_mod
 from flwr_multilevel.experiment.local_data import Split, input_spec, worker_data
 from flwr_multilevel.experiment.models import build_model, resolve_device
+from flwr_multilevel.protocol.keys import (
+    DATA_ROOT,
+    DATASET,
+    DEVICE,
+    MODEL,
+    NUM_WORKERS,
+    PARTITION,
+    PARTITION_ALPHA,
+    PARTITION_ID,
+    PARTITION_SHARDS,
+    SEED,
+    TORCH_THREADS,
+    WORKER_ID,
+)
 
 app = ClientApp(mods=[multilevel_mod])
 
@@ -33,25 +47,25 @@ def _model(name: str, split: Split, device: str) -> torch.nn.Module:
 
 def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
     """Return this worker's model and local data, loaded once per process."""
-    threads = int(config_number(config, "torch-threads", 0))
+    threads = int(config_number(config, TORCH_THREADS, 0))
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     worker_id = int(
-        config_number(config, "worker-id", float(context.node_config.get("partition-id", 0)))
+        config_number(config, WORKER_ID, float(context.node_config.get(PARTITION_ID, 0)))
     )
-    dataset, root = str(config["dataset"]), str(config["data-root"])
+    dataset, root = str(config[DATASET]), str(config[DATA_ROOT])
     split = Split(
         dataset,
         root,
-        str(config["partition"]),
-        int(config_number(config, "num-workers")),
-        int(config_number(config, "seed")),
-        config_number(config, "partition-alpha", 0.5),
-        int(config_number(config, "partition-shards", 2)),
+        str(config[PARTITION]),
+        int(config_number(config, NUM_WORKERS)),
+        int(config_number(config, SEED)),
+        config_number(config, PARTITION_ALPHA, 0.5),
+        int(config_number(config, PARTITION_SHARDS, 2)),
     )
-    device = _device(str(config.get("device", "cpu")))
+    device = _device(str(config.get(DEVICE, "cpu")))
     x, y = worker_data(split, worker_id, device)
-    return WorkerTask(_model(str(config["model"]), split, device), x, y)
+    return WorkerTask(_model(str(config[MODEL]), split, device), x, y)
 
 
 app.train()(make_worker_train(load_task))

@@ -113,6 +113,7 @@ from flwr_multilevel.experiment.config import (  # noqa: E402
 )
 from flwr_multilevel.model import mixing, rates, topology  # noqa: E402
 from flwr_multilevel.run.results import ResultsFolder, check_output_dir, plan_output_dir  # noqa: E402
+from flwr_multilevel.strategies import one_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,7 +196,7 @@ def test_run_config_sets_every_key():
 )
 def test_flwr_run_config_is_refused_in_one_line(key, value, field, monkeypatch):
     logged = []
-    monkeypatch.setattr(config_module, "log", lambda *args: logged.append(args[1] % args[2:]))
+    monkeypatch.setattr(one_line, "log", lambda *args, **_: logged.append(args[1] % args[2:]))
     with pytest.raises(ConfigError) as err:
         checked_run_config({**_app_config(), key: value})
     text = str(err.value)

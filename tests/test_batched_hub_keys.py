@@ -30,7 +30,7 @@ from flwr_multilevel.experiment.config import default_config, load_config
 from flwr_multilevel.experiment.prepare import initial_model, prepare
 
 from .conftest import make_config
-from .helpers import flat, run_engine
+from .helpers import flat, read_csv, run_engine
 from .test_batched import direct_runner
 
 SMALL = ["rounds=4", "hubs.workers=2"]
@@ -47,7 +47,7 @@ def both_backends(tmp_path, overrides):
     def engine_round(report, _models):
         engine_rounds.append((sum(report.steps.values()), len(report.missing), report.failed_hubs))
 
-    def batched_round(_round, _models, steps):
+    def batched_round(_round, _models, steps, _failed):
         batched_rounds.append(int(steps.sum()))
 
     _, engine = run_engine(make_config(tmp_path / "engine", overrides), on_round=engine_round)
@@ -158,6 +158,8 @@ def test_max_failed_rounds_exits_1_on_the_command_line(tmp_path, capsys):
     assert main([*args, f"output_dir={tmp_path / 'x'}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("flwr-multilevel: error: hub 0 kept its model for 1 rounds")
+    rows = read_csv(tmp_path / "x" / "rounds.csv")
+    assert [int(r["round"]) for r in rows] == [1, 2, 3]  # the round that ended the run is kept
 
 
 # ---- the support table ---------------------------------------------------------------------
@@ -285,3 +287,17 @@ def test_a_dense_average_that_spreads_nan_to_every_hub_is_redone(tmp_path):
         torch.testing.assert_close(value[1:], clean[key][1:], rtol=0, atol=1e-6)
         stay = (v[0] * hubs[key][0].double() + v[1] * second[key].double()).float()
         torch.testing.assert_close(value[0], stay, rtol=0, atol=1e-6)
+
+
+def test_an_aborted_batched_run_records_its_last_round_and_failed_hubs(tmp_path, capsys):
+    out = tmp_path / "diverged"
+    args = ["run", "simulation.backend=batched", "model.name=cnn", "lr=1000", "hubs.workers=4"]
+    args += ["rates.low=0.2", "rounds=6", "hub.max_failed_rounds=1", "eval.train_examples=100"]
+    assert main([*args, f"output_dir={out}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("flwr-multilevel: error: hub ") and "kept its model" in err[-1]
+    with (out / "rounds.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    aborted = err[-1].split("(round ")[1].split(")")[0]
+    assert rows[-1]["round"] == aborted  # the round that stopped the run is recorded
+    assert rows[-1]["failed_hubs"] != "" and all(r["failed_hubs"] == "" for r in rows[:-1])

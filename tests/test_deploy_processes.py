@@ -13,11 +13,15 @@ from flwr_multilevel.deploy.certs import make_supernode_keys, write_private
 from flwr_multilevel.deploy.federation import (
     DeploymentError,
     descendants,
+    executable,
     local_federation,
     pid_alive,
+    register_supernode,
     wait_for_log,
+    write_connections,
 )
 from flwr_multilevel.deploy.flower_processes import start_supernode
+from flwr_multilevel.deploy.superlink import is_loopback
 from flwr_multilevel.strategies.peer_config import format_peers
 
 pytestmark = pytest.mark.deployment
@@ -79,6 +83,68 @@ def test_tls_auth_flwr_run_and_gossip_between_two_hub_server_apps(tmp_path):
             }
         pids = tree(fed.group.pids)
     assert [p for p in pids if pid_alive(p)] == []
+
+
+def flwr_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLWR_HOME": str(home)}
+    argv = [executable("flwr"), *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_stranger_with_the_ca_certificate_can_neither_register_nor_join(tmp_path):
+    """Registration is closed: the Fleet address refuses the Control API, the operator's works.
+
+    The stranger holds the public CA certificate and reaches the address SuperNodes use;
+    the operator uses the Control API on the hub's own machine (a loopback address).
+    """
+    with local_federation(tmp_path / "fed", [1]) as fed:
+        link = fed.superlinks[0]
+        assert is_loopback(link.control.rsplit(":", 1)[0]) and link.control != link.address
+        private, public = make_supernode_keys()
+        rogue = write_private(tmp_path / "rogue", private)
+        (tmp_path / "rogue.pub").write_bytes(public)
+        stranger = tmp_path / "stranger"
+        write_connections(stranger, {"hub-0": link.address}, fed.files.ca_cert)
+
+        tried = flwr_cli(stranger, "supernode", "register", str(tmp_path / "rogue.pub"), "hub-0")
+        said = tried.stdout + tried.stderr
+        assert tried.returncode != 0 and "403 Forbidden" in said, said
+        assert "registered successfully" not in said
+        listed = flwr_cli(stranger, "supernode", "list", "hub-0")
+        assert listed.returncode != 0 and "403 Forbidden" in listed.stdout + listed.stderr
+        submitted = flwr_cli(stranger, "run", str(APP), "hub-0")
+        assert submitted.returncode != 0 and "403 Forbidden" in submitted.stdout + submitted.stderr
+
+        node = start_supernode(
+            fed.group,
+            fed.folder,
+            link,
+            7,
+            {"partition-id": 7},
+            root_certificates=fed.files.ca_cert,
+            private_key=rogue,
+            wait=False,
+        )
+        with pytest.raises(DeploymentError, match="exited with"):
+            wait_for_log(
+                tmp_path / "fed" / "supernode-7" / "supernode.log", "SuperNode ID", node.proc
+            )
+        nodes = flwr_cli(fed.flwr_home, "supernode", "list", "hub-0", "--format", "json")
+        assert nodes.returncode == 0, nodes.stderr
+        assert [n["status"] for n in json.loads(nodes.stdout)["nodes"]] == ["online"]  # worker 0
+
+        # the operator, on the hub's machine, registers the same key: it joins
+        register_supernode(fed.flwr_home, "hub-0", tmp_path / "rogue.pub")
+        node = start_supernode(
+            fed.group,
+            fed.folder,
+            link,
+            8,
+            {"partition-id": 8},
+            root_certificates=fed.files.ca_cert,
+            private_key=rogue,
+        )
+        assert node.proc.poll() is None
 
 
 def test_no_process_left_after_an_exception(tmp_path):

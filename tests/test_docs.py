@@ -28,7 +28,7 @@ from flwr_multilevel.cli.main import main
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 NOT_RUN = {
-    "deployment.md": "a manual federation over D machines; `deploy` runs take minutes",
+    "deployment.md": "run as written by tests/test_deployment_doc.py (deployment-marked, minutes)",
     "reproduction.md": "the paper's runs, minutes to hours each (docs/reproduce.sh)",
 }
 SCRATCH_SKIP = {".git", ".venv", "runs", "out"}  # not linked: the commands write there

@@ -14,7 +14,7 @@ from flwr.common.config import flatten_dict, fuse_dicts, parse_config_args
 
 from flwr_multilevel.engines.launch import launch
 from flwr_multilevel.engines.local_grid import LocalGrid
-from flwr_multilevel.experiment.config import load_config, validate
+from flwr_multilevel.experiment.config import default_config, load_config, to_run_config, validate
 from flwr_multilevel.experiment.prepare import prepare
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,16 +66,16 @@ def test_the_baseline_has_flowers_layout_and_readme_front_matter():
 def run_baseline(tmp_path, num_nodes: int, **overrides) -> Path:
     """Run the baseline's ServerApp main with its ClientApp on a LocalGrid; return the folder."""
     client, server = module("client_app"), module("server_app")
-    cfg = {**app_config(), "output-dir": str(tmp_path / "out"), **overrides}
+    cfg = {**app_config(), "output_dir": str(tmp_path / "out"), **overrides}
     grid = LocalGrid(client.app, num_nodes, run_config=cfg)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg)
     server.main(grid, context)
-    return Path(cfg["output-dir"])
+    return Path(cfg["output_dir"])
 
 
 def test_the_server_and_client_apps_train_and_write_results(tmp_path):
     utils = module("utils")
-    out = run_baseline(tmp_path, 9, **{"num-server-rounds": 2})
+    out = run_baseline(tmp_path, 9, rounds=2)
     history = utils.read_history(out)
     assert [row["round"] for row in history] == [0, 2]  # q * tau = 8 time steps: round 2
     assert history[-1]["accuracy"] > history[0]["accuracy"] + 0.2
@@ -87,7 +87,7 @@ def test_the_server_and_client_apps_train_and_write_results(tmp_path):
 
 def test_a_slot_budget_stops_the_run_and_the_last_round_is_scored(tmp_path):
     utils = module("utils")
-    overrides = {"num-server-rounds": 10, "max-time-slots": 12, "hubs": "2,2", "tau": 4, "q": 2}
+    overrides = {"rounds": 10, "max_time_slots": 12, "hubs.count": 2, "hubs.workers": 2, "q": 2}
     history = utils.read_history(run_baseline(tmp_path, 4, **overrides))
     assert [(r["round"], r["time_slot"]) for r in history] == [(0, 0), (2, 8), (3, 12)]
 
@@ -114,7 +114,7 @@ def test_the_baseline_matches_the_library_engine_on_the_same_experiment(tmp_path
         )
     )
     engine = launch(exp)
-    out = run_baseline(tmp_path, 9, **{"num-server-rounds": 4, "partition": "unequal"})
+    out = run_baseline(tmp_path, 9, **{"rounds": 4, "data.partition": "unequal"})
     last = module("utils").read_history(out)[-1]
     assert last["round"] == engine["round"] == 4
     assert last["accuracy"] == pytest.approx(engine["accuracy"], abs=1e-9)
@@ -127,7 +127,7 @@ def test_every_run_config_file_uses_only_the_apps_keys(path):
     overrides = parse_config_args([str(path)])
     fused = fuse_dicts(app_config(), overrides)  # raises on a key the app does not declare
     strategy = module("strategy").mll_sgd_strategy(fused)  # and the network it describes is valid
-    assert strategy.num_workers == sum(int(v) for v in fused["hubs"].split(","))
+    assert strategy.num_workers == module("utils").num_workers(fused)
 
 
 def test_the_run_configs_are_the_paper_figures():
@@ -146,11 +146,19 @@ def test_the_run_configs_are_the_paper_figures():
 
 def test_bad_settings_name_their_key():
     strategy = module("strategy")
-    with pytest.raises(ValueError, match="weighting: expected"):
+    with pytest.raises(ValueError, match="^weighting: expected"):
         strategy.mll_sgd_strategy({**app_config(), "weighting": "size"})
-    with pytest.raises(ValueError, match="hubs: expected"):
-        strategy.mll_sgd_strategy({**app_config(), "hubs": "3,x"})
-    with pytest.raises(ValueError, match="rates.values"):
+    with pytest.raises(ValueError, match="^hubs.workers: expected"):
+        strategy.mll_sgd_strategy({**app_config(), "hubs.workers": "3,x"})
+    with pytest.raises(ValueError, match="^rates.values: expected 9 rates"):
         strategy.mll_sgd_strategy(
-            {**app_config(), "rates-distribution": "explicit", "rates-values": "1,1"}
+            {**app_config(), "rates.distribution": "explicit", "rates.values": "1,1"}
         )
+    with pytest.raises(ValueError, match="^time_steps: expected"):
+        module("utils").num_rounds({**app_config(), "time_steps": 0})
+
+
+def test_the_apps_keys_are_default_yamls():
+    keys = list(app_config())
+    assert keys == list(module("utils").APP_KEYS)  # paper_run_config writes the app's keys
+    assert set(keys) <= set(to_run_config(default_config()))

@@ -514,3 +514,32 @@ def test_every_flower_compat_function_is_short():
                 if body and body[-1].end_lineno - body[0].lineno + 1 > 60:
                     long.append(f"{path.name}:{node.name}")
     assert not long
+
+
+# ---- the SuperLink application (deploy/superlink.py serves its APIs apart) ----
+
+
+def test_the_superlink_app_is_built_as_flower_superlink_builds_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path))
+    serving = flower_compat.superlink_serving(
+        ["--insecure", "--host", "127.0.0.3", "--port", "19093", "--isolation", "process"]
+    )
+    assert (serving.host, serving.port, serving.ssl_certfile) == ("127.0.0.3", 19093, None)
+    paths = set(serving.app.openapi()["paths"])
+    assert {"/v1/fleet/register-node", "/v1/control/register-node"} <= paths
+    assert any(p.startswith("/v1/runtime/") for p in paths)
+    assert serving.log_config["version"] == 1
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [
+        ("flwr.superlink.cli.flower_superlink", "_parse_superlink_lifespan_config"),
+        ("flwr.superlink.cli.flower_superlink", "SuperLinkLifespan"),
+        ("flwr.superlink.main", "create_app"),
+    ],
+)
+def test_a_superlink_without_what_it_is_built_from_raises(monkeypatch, module, name):
+    monkeypatch.delattr(importlib.import_module(module), name)
+    with pytest.raises(FlowerCompatError, match=name):
+        flower_compat.superlink_serving(["--insecure"])

@@ -1,15 +1,19 @@
-"""`flwr run .` with a bad run config: one line in the run's log, the run ends as failed.
+"""`flwr run .` as a user types it: it finishes on Flower's defaults, and a mistake is one line.
 
 Starts its own simulation SuperLink on free loopback ports with its own
-``FLWR_HOME`` (every process recorded and stopped by PID), submits this
-repository's Flower App with ``flwr run``, and reads the run's status back
-with ``flwr ls``. ``flwr run`` itself exits 0 whatever the run's end (Flower
-1.42's CLI); ``flwr-multilevel config --run-config`` is the pre-flight check
-that exits 2, tested beside it.
+``FLWR_HOME`` (every process recorded and stopped by PID), submits a Flower App
+with ``flwr run``, and reads the run's status back with ``flwr ls``. ``flwr
+run`` itself exits 0 whatever the run's end (Flower 1.42's CLI);
+``flwr-multilevel config --run-config`` is the pre-flight check that exits 2,
+tested beside it. This repository's app runs on Flower's default federation of
+2 SuperNodes (several workers on each); a user's app with too few SuperNodes,
+a bad multi-level key or without ``multilevel_mod`` fails in one line.
 """
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from flwr_multilevel.deploy.flower_processes import FLOWER_ENV
 from flwr_multilevel.deploy.processes import ProcessGroup, executable, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart_multilevel"
 BAD = "tau='abc'"
 ONE_LINE = "flwr-multilevel: error: tau: expected an integer in run_config, got 'abc'"
 
@@ -50,29 +55,147 @@ def test_preflight_check_exits_2_with_one_line(capsys: pytest.CaptureFixture[str
     assert "tau: 8" in out and "count: 5" in out
 
 
-@pytest.mark.simulation
-def test_bad_run_config_fails_the_run_in_one_line(tmp_path: Path) -> None:
-    home = tmp_path / "flwr-home"
+def test_preflight_check_of_a_users_app_reads_its_multilevel_keys_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    app = str(QUICKSTART)
+    assert main(["config", "--run-config", "tau=16 num-server-rounds=5", "--app", app]) == 0
+    out = capsys.readouterr().out
+    assert "tau: 16" in out and "- num-server-rounds" in out  # the app's own key: left to it
+    assert main(["config", "--run-config", "tau=0", "--app", app]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err.strip()) == (
+        "",
+        "flwr-multilevel: error: tau: expected an integer >= 1, got 0",
+    )
+
+
+def test_the_default_experiment_on_2_nodes_is_the_one_on_12() -> None:
+    from flwr_multilevel.client_app import app as client_app
+    from flwr_multilevel.engines.engine import GridEngine
+    from flwr_multilevel.engines.local_grid import LocalGrid
+    from flwr_multilevel.engines.shared_nodes import SharedNodes, share_nodes
+    from flwr_multilevel.experiment.config import load_config, validate
+    from flwr_multilevel.experiment.prepare import initial_model, prepare
+
+    models = {}
+    for nodes in (12, 2):
+        exp = prepare(validate(load_config(None, ["rounds=2", "simulation.backend=inprocess"])))
+        grid = share_nodes(LocalGrid(client_app, nodes), exp.hierarchy.num_workers, 10.0)
+        assert isinstance(grid, SharedNodes) == (nodes == 2)
+        engine = GridEngine(exp, grid)
+        engine.run(initial_model(exp), lambda report, hubs: None)
+        models[nodes] = [a.numpy() for a in engine.strategy.global_model().values()]
+    assert all((a == b).all() for a, b in zip(models[12], models[2], strict=True))
+
+
+def _superlink(group: ProcessGroup, tmp_path: Path, home: Path) -> None:
+    """Start a simulation SuperLink on free ports (connection ``sim`` in ``home``)."""
     port, control = free_port(), free_port()
     argv = [executable("flower-superlink"), "--insecure", "--simulation"]
     argv += ["--isolation", "subprocess", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--control-api-address", f"127.0.0.1:{control}"]
     argv += ["--database", str(tmp_path / "state.db"), "--disable-runtime-dependency-installation"]
+    superlink = group.start("superlink", argv, log_path=tmp_path / "superlink.log", cwd=tmp_path)
+    wait_for_port("127.0.0.1", port, superlink)
+    write_connections(home, {"sim": f"127.0.0.1:{port}"}, None)
+
+
+def _status(home: Path, run_id: int | None = None) -> str:
+    """Return the status of run ``run_id`` (the newest) once it is finished, or the last seen."""
+    status = ""
+    for _ in range(90):  # the status lands a moment after the last log line
+        listed = _flwr(["ls", "sim", "--format", "json"], home, timeout=60)
+        runs = json.loads(listed.stdout).get("runs", [])
+        runs = [r for r in runs if run_id is None or int(r.get("run-id", -1)) == run_id]
+        status = runs[0].get("status", "") if runs else ""
+        if status.startswith("finished"):
+            break
+        time.sleep(1)
+    return status
+
+
+@pytest.mark.simulation
+def test_flwr_run_dot_finishes_with_no_option(tmp_path: Path) -> None:
+    """`flwr run .` in the repository, on Flower's default federation (2 SuperNodes)."""
+    home = tmp_path / "flwr-home"
     with ProcessGroup(env={**FLOWER_ENV, "FLWR_HOME": str(home)}) as group:
-        superlink = group.start("superlink", argv, log_path=tmp_path / "superlink.log")
-        wait_for_port("127.0.0.1", port, superlink)
-        write_connections(home, {"sim": f"127.0.0.1:{port}"}, None)
+        _superlink(group, tmp_path, home)
+        run = _flwr(["run", ".", "sim", "--stream"], home, timeout=900)
+        streamed = run.stdout + run.stderr
+        status = _status(home)
+    assert "(2 simulated SuperNodes)" in streamed, streamed[-3000:]  # Flower's default
+    assert "12 workers on 2 SuperNodes" in streamed, streamed[-3000:]
+    assert "Traceback" not in streamed, streamed[-3000:]
+    assert status == "finished:completed", (status, streamed[-3000:])
+    assert len(list(tmp_path.glob("runs/*/summary.json"))) == 1  # in the SuperLink's folder
+
+
+@pytest.mark.simulation
+def test_bad_run_config_fails_the_run_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "flwr-home"
+    with ProcessGroup(env={**FLOWER_ENV, "FLWR_HOME": str(home)}) as group:
+        _superlink(group, tmp_path, home)
         run = _flwr(["run", ".", "sim", "--stream", "--run-config", BAD], home, timeout=240)
         streamed = run.stdout + run.stderr
-        status = ""
-        for _ in range(60):  # the status lands a moment after the last log line
-            listed = _flwr(["ls", "sim", "--format", "json"], home, timeout=60)
-            runs = json.loads(listed.stdout).get("runs", [])
-            status = runs[0].get("status", "") if runs else ""
-            if status.startswith("finished"):
-                break
-            time.sleep(1)
+        status = _status(home)
     assert ONE_LINE in streamed, streamed[-3000:]
     assert "Traceback" not in streamed, streamed[-3000:]
     assert "ConfigError" not in streamed, streamed[-3000:]
     assert status == "finished:failed", status
+
+
+def _streamed(args: list[str], home: Path, cwd: Path, timeout: float) -> list[tuple[float, str]]:
+    """Run ``flwr run ...`` streaming its log; return every line with its arrival time."""
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(home), "NO_COLOR": "1"}
+    began = time.monotonic()
+    with subprocess.Popen(
+        [executable("flwr"), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        lines = [(time.monotonic() - began, line.rstrip("\n")) for line in process.stdout]
+        process.wait(timeout=timeout)
+    return lines
+
+
+def _no_mod_copy(folder: Path) -> Path:
+    """Return a copy of the converted quickstart whose ClientApp forgot multilevel_mod."""
+    app = folder / "no_mod"
+    shutil.copytree(QUICKSTART, app, ignore=shutil.ignore_patterns("__pycache__"))
+    client = app / "pytorchexample" / "client_app.py"
+    text = client.read_text().replace("ClientApp(mods=[multilevel_mod])", "ClientApp()")
+    client.write_text(text)
+    return app
+
+
+@pytest.mark.simulation
+def test_a_users_mistakes_fail_the_run_in_one_line_before_training(tmp_path: Path) -> None:
+    """The converted quickstart under `flwr run`: too few SuperNodes, a bad key, no mod."""
+    home = tmp_path / "flwr-home"
+    cases = [  # (app, flwr run options, the one line)
+        (QUICKSTART, [], 'the simulation has 2 SuperNodes: flwr run . --federation-config "num'),
+        (QUICKSTART, ["--run-config", "tau=0"], "tau: expected an integer >= 1, got 0"),
+        (
+            _no_mod_copy(tmp_path),
+            ["--federation-config", "num-supernodes=4"],
+            "(is multilevel_mod in its ClientApp's mods?): KeyError: 'arrays'",
+        ),
+    ]
+    with ProcessGroup(env={**FLOWER_ENV, "FLWR_HOME": str(home)}) as group:
+        _superlink(group, tmp_path, home)
+        for app, options, line in cases:
+            lines = _streamed(["run", ".", "sim", "--stream", *options], home, app, timeout=600)
+            text = "\n".join(text for _, text in lines)
+            errors = [(t, text) for t, text in lines if "flwr-multilevel: error: " in text]
+            assert len(errors) == 1 and line in errors[0][1], text[-3000:]
+            assert "Traceback" not in text and "[ROUND" not in text, text[-3000:]
+            run_id = int(re.search(r"Successfully started run (\d+)", text)[1])  # type: ignore[index]
+            assert _status(home, run_id) == "finished:failed"
+            started = [t for t, text in lines if "Starting MLLSGD strategy:" in text]
+            if not options:  # the node count is final about a second after the strategy starts
+                assert errors[0][0] - started[0] < 10.0, text[-3000:]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
-from flwr_multilevel.deploy.certs import make_federation
+from flwr_multilevel.deploy.certs import KeyPair, make_certificate, make_federation
 from flwr_multilevel.deploy.federation import free_port
 from flwr_multilevel.strategies.network_peer import NetworkPeerLayer
 from flwr_multilevel.strategies.peer import InProcessPeerLayer
@@ -475,3 +475,44 @@ def test_tls_valid_certificate_of_a_non_neighbour_is_refused(hub0, federation, c
 def test_tls_client_checks_the_server_identity(hub0, federation):
     # hub 1 expects hub-2 at that address but hub 0 answers: the handshake fails
     assert fetch(hub0.port, tls_of(federation, 1), "hub-2") == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tls_certificate_naming_several_hubs_is_refused(hub0, federation, caplog):
+    """A certificate of hub 2 that also names hub-1 (a reader of hub 0) proves no identity."""
+    ca = KeyPair(federation.ca_cert.read_bytes(), federation.ca_key.read_bytes())
+    both = make_certificate(ca, "hub-2", ["hub-1", "127.0.0.1"])
+    tls = PeerTls(federation.ca_cert.read_bytes(), both.cert, both.key)
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        assert fetch(hub0.port, tls) == grpc.StatusCode.PERMISSION_DENIED
+    assert "refused peer None" in caplog.text
+
+
+def test_the_certificate_of_hub_e_used_as_hub_d_is_refused_both_ways(federation):
+    """Hub 2's certificate and key in hub 1's place: hub 0 neither reads from it nor serves it."""
+    ports = [free_port(), free_port()]
+    rng = np.random.default_rng(9)
+    hub0 = NetworkPeerLayer(
+        0,
+        H,
+        f"127.0.0.1:{ports[0]}",
+        {1: f"127.0.0.1:{ports[1]}"},
+        tls=tls_of(federation, 0),
+        timeout=TIMEOUT,
+    )
+    impostor = NetworkPeerLayer(
+        1,
+        H,
+        f"127.0.0.1:{ports[1]}",
+        {0: f"127.0.0.1:{ports[0]}", 2: "127.0.0.1:1"},
+        tls=tls_of(federation, 2),
+        timeout=TIMEOUT,
+    )
+    try:
+        impostor.publish(1, 1, model(rng))
+        assert hub0.exchange(0, 1, model(rng)).skipped == [1]  # the server is not hub-1
+        hub0.publish(0, 1, model(rng))
+        assert 0 in impostor.exchange(1, 1, model(rng)).skipped  # the client is not hub-1
+        assert fetch(ports[0], tls_of(federation, 1)) == grpc.StatusCode.OK  # the real hub 1 may
+    finally:
+        impostor.close(linger=0)
+        hub0.close(linger=0)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -140,23 +141,39 @@ def test_reruns_are_bit_identical_cnn_included(tmp_path):
         assert all(torch.equal(hub_a[k], hub_b[k]) for k in hub_a)
 
 
-def test_a_run_whose_hubs_keep_failing_exits_1_with_one_line(tmp_path, capsys):
-    # Bulyan cannot aggregate the replies of one worker: every round fails at every hub
+def test_a_run_whose_workers_all_fail_exits_1_quietly_with_every_round_kept(
+    tmp_path, capsys, caplog, monkeypatch
+):
+    from flwr.clientapp import ClientApp
+
+    from flwr_multilevel.clients import multilevel_mod
+    from flwr_multilevel.engines import launch
+
+    down = ClientApp(mods=[multilevel_mod])
+
+    @down.train()
+    def _train(msg, context):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(launch, "client_app", down)
     status = main(
         [
             "run",
             "simulation.backend=inprocess",
-            "hubs.workers=1",
             "rounds=8",
-            "strategy.name=Bulyan",
-            "strategy.options.num_malicious_nodes=0",
             f"output_dir={tmp_path / 'run'}",
         ]
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1
     assert err[-1].startswith("flwr-multilevel: error: hub 0 kept its model for 5 rounds")
-    assert len(read_csv(tmp_path / "run" / "rounds.csv")) == 4  # rounds 1-4 kept on disk
+    assert "disk full" in err[-1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 5, warnings  # one line per round for 12 failed workers at 3 hubs
+    assert all("12 of 12 workers without a valid reply" in line for line in warnings)
+    assert all("hubs 0, 1, 2 kept their models" in line for line in warnings)
+    rows = read_csv(tmp_path / "run" / "rounds.csv")
+    assert [int(r["round"]) for r in rows] == [1, 2, 3, 4, 5]  # the last round is kept too
 
 
 @pytest.mark.simulation

@@ -1,6 +1,7 @@
 """The ``flwr-multilevel`` command line."""
 
 import argparse
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from flwr_multilevel.errors import (
     WorkerDiscoveryError,
 )
 from flwr_multilevel.experiment.config import from_run_config, load_config, validate
+from flwr_multilevel.strategies.one_line import CallerReports
 
 
 def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -69,14 +71,24 @@ def _print_summary(summary: dict[str, Any], exp: Any) -> None:
 
 
 def _config(ns: argparse.Namespace) -> Any:
-    """Return the validated config of ``config [args]`` or of ``config --run-config``."""
+    """Return the validated config of ``config [args]`` or of ``config --run-config``.
+
+    With ``--run-config``, a user's app (one without every key of
+    ``default.yaml``) gets its MLL-SGD settings, checked as its ServerApp's
+    ``MLLSGD.from_run_config`` will check them; its own keys are left to it.
+    """
     if ns.run_config is None:
         return validate(load_config(*_split(ns.args)))
     if ns.args:
         raise ConfigError("--run-config", "takes no config file or key=value arguments beside it")
-    from flwr_multilevel.experiment.config import flwr_run_config  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from flwr_multilevel.cli.app_check import app_settings, is_this_repositorys_app
+    from flwr_multilevel.experiment.config import flwr_run_config  # pylint: disable=C0415
 
-    return validate(from_run_config(flwr_run_config(ns.app, ns.run_config)))
+    run_config = flwr_run_config(ns.app, ns.run_config)
+    if not is_this_repositorys_app(run_config):  # a user's app: its MLL-SGD keys only
+        return OmegaConf.create(app_settings(run_config))
+    return validate(from_run_config(run_config))
 
 
 def _prepare_new(args: Sequence[str], extra: Sequence[str] = ()) -> Any:
@@ -137,6 +149,8 @@ def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
     import json  # pylint: disable=import-outside-toplevel
 
     from flwr_multilevel.experiment.prepare import prepare  # pylint: disable=C0415
+    from flwr_multilevel.run.checkpoint import load_checkpoint  # pylint: disable=C0415
+    from flwr_multilevel.run.resume import check_config  # pylint: disable=C0415
 
     if args:
         raise ConfigError("--resume", "takes no config or overrides: the run keeps its own")
@@ -154,6 +168,13 @@ def _resume(folder: str, args: Sequence[str], verbose: bool) -> int:
     if cfg.simulation.backend == "batched":
         raise ConfigError("--resume", "runs of the batched backend cannot be resumed")
     cfg.output_dir = str(path)
+    # the checkpoint and the config, read-only, before the data and the model are prepared
+    # (the run core checks the whole folder again before it changes anything)
+    state = load_checkpoint(path)
+    last = state["round"]
+    if not isinstance(last, int) or isinstance(last, bool) or last < 1:
+        raise ConfigError("--resume", f"checkpoint.pt in {folder!r}: {last!r} is not a round")
+    check_config(str(state["config"]), cfg, last)
     return _launch(prepare(cfg), verbose, resume=True)
 
 
@@ -213,6 +234,7 @@ def compare(ns: argparse.Namespace) -> int:
     """Run a comparison; return the exit status."""
     # pylint: disable=import-outside-toplevel
     from flwr_multilevel.cli.compare import (
+        SweepOptions,
         check_comparison_dir,
         load_comparison,
         run_comparison,
@@ -240,9 +262,13 @@ def compare(ns: argparse.Namespace) -> int:
             ) from None
         comparison = with_seeds(comparison, seeds)
     check_comparison_dir(comparison, ns.out)
+    sweep = None
+    if ns.parallel is not None or ns.ray_address is not None or ns.gpus_per_run is not None:
+        sweep = SweepOptions(ns.parallel or 0, ns.ray_address or "", ns.gpus_per_run)
+        sweep.check()
     if not ns.verbose:
         quiet_flower()
-    out = run_comparison(comparison, ns.out)
+    out = run_comparison(comparison, ns.out, sweep=sweep)
     print((out / "comparison.md").read_text(), end="")
     print(f"results: {out}")
     return 0
@@ -268,23 +294,66 @@ def plot(ns: argparse.Namespace) -> int:
 
 def certs(ns: argparse.Namespace) -> int:
     """Write a federation's certificates and keys; return the exit status."""
-    from flwr_multilevel.deploy.certs import DEFAULT_HOSTS, make_federation  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.deploy.cert_inputs import parse_hub_hosts
+    from flwr_multilevel.deploy.certs import make_federation
 
-    for name, value in (("--hubs", ns.hubs), ("--workers", ns.workers)):
-        if value < 1:
-            raise ConfigError(name, f"expected an integer >= 1, got {value}")
-    files = make_federation(ns.out_dir, ns.hubs, ns.workers, ns.host or DEFAULT_HOSTS)
+    try:
+        workers = [int(w) for w in str(ns.workers).split(",")]
+    except ValueError:
+        raise ConfigError(
+            "--workers", f"expected integers such as 4 or 2,3, got {ns.workers!r}"
+        ) from None
+    hosts = parse_hub_hosts(ns.host) if ns.host else None
+    hubs = ns.hubs
+    if hubs is None:  # as many as --host names, or as --workers counts, else 3
+        hubs = len(hosts) if hosts else len(workers) if len(workers) > 1 else 3
+    files = make_federation(
+        ns.out_dir, hubs, workers[0] if len(workers) == 1 else workers, hosts, force=ns.force
+    )
+    if files.backup is not None:
+        print(f"the previous certificates are in {files.backup}")
     print(f"CA: {files.ca_cert} (its key {files.ca_key}: keep it off the hubs)")
-    print(f"per hub: {Path(ns.out_dir) / 'hub-<d>'}/ peer.pem/.key, superlink.pem/.key, ", end="")
-    print("supernode-<k> (private, 0600) and supernode-<k>.pub")
+    for d, names in enumerate(files.hosts[:10]):
+        print(f"hub-{d}: {', '.join(names)} -> {files.peer[d][0].parent}/ ", end="")
+        print(f"(superlink, peer, supernode-0..{len(files.supernode[d]) - 1})")
+    if len(files.hosts) > 10:
+        print(f"... and hub-10 to hub-{len(files.hosts) - 1} alike")
     return 0
+
+
+def collect(ns: argparse.Namespace) -> int:
+    """Combine a deployment's hub folders into a run's results folder (1: a hub did not finish)."""
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.cli.console import quiet_flower
+    from flwr_multilevel.deploy.collect import collect as collect_hubs
+
+    quiet_flower()
+    exp, summary, failed = collect_hubs(ns.folder, overwrite=ns.overwrite, data_root=ns.data_root)
+    if summary.get("round") is not None:
+        _print_summary(summary, exp)
+    for hub, why in failed.items():
+        print(f"flwr-multilevel: error: hub {hub} failed: {why}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flwr-multilevel``; returns the exit status.
 
-    Invalid input ends with one line on stderr and status 2.
+    Invalid input ends with one line on stderr and status 2. The command
+    prints each error itself, so the strategy's own one-line log of it
+    (:mod:`~flwr_multilevel.strategies.one_line`) stays off the console.
     """
+    flower, caller = logging.getLogger("flwr"), CallerReports()
+    flower.addFilter(caller)
+    try:
+        return _main(argv)
+    finally:
+        flower.removeFilter(caller)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Run the command of ``argv``; return its exit status."""
     try:
         ns = build_parser().parse_args(argv)
         if ns.command == "config":
@@ -298,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return certs(ns)
         if ns.command == "deploy":
             return deploy(ns)
+        if ns.command == "collect":
+            return collect(ns)
         if ns.command == "theory":
             return theory(ns.args)
         return run(ns.args, ns.verbose, ns.resume)

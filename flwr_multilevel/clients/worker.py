@@ -17,6 +17,22 @@ from torch.nn import functional as F
 
 from flwr_multilevel.model.rates import coin_flips
 from flwr_multilevel.protocol.codec import array_record, decode, encode
+from flwr_multilevel.protocol.keys import (
+    ARRAYS,
+    BATCH_SIZE,
+    LR,
+    METRICS,
+    NUM_EXAMPLES,
+    OPERATING_RATE,
+    PARTITION_ID,
+    PROXIMAL_MU,
+    SEED,
+    SERVER_ROUND,
+    STEPS,
+    TIME_STEPS,
+    TRAIN_LOSS,
+    WORKER_ID,
+)
 
 BATCH_STREAM = 1
 
@@ -230,25 +246,23 @@ def make_worker_train(
         arrays = next(r for r in msg.content.values() if isinstance(r, ArrayRecord))
         task = load_task(config, context)
         worker_id = int(
-            config_number(config, "worker-id", float(context.node_config.get("partition-id", 0)))
+            config_number(config, WORKER_ID, float(context.node_config.get(PARTITION_ID, 0)))
         )
         schedule = step_schedule(
-            seed=int(config_number(config, "seed")),
-            server_round=int(config_number(config, "server-round")),
+            seed=int(config_number(config, SEED)),
+            server_round=int(config_number(config, SERVER_ROUND)),
             worker_id=worker_id,
-            time_steps=int(config_number(config, "time-steps")),
-            rate=config_number(config, "operating-rate", 1.0),
+            time_steps=int(config_number(config, TIME_STEPS)),
+            rate=config_number(config, OPERATING_RATE, 1.0),
             num_examples=len(task.labels),
-            batch_size=int(config_number(config, "batch-size")),
+            batch_size=int(config_number(config, BATCH_SIZE)),
         )
         load_arrays(task.model, arrays)
         steps, loss = local_sgd(
-            task, schedule, config_number(config, "lr"), config_number(config, "proximal-mu", 0.0)
+            task, schedule, config_number(config, LR), config_number(config, PROXIMAL_MU, 0.0)
         )
-        metrics = MetricRecord(
-            {"num-examples": len(task.labels), "steps": steps, "train-loss": loss}
-        )
-        content = RecordDict({"arrays": reply_arrays(task.model), "metrics": metrics})
+        metrics = MetricRecord({NUM_EXAMPLES: len(task.labels), STEPS: steps, TRAIN_LOSS: loss})
+        content = RecordDict({ARRAYS: reply_arrays(task.model), METRICS: metrics})
         return Message(content, reply_to=msg)
 
     return train

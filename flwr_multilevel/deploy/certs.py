@@ -5,6 +5,9 @@ One federation CA signs everything that speaks TLS:
 * each hub's peer certificate (``hub-<d>``; server and client usage), used for
   mutual TLS between hub peer layers;
 * each hub's SuperLink certificate (``superlink-<d>``; server usage);
+* one identity per certificate: hub d's two certificates name hub d and its
+  own site's hosts (plus ``localhost`` and ``127.0.0.1``), never another
+  hub's identity or hosts (:mod:`flwr_multilevel.deploy.cert_inputs`);
 * SuperNodes authenticate with an EC P-384 key pair in OpenSSH format, what
   Flower 1.42's ``flower-supernode --auth-supernode-private-key`` reads and
   ``flwr supernode register PUBLIC_KEY`` registers with a SuperLink started
@@ -16,7 +19,7 @@ Private keys are written with file mode 0600.
 import datetime
 import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +28,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+from flwr_multilevel.deploy.cert_inputs import (
+    LOOPBACK,
+    backup_certificates,
+    check_cert_folder,
+    check_counts,
+    hosts_per_hub,
+)
+
+DEFAULT_HOSTS = LOOPBACK
 VALID_DAYS = 365
 
 
@@ -260,6 +271,10 @@ class FederationFiles:
         Per hub d: (certificate, key) of its SuperLink.
     supernode : list[list[tuple[Path, Path]]]
         Per hub d, per worker k: (private, public) SuperNode auth key pair.
+    hosts : list[list[str]]
+        Per hub d: the hosts its SuperLink and peer certificates name.
+    backup : Path | None
+        Where earlier certificates in the folder were moved (``force``).
     """
 
     ca_cert: Path
@@ -267,30 +282,41 @@ class FederationFiles:
     peer: list[tuple[Path, Path]] = field(default_factory=list)
     superlink: list[tuple[Path, Path]] = field(default_factory=list)
     supernode: list[list[tuple[Path, Path]]] = field(default_factory=list)
+    hosts: list[list[str]] = field(default_factory=list)
+    backup: Path | None = None
 
 
 def make_federation(
     folder: str | Path,
     num_hubs: int,
     workers_per_hub: int | Sequence[int],
-    hosts: Sequence[str] = DEFAULT_HOSTS,
+    hosts: Mapping[int, Sequence[str]] | None = None,
+    *,
+    force: bool = False,
 ) -> FederationFiles:
     """Write a CA, per-hub peer and SuperLink certificates and per-worker SuperNode keys.
 
     Layout under ``folder``: ``ca.pem``, ``ca.key``; ``hub-<d>/peer.pem``,
     ``hub-<d>/peer.key``, ``hub-<d>/superlink.pem``, ``hub-<d>/superlink.key``;
     ``hub-<d>/supernode-<k>`` (private) and ``hub-<d>/supernode-<k>.pub``.
+    Hub d's certificates name only hub d: its identity (``hub-<d>``,
+    ``superlink-<d>``), its own hosts, ``localhost`` and ``127.0.0.1``.
+    Everything is checked, and every key made, before the first file is written.
 
     Parameters
     ----------
     folder : str | Path
-        Output folder (created).
+        Output folder (created; its parent must exist).
     num_hubs : int
-        Number of hubs D (>= 1).
+        Number of hubs D (1 to 1000).
     workers_per_hub : int | Sequence[int]
-        Workers per hub, one number for all or one per hub.
-    hosts : Sequence[str] (default: ("localhost", "127.0.0.1"))
-        Host names / IPs in every server certificate's SAN.
+        Workers per hub, one number for all or one per hub (10000 in all at most).
+    hosts : Mapping[int, Sequence[str]] | None (default: None)
+        Per hub d, the DNS names / IP addresses its site serves on; None:
+        loopback only (every hub on this machine).
+    force : bool (default: False)
+        Replace certificates already in ``folder``, after moving them to
+        ``folder/backup-<time>/``; without it they are never touched.
 
     Returns
     -------
@@ -299,8 +325,9 @@ def make_federation(
 
     Raises
     ------
-    ValueError
-        If ``num_hubs`` or a worker count is below 1.
+    ConfigError
+        A count out of bounds, a bad host, a folder that cannot be written,
+        or certificates already there without ``force`` (nothing is changed).
 
     Examples
     --------
@@ -309,42 +336,41 @@ def make_federation(
     >>> files.peer[1][0].name, oct(files.supernode[0][0][0].stat().st_mode & 0o777)
     ('peer.pem', '0o600')
     """
-    if num_hubs < 1:
-        raise ValueError(f"num_hubs: expected an integer >= 1, got {num_hubs}")
-    counts = (
-        [workers_per_hub] * num_hubs if isinstance(workers_per_hub, int) else list(workers_per_hub)
-    )
-    if len(counts) != num_hubs or any(c < 1 for c in counts):
-        raise ValueError(
-            f"workers_per_hub: expected an integer >= 1 or {num_hubs} of them, "
-            f"got {workers_per_hub}"
-        )
-    root = Path(folder)
+    root = check_cert_folder(folder, force)
+    counts = check_counts(num_hubs, workers_per_hub)
+    names = hosts_per_hub(num_hubs, hosts)
     ca = make_ca()
-    files = FederationFiles(
-        _write_public(root / "ca.pem", ca.cert), write_private(root / "ca.key", ca.key)
-    )
-    for d in range(num_hubs):
+    made = [
+        (
+            make_certificate(ca, hub_identity(d), names[d]),
+            make_certificate(ca, f"superlink-{d}", names[d], client=False),
+            [make_supernode_keys() for _ in range(counts[d])],
+        )
+        for d in range(num_hubs)
+    ]
+    root.mkdir(exist_ok=True)
+    files = FederationFiles(root / "ca.pem", root / "ca.key", hosts=names)
+    files.backup = backup_certificates(root) if force else None
+    _write_public(files.ca_cert, ca.cert)
+    write_private(files.ca_key, ca.key)
+    for d, (peer, link, nodes) in enumerate(made):
         hub = root / hub_identity(d)
-        peer = make_certificate(ca, hub_identity(d), hosts)
         files.peer.append(
             (_write_public(hub / "peer.pem", peer.cert), write_private(hub / "peer.key", peer.key))
         )
-        link = make_certificate(ca, f"superlink-{d}", hosts, client=False)
         files.superlink.append(
             (
                 _write_public(hub / "superlink.pem", link.cert),
                 write_private(hub / "superlink.key", link.key),
             )
         )
-        nodes = []
-        for k in range(counts[d]):
-            private, public = make_supernode_keys()
-            nodes.append(
+        files.supernode.append(
+            [
                 (
                     write_private(hub / f"supernode-{k}", private),
                     _write_public(hub / f"supernode-{k}.pub", public),
                 )
-            )
-        files.supernode.append(nodes)
+                for k, (private, public) in enumerate(nodes)
+            ]
+        )
     return files

@@ -7,15 +7,19 @@ one hub's SuperLink. Every process is started in its own session and recorded
 by PID; :class:`ProcessGroup` stops all of them, and what they spawned, on
 success, on error and on SIGINT/SIGTERM.
 
-Commands (Flower 1.42), for hub d on port P:
+Commands (Flower 1.42), for hub d with its Fleet API on port P and its
+Control API on port C:
 
-* ``flower-superlink --ssl-certfile hub-d/superlink.pem --ssl-keyfile
+* ``python -m flwr_multilevel.deploy.superlink --fleet 127.0.0.1:P --control
+  127.0.0.1:C --ssl-certfile hub-d/superlink.pem --ssl-keyfile
   hub-d/superlink.key --ssl-ca-certfile ca.pem --enable-supernode-auth
-  --host 127.0.0.1 --port P --disable-runtime-dependency-installation``
-  (``--insecure`` instead of the TLS and auth flags to opt out);
+  --disable-runtime-dependency-installation`` (Flower's SuperLink with its
+  Control and Runtime APIs apart from the Fleet API, see
+  :mod:`flwr_multilevel.deploy.superlink`; ``--insecure`` instead of the TLS
+  and auth flags to opt out);
 * ``flwr supernode register hub-d/supernode-k.pub hub-d`` with a
   ``$FLWR_HOME/config.toml`` connection ``[superlink.hub-d] address =
-  "127.0.0.1:P"`` and ``root-certificates = "ca.pem"``;
+  "127.0.0.1:C"`` and ``root-certificates = "/abs/ca.pem"``;
 * ``flower-supernode --root-certificates ca.pem --superlink 127.0.0.1:P
   --port Q --auth-supernode-private-key hub-d/supernode-k --node-config
   "partition-id=i worker-id=i hub-id=d"``;
@@ -48,6 +52,7 @@ from flwr_multilevel.deploy.flower_processes import (
     start_superlink,
     start_supernode,
     submit_run,
+    wait_for_superlink,
 )
 from flwr_multilevel.deploy.processes import (
     READY_S,
@@ -210,11 +215,10 @@ def local_federation(
         for d in range(len(workers_per_hub)):
             fed.superlinks.append(start_superlink(group, root, d, fed.files, host=host, wait=False))
         for link in fed.superlinks:
-            link_host, port = link.address.rsplit(":", 1)
-            wait_for_port(link_host, int(port), link.proc, ready_s)
+            wait_for_superlink(link, ready_s)
         write_connections(
             fed.flwr_home,
-            {s.connection: s.address for s in fed.superlinks},
+            {s.connection: s.control for s in fed.superlinks},
             None if fed.files is None else fed.files.ca_cert,
         )
         workers = [(d, k) for d, count in enumerate(workers_per_hub) for k in range(count)]

@@ -8,6 +8,7 @@ for the commands.
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from flwr_multilevel.deploy.processes import (
     wait_for_log,
     wait_for_port,
 )
+from flwr_multilevel.deploy.superlink import is_loopback
 
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -39,12 +41,18 @@ def _env(group: ProcessGroup, home: Path | str) -> dict[str, str]:
 
 @dataclass
 class SuperLinkHandle:
-    """A started SuperLink: its hub, address, connection name and process."""
+    """A started SuperLink: its hub, addresses, connection name and process.
+
+    ``address`` is its Fleet API (what SuperNodes reach), ``control`` its
+    Control and Runtime APIs on a loopback address (``flwr supernode
+    register``, ``flwr run``), see :mod:`flwr_multilevel.deploy.superlink`.
+    """
 
     hub_id: int
     address: str
     connection: str
     proc: "subprocess.Popen[bytes]"
+    control: str = ""
 
 
 @dataclass
@@ -69,9 +77,12 @@ def start_superlink(
 ) -> SuperLinkHandle:
     """Start hub ``hub_id``'s SuperLink; with ``wait``, return once it listens.
 
-    With ``files`` it uses TLS (the hub's SuperLink certificate) and
-    ``--enable-supernode-auth``; ``files=None`` starts it ``--insecure``. Its
-    ``FLWR_HOME`` and log are ``folder/superlink-<d>/``.
+    It runs through :mod:`flwr_multilevel.deploy.superlink`: the Fleet API
+    on ``host:port`` and the Control and Runtime APIs on a free port of a
+    loopback address (``host`` itself when that is one). With ``files`` it
+    uses TLS (the hub's SuperLink certificate) and ``--enable-supernode-auth``;
+    ``files=None`` starts it ``--insecure``. Its ``FLWR_HOME`` and log are
+    ``folder/superlink-<d>/``.
 
     Raises
     ------
@@ -79,9 +90,12 @@ def start_superlink(
         If it exits or does not listen within ``READY_S`` seconds.
     """
     port = port or free_port(host)
+    control_host = host if is_loopback(host) else "127.0.0.1"
+    control_port = free_port(control_host)
     home = Path(folder) / f"superlink-{hub_id}"
     home.mkdir(parents=True, exist_ok=True)
-    argv = [executable("flower-superlink"), "--host", host, "--port", str(port)]
+    argv = [sys.executable, "-m", "flwr_multilevel.deploy.superlink", "--fleet", f"{host}:{port}"]
+    argv += ["--control", f"{control_host}:{control_port}"]
     if files is None:
         argv.append("--insecure")
     else:
@@ -91,9 +105,25 @@ def start_superlink(
     argv.append("--disable-runtime-dependency-installation")
     name = f"superlink-{hub_id}"
     proc = group.start(name, argv, env=_env(group, home), log_path=home / "superlink.log")
+    handle = SuperLinkHandle(
+        hub_id, f"{host}:{port}", f"hub-{hub_id}", proc, f"{control_host}:{control_port}"
+    )
     if wait:
-        wait_for_port(host, port, proc)
-    return SuperLinkHandle(hub_id, f"{host}:{port}", f"hub-{hub_id}", proc)
+        wait_for_superlink(handle)
+    return handle
+
+
+def wait_for_superlink(link: SuperLinkHandle, ready_s: float = READY_S) -> None:
+    """Return once both of ``link``'s listeners accept connections.
+
+    Raises
+    ------
+    DeploymentError
+        If it exits or does not listen within ``ready_s`` seconds.
+    """
+    for address in (link.address, link.control):
+        host, port = address.rsplit(":", 1)
+        wait_for_port(host, int(port), link.proc, ready_s)
 
 
 def register_supernode(

@@ -12,7 +12,8 @@ own results folder ``<output_dir>/hub-<d>/`` through the run core
 * ``reports.jsonl``: the same rounds in full, read by deploy's combined view;
 * ``models/round-<r>.pt``: its model ``y_d`` at every evaluation round
   (round 0 included), read by :mod:`flwr_multilevel.deploy.runner` to compute u;
-* ``hub.log`` (its log), ``pid`` (its process), ``summary.json`` at the end,
+* ``config.yaml`` (the experiment it ran, read by ``flwr-multilevel collect``),
+  ``hub.log`` (its log), ``pid`` (its process), ``summary.json`` at the end,
   or ``failed`` (one line) if it had to stop (its SuperLink is gone).
 
 Deployment keys of the run config (the experiment's own keys are those of
@@ -27,6 +28,7 @@ Deployment keys of the run config (the experiment's own keys are those of
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -129,12 +131,35 @@ def peer_layer(
             parse_peers(str(deploy.get("peers", ""))),
             tls=tls,
             insecure=insecure,
-            timeout=float(bounds.gossip_timeout) if bounds else 30.0,
+            timeout=float(bounds.gossip_timeout) if bounds else gossip_timeout(deploy),
             peer_wait=float(bounds.peer_wait) if bounds else None,
             stall_after=float(bounds.superlink_timeout) if bounds else None,
         )
     except ValueError as err:
         raise ConfigError("deploy.peers", str(err)) from None
+
+
+def gossip_timeout(deploy: Mapping[str, Any]) -> float:
+    """Return ``deploy.gossip-timeout`` (seconds, default 30): a finite number > 0.
+
+    Raises
+    ------
+    ConfigError
+        ``deploy.gossip-timeout`` is not a number of seconds > 0.
+
+    Examples
+    --------
+    >>> gossip_timeout({}), gossip_timeout({"gossip-timeout": "2.5"})
+    (30.0, 2.5)
+    """
+    value = deploy.get("gossip-timeout", 30.0)
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError("deploy.gossip-timeout", f"expected seconds > 0, got {str(value)[:60]!r}")
+    return seconds
 
 
 def _log_to(path: Path) -> logging.Handler:
@@ -153,6 +178,7 @@ def run_hub(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
         A bad experiment or deployment key.
     """
     cfg, deploy = split_run_config(run_config)
+    gossip_timeout(deploy)  # a bad deployment key is refused before any work
     exp = prepare(validate(cfg))
     d = int(deploy.get("hub-id", -1))
     if not 0 <= d < exp.hierarchy.num_hubs:
@@ -162,6 +188,7 @@ def run_hub(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     folder = ResultsFolder(Path(str(deploy.get("out") or exp.output_dir / f"hub-{d}")), True)
     (folder.path / "models").mkdir(exist_ok=True)
     (folder.path / "pid").write_text(f"{os.getpid()}\n")
+    folder.write_config(exp.cfg)  # what `flwr-multilevel collect` combines the hubs by
     handler = _log_to(folder.path / "hub.log")
     try:
         return _run(exp, d, grid, deploy, folder)

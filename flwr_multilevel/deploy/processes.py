@@ -174,8 +174,12 @@ class ProcessGroup:
         env: Mapping[str, str] | None = None,
         log_path: str | Path | None = None,
         cwd: str | Path | None = None,
+        stdin: Any = subprocess.DEVNULL,
     ) -> "subprocess.Popen[bytes]":
-        """Start ``argv`` in its own session, stdout+stderr to ``log_path``; return it."""
+        """Start ``argv`` in its own session, stdout+stderr to ``log_path``; return it.
+
+        ``stdin`` is nothing by default (``subprocess.PIPE``: the caller writes it).
+        """
         out: Any = subprocess.DEVNULL
         if log_path is not None:
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +191,7 @@ class ProcessGroup:
             list(argv),
             stdout=out,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             env=full_env,
             cwd=cwd,
             start_new_session=True,

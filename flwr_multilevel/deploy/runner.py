@@ -3,10 +3,11 @@
 Starts D SuperLinks and one SuperNode per worker (:func:`local_federation`,
 TLS and SuperNode authentication unless ``insecure``), submits the hub app
 (:mod:`flwr_multilevel.deploy.hub_app`, from ``flwr_multilevel/deploy/app``) to
-every SuperLink, follows the hubs' own results folders, and combines them
-through the run core (:class:`~flwr_multilevel.run.recorder.RunRecorder`)
-into the results folder of ``run``, the same files and columns (u = sum_d
-b_d y_d scored from the hubs' models), plots included, plus ``hub-<d>/``
+every SuperLink, follows the hubs' own results folders, and combines them as
+they grow (:mod:`flwr_multilevel.deploy.collect`, which ``collect`` uses on
+hubs that ran elsewhere) through the run core into the results folder of
+``run``, the same files and columns (u = sum_d b_d y_d scored from the hubs'
+models), plots included, plus ``hub-<d>/``
 (its rounds.csv, ``reports.jsonl``, models, ``hub.log`` and ``run.log``) and
 ``federation/`` (every process's log). Every process started is stopped on success, error
 and Ctrl-C. A hub that dies does not stop the others: they skip it (at once if
@@ -25,20 +26,16 @@ from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
-import torch
-from flwr.app import ArrayRecord
 from flwr.common.logger import log
 from omegaconf import OmegaConf
 
+from flwr_multilevel.deploy.collect import CombinedRun, Combiner
 from flwr_multilevel.deploy.federation import LocalFederation, local_federation, pid_alive
 from flwr_multilevel.deploy.hub_grid import FAILED_FILE
 from flwr_multilevel.experiment.local_data import CACHE_ENV
-from flwr_multilevel.experiment.prepare import Experiment, initial_model
-from flwr_multilevel.run.core import log_network, write_run_files
-from flwr_multilevel.run.evaluate import Evaluator
-from flwr_multilevel.run.recorder import Progress, RunRecorder
-from flwr_multilevel.run.reports import merge_reports, read_reports
-from flwr_multilevel.run.results import ResultsFolder
+from flwr_multilevel.experiment.prepare import Experiment
+from flwr_multilevel.run.recorder import Progress
+from flwr_multilevel.run.reports import read_reports
 from flwr_multilevel.strategies.network_peer import format_peers
 
 APP_DIR = Path(__file__).parent / "app"
@@ -100,10 +97,6 @@ def hub_run_config(
         "deploy.config": OmegaConf.to_yaml(cfg, resolve=True),
     }
     return config | {f"deploy.{k}": v for k, v in tls.items()}
-
-
-def _checkpoints(folder: Path) -> dict[int, Path]:
-    return {int(p.stem.split("-")[1]): p for p in (folder / "models").glob("round-*.pt")}
 
 
 class HubWatch:
@@ -191,59 +184,6 @@ def first_skip(hubs: list[HubWatch]) -> str:
     return ""
 
 
-class Combiner:
-    """Deploy's combined view: the hubs' rounds, as they appear, recorded by the run core.
-
-    Each round is recorded once every hub has reported it (a hub that failed
-    counts as keeping its last model) and, at an evaluation round, saved its
-    model: the merged round goes to :meth:`RunRecorder.on_round`, which
-    scores u from the hubs' models and writes the same files as ``run``.
-    """
-
-    def __init__(self, recorder: RunRecorder, hubs: list[HubWatch]) -> None:
-        self.recorder, self.hubs = recorder, hubs
-        self.next_round = 1
-        self.last_models: dict[int, ArrayRecord] = {}
-
-    def _model(self, hub: HubWatch, server_round: int) -> ArrayRecord | None:
-        found = _checkpoints(hub.folder)
-        if server_round in found:
-            path = found[server_round]
-        elif hub.running:
-            return None
-        else:  # a finished or failed hub: its last model (a failed hub's stays stale)
-            earlier = [r for r in found if r <= server_round]
-            if not earlier:
-                return None
-            path = found[max(earlier)]
-        return ArrayRecord(torch.load(path, map_location="cpu", weights_only=True))
-
-    def step(self) -> None:
-        """Record every round that every hub has reached, in order."""
-        plan = self.recorder.plan
-        while self.next_round <= plan.num_rounds:
-            server_round = self.next_round
-            reports = {h.hub_id: read_reports(h.folder).get(server_round) for h in self.hubs}
-            waiting = [h for h in self.hubs if reports[h.hub_id] is None and h.running]
-            if waiting or not any(reports.values()):
-                return
-            models = None
-            time_slot = self.recorder.counters.time_slot + max(
-                r.slots for r in reports.values() if r is not None
-            )
-            if plan.evaluates_after(server_round, time_slot):
-                found = [self._model(h, server_round) for h in self.hubs]
-                if any(m is None for m in found):
-                    return
-                models = [m for m in found if m is not None]
-            merged = merge_reports([r for r in reports.values() if r is not None])
-            for d, report in reports.items():
-                if report is None:
-                    merged.failed_hubs[d] = "hub down"
-            self.recorder.on_round(merged, models or [])
-            self.next_round += 1
-
-
 def progress_line(row: Mapping[str, Any], num_rounds: int) -> str:
     """Return the one line printed per evaluated round.
 
@@ -291,10 +231,7 @@ def deploy_on(
     DeployOutcome
         The summary and the hubs that failed.
     """
-    folder = ResultsFolder(exp.output_dir, overwrite=bool(exp.cfg.overwrite))
-    initial = initial_model(exp)
-    write_run_files(folder, exp, initial)
-    log_network(exp)
+    run = CombinedRun(exp)  # claims the folder, writes the run files
     hubs = []
     for d in range(exp.hierarchy.num_hubs):
         hub_folder = exp.output_dir / f"hub-{d}"
@@ -304,9 +241,7 @@ def deploy_on(
         hubs.append(HubWatch(d, hub_folder, fed.submit(d, APP_DIR, config), link))
     if on_submitted is not None:
         on_submitted(hubs)
-    recorder = RunRecorder(folder, exp.plan, Evaluator(exp), progress=progress)
-    recorder.begin([initial] * exp.hierarchy.num_hubs, None)
-    combiner = Combiner(recorder, hubs)
+    combiner = run.combiner(hubs, progress)
     strict = _wait(hubs, combiner, run_bound(exp), bool(exp.cfg.deploy.strict), fed.group.track)
     combiner.step()
     for hub in hubs:
@@ -315,10 +250,7 @@ def deploy_on(
             hub.folder.mkdir(parents=True, exist_ok=True)
             shutil.copy(log_file, hub.folder / "run.log")
     failed = {h.hub_id: h.failed for h in hubs if h.failed}
-    summary = recorder.finish(
-        zeta=exp.spectrum.zeta, failed_hubs={str(d): why for d, why in failed.items()}
-    )
-    return DeployOutcome(summary, failed, strict)
+    return DeployOutcome(run.finish(failed), failed, strict)
 
 
 def _wait(

@@ -68,7 +68,7 @@ class HubModels(Sequence["ArrayRecord"]):
         return iter(self._materialise())
 
 
-OnRound = Callable[[int, Sequence["ArrayRecord"], np.ndarray], bool | None]
+OnRound = Callable[[int, Sequence["ArrayRecord"], np.ndarray, dict[int, str]], bool | None]
 
 
 def check_supported(exp: "Experiment") -> None:
@@ -121,11 +121,11 @@ def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayR
     ----------
     exp : Experiment
         From :func:`flwr_multilevel.experiment.prepare.prepare`.
-    on_round : Callable[[int, Sequence[ArrayRecord], numpy.ndarray], bool | None] | None
+    on_round : Callable[[int, Sequence[ArrayRecord], numpy.ndarray, dict[int, str]], ...] | None
         Called after every round with the round, the hub models ``y_d`` (a
         lazy sequence of ArrayRecords in the model's dtypes: read it only on
-        the rounds you need it) and the steps each worker took; returning True
-        stops the run.
+        the rounds you need it), the steps each worker took and the hubs
+        that kept their model this round, with why; returning True stops the run.
 
     Returns
     -------
@@ -174,10 +174,12 @@ def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayR
         rules=hub_rules(exp),
     )
 
-    def report(server_round: int, hubs: Params, steps: np.ndarray) -> bool | None:
+    def report(
+        server_round: int, hubs: Params, steps: np.ndarray, failed: dict[int, str]
+    ) -> bool | None:
         if on_round is None:
             return None
-        return on_round(server_round, HubModels(hubs), steps)  # fresh tensors each round
+        return on_round(server_round, HubModels(hubs), steps, failed)  # fresh tensors each round
 
     with torch.backends.cudnn.flags(
         enabled=torch.backends.cudnn.enabled,

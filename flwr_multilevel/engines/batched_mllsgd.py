@@ -46,6 +46,7 @@ from flwr_multilevel.engines.batched_hubs import (
     gossip_matrix,
     hub_sums,
     mix,
+    mixing_tensor,
 )
 from flwr_multilevel.engines.resident import resident_copy
 from flwr_multilevel.errors import ConfigError, RunAborted
@@ -167,7 +168,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         self.v = torch.from_numpy(np.asarray(hierarchy.v, dtype=np.float64)).to(self.device)
         self.average = average_matrix(self.v, self.hub_of, self.num_hubs)  # z = A x
         self.mixing = np.asarray(mixing, dtype=np.float64)
-        self.mix_t = torch.from_numpy(self.mixing.T.copy()).to(self.device)  # y = H^T z
+        self.mix_t = mixing_tensor(self.mixing.T, self.device)  # y = H^T z (sparse if it is)
         self.grads = gradient_function(self.model, gradients)
         self.fused = self.grads is logreg_grads  # logistic regression: fused in-place steps
         self._ahead: tuple[int, RoundDraws] | None = None  # the next round's draws (GPU)
@@ -314,7 +315,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             if server_round % self.q == 0:  # y_d = sum_j H[j, d] z_j
                 matrix = self.mix_t
                 if failed:  # the failed hubs sit the gossip out
-                    matrix = torch.from_numpy(gossip_matrix(self.mixing, failed).T.copy())
+                    matrix = mixing_tensor(gossip_matrix(self.mixing, failed).T)
                 new_hubs = mix(matrix.to(self.device), averages)
         steps = draws.steps if valid is None else np.where(valid, draws.steps, 0)
         return RoundResult(new_hubs, steps, failed)
@@ -323,7 +324,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         self,
         initial: Params,
         num_rounds: int,
-        on_round: Callable[[int, Params, np.ndarray], bool | None] | None = None,
+        on_round: Callable[[int, Params, np.ndarray, dict[int, str]], bool | None] | None = None,
         first_round: int = 1,
     ) -> Params:
         """Run ``num_rounds`` rounds from one shared initial model; return the hub models.
@@ -336,7 +337,8 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             Rounds to run.
         on_round : Callable | None (default: None)
             Called with the round, the stacked hub models ``(D, ...)`` (do not
-            modify them) and the steps per worker; returning True stops.
+            modify them), the steps per worker and the hubs that kept their
+            model, with why; returning True stops.
         first_round : int (default: 1)
             Number of the first round.
 
@@ -344,7 +346,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         ------
         RunAborted
             A hub kept its model ``rules.max_failed_rounds`` rounds in a row
-            (before ``on_round`` of that round, as the message engine).
+            (after ``on_round`` of that round: the round is recorded first).
         """
         hubs = {
             key: value.detach()
@@ -356,6 +358,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         in_a_row = [0] * self.num_hubs
         for server_round in range(first_round, first_round + num_rounds):
             hubs, steps, failed = self.run_round(server_round, hubs)
+            stop = on_round is not None and on_round(server_round, hubs, steps, failed)
             for hub in range(self.num_hubs):
                 in_a_row[hub] = in_a_row[hub] + 1 if hub in failed else 0
                 limit = self.rules.max_failed_rounds
@@ -364,7 +367,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
                         f"hub {hub} kept its model for {in_a_row[hub]} rounds in a row "
                         f"(round {server_round}); last reason: {failed[hub]}"
                     )
-            if on_round is not None and on_round(server_round, hubs, steps):
+            if stop:
                 break
         self._ahead = None
         return hubs

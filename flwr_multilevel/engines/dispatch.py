@@ -116,15 +116,17 @@ class Dispatch:
             state: Any, queue: Queue[Message], nodes_mapping: Any, f_stop: threading.Event
         ) -> None:
             inbox: dict[int, deque[Message]] = {node_id: deque() for node_id in nodes_mapping}
+            ready: set[int] = set()  # nodes whose inbox may hold messages
 
             def stored(message: Message, message_id: str | None) -> None:
                 if message_id is not None and message.metadata.dst_node_id in inbox:
                     inbox[message.metadata.dst_node_id].append(message)
+                    ready.add(message.metadata.dst_node_id)  # after the append: never missed
                 self._last_arrival = time.monotonic()
                 self._arrived.set()
 
             with flower_compat.tap_stored_messages(state, stored) as tapped:
-                self._feed(state, queue, inbox, f_stop, interval, polled=not tapped)
+                self._feed(state, queue, (inbox, ready), f_stop, interval, polled=not tapped)
 
         return feed
 
@@ -133,7 +135,7 @@ class Dispatch:
         self,
         state: Any,
         queue: Queue[Message],
-        inbox: dict[int, "deque[Message]"],
+        inboxes: tuple[dict[int, "deque[Message]"], set[int]],
         f_stop: threading.Event,
         interval: float,
         polled: bool,
@@ -141,16 +143,27 @@ class Dispatch:
         """Pass over the nodes until ``f_stop``; wait ``interval`` s or until a message arrives.
 
         The first pass (and every pass, if ``polled``) asks the LinkState for
-        each node's messages: those stored before the inbox was in place.
+        each node's messages: those stored before the inbox was in place. The
+        others visit only the nodes in ``ready`` (messages stored, not yet
+        handed out), so a pass costs what arrived, not the number of nodes: a
+        pass runs per stored message, and visiting every node each time made
+        handing out a round's N messages O(N^2).
         """
+        inbox, ready = inboxes
         first = True
         while not f_stop.is_set():
             self._arrived.clear()
             with self._passes:
                 self._feeding = True
-            for node_id, waiting in inbox.items():
-                if not (waiting or polled or first) or self.busy(node_id):
+            for node_id in list(inbox if polled or first else ready):
+                ready.discard(node_id)  # before reading its inbox: a later store adds it back
+                waiting = inbox[node_id]
+                if self.busy(node_id):
+                    if waiting:
+                        ready.add(node_id)  # visited again once the node is free
                     continue  # its next message waits (and may expire) in the LinkState
+                if not (waiting or polled or first):
+                    continue
                 if polled or first:
                     for msg in flower_compat.next_message_ins(state, node_id):
                         self.start(node_id)
@@ -163,6 +176,8 @@ class Dispatch:
                     msg.metadata.delivered_at = now().isoformat()
                     self.start(node_id)
                     queue.put(msg)
+                if waiting:
+                    ready.add(node_id)  # more than one message: the next once this one is done
             first = False
             with self._passes:
                 self._feeding = False

@@ -119,12 +119,18 @@ class BatchedEngine:
         links = int(np.count_nonzero(mixing - np.diag(np.diag(mixing))))
         began = [time.perf_counter()]
 
-        def adapter(server_round: int, models: Sequence[ArrayRecord], steps: np.ndarray) -> bool:
+        def adapter(
+            server_round: int,
+            models: Sequence[ArrayRecord],
+            steps: np.ndarray,
+            failed: dict[int, str],
+        ) -> bool:
             gossip = server_round % int(cfg.q) == 0
             report = RoundReport(
                 server_round,
                 gossip=gossip,
                 steps=dict(enumerate(steps.tolist())),
+                failed_hubs=dict(failed),
                 slots=round_slots(
                     int(cfg.seed),
                     server_round,

@@ -19,7 +19,8 @@ def launch(
     """Run ``exp`` with ``simulation.backend`` and return its summary.
 
     ``ray`` runs the ServerApp and one virtual ClientApp node per worker in
-    Flower's simulation engine; ``inprocess`` runs the same ClientApp on a
+    Flower's simulation engine (a private Ray instance, or the cluster at
+    ``simulation.ray_address``); ``inprocess`` runs the same ClientApp on a
     :class:`~flwr_multilevel.engines.local_grid.LocalGrid` in this process;
     ``batched`` advances every worker in one vectorised computation
     (:mod:`flwr_multilevel.engines.batched`), same draws and numbers to float32 rounding.
@@ -43,6 +44,7 @@ def launch(
         float(exp.cfg.simulation.cpus_per_worker),
         float(exp.cfg.simulation.gpus_per_worker),
         groups=bool(exp.cfg.simulation.ray_groups),
+        address=str(exp.cfg.simulation.ray_address),
     )
     if "error" in outcome:
         raise outcome["error"]

@@ -27,6 +27,7 @@ from flwr.serverapp import Grid
 from flwr_multilevel import flower_compat
 from flwr_multilevel.engines.dispatch import expired
 from flwr_multilevel.flower_compat import ErrorCode
+from flwr_multilevel.protocol.keys import NUM_PARTITIONS, PARTITION_ID
 
 FIRST_NODE_ID = 1000
 
@@ -53,6 +54,8 @@ class LocalGrid(Grid):
     [1000, 1001]
     """
 
+    nodes_fixed = True  # every node is there from the start (strategies.discovery)
+
     def __init__(
         self,
         client_app: ClientApp,
@@ -68,7 +71,7 @@ class LocalGrid(Grid):
             FIRST_NODE_ID + i: Context(
                 run_id=1,
                 node_id=FIRST_NODE_ID + i,
-                node_config={"partition-id": i, "num-partitions": num_nodes},
+                node_config={PARTITION_ID: i, NUM_PARTITIONS: num_nodes},
                 state=RecordDict(),
                 run_config=dict(run_config or {}),
             )

@@ -114,8 +114,10 @@ class GroupActor:
                     reply, error = app(message=message, context=context), ""
                 except Exception as err:  # pylint: disable=broad-except
                     reply, error = None, f"{type(err)}:<'{err}'>"
-                    log(ERROR, "ClientApp raised on node %s", message.metadata.dst_node_id)
-                    log(ERROR, traceback.format_exc())
+                    # the reason reaches the hub's one line per round; a traceback per
+                    # failed message would flood the console (one per worker and round)
+                    log(DEBUG, "ClientApp raised on node %s", message.metadata.dst_node_id)
+                    log(DEBUG, traceback.format_exc())
                 now = time.perf_counter()
                 with self._lock:
                     self._done[group_id].append((index, reply, context, error, now - start))

@@ -7,6 +7,7 @@
 import functools
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,13 +18,15 @@ from flwr.serverapp import Grid, ServerApp
 
 from flwr_multilevel import flower_compat
 from flwr_multilevel.engines.dispatch import Dispatch
+from flwr_multilevel.errors import SimulationError
 
 POLL_INTERVAL = 0.01  # seconds between reply polls of Flower's in-memory grid (its default: 0.1)
 SETTLE = 0.005  # seconds a worker waits for the feeder to queue the rest of a round
 FEEDER_NODES = 16  # up to this many nodes the engine's node feeder also waits POLL_INTERVAL
 FAST_POLL = 0.001  # seconds between the grid's reply polls up to FAST_POLL_NODES nodes
 FAST_POLL_NODES = 64
-SLOW_POLL = 0.1  # the longest wait between the grid's reply polls (Flower's own)
+SLOW_POLL = 0.1  # the longest floor of the wait between the grid's reply polls (Flower's own)
+POLL_SHARE = 0.1  # the grid's reply polls take at most this share of the time (tune_grid)
 
 
 def poll_interval(nodes: int) -> float:
@@ -43,23 +46,45 @@ def poll_interval(nodes: int) -> float:
     return round(min(SLOW_POLL, POLL_INTERVAL * max(1.0, nodes / 200)), 6)
 
 
-def tune_grid(grid: Grid, interval: float | None = None) -> None:
-    """Make the simulation engine's grid poll for replies every ``interval`` seconds.
+def tune_grid(grid: Grid, interval: float | None = None, share: float = POLL_SHARE) -> None:
+    """Make the simulation engine's grid poll for replies every ``interval`` seconds or more.
 
     Flower's ``InMemoryGrid`` sleeps ``pull_interval`` (0.1 s) between polls,
     so every round of a short simulation waits for the next multiple of it.
-    Grids without that setting are left as they are.
+    Each poll scans every reply still pending, under the LinkState's lock
+    (about 4 us per message): at a fixed interval a round of N workers,
+    which lasts in proportion to N, would cost O(N^2). So after every poll
+    the wait becomes ``max(interval, poll time / share)``: polling takes at
+    most ``share`` of the time, and as the replies come in and polls get
+    cheap the wait shrinks back to ``interval``. Grids without that setting
+    are left as they are.
 
     Examples
     --------
     >>> class Polling:
     ...     pull_interval = 0.1
+    ...     def pull_messages(self, message_ids):
+    ...         return []
     >>> grid = Polling()
     >>> tune_grid(grid)  # type: ignore[arg-type]
     >>> grid.pull_interval
     0.01
     """
-    flower_compat.set_grid_pull_interval(grid, POLL_INTERVAL if interval is None else interval)
+    floor = POLL_INTERVAL if interval is None else interval
+    flower_compat.set_grid_pull_interval(grid, floor)
+    pull = getattr(grid, "pull_messages", None)
+    if pull is None or flower_compat.grid_pull_interval(grid) != floor:
+        return  # a grid that does not poll
+
+    def timed_pull(message_ids: Any) -> Any:
+        began = time.perf_counter()
+        replies = pull(message_ids)
+        wait = max(floor, (time.perf_counter() - began) / share)
+        if abs(wait - (flower_compat.grid_pull_interval(grid) or 0.0)) > 0.1 * floor:
+            flower_compat.set_grid_pull_interval(grid, wait)
+        return replies
+
+    grid.pull_messages = timed_pull  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -116,28 +141,91 @@ def _grouped_messages(dispatch: Dispatch, groups: bool) -> Iterator[Any]:
         )
 
 
-def run_in_simulation(
+def ray_init_args(address: str = "", gpus_per_worker: float = 0.0) -> dict[str, Any]:
+    """Return the arguments of Flower's ``ray.init`` call (``backend_config["init_args"]``).
+
+    Empty ``address``: a private Ray instance of this machine's CPUs (and, with
+    ``gpus_per_worker > 0``, its GPUs), started for the run and stopped after
+    it: ``address="local"``, since without an address ``ray.init`` would
+    attach to the cluster in ``RAY_ADDRESS`` or to the last one ``ray start``
+    began on this machine (another user's, say). Else Ray attaches to the
+    cluster at ``address`` (``auto``: ``RAY_ADDRESS``, or the one ``ray start``
+    began last on this machine; or ``host:port`` of its head), whose
+    resources are its own: Ray refuses ``num_cpus`` or ``num_gpus`` there.
+
+    Examples
+    --------
+    >>> ray_init_args("10.0.0.5:6379")
+    {'address': '10.0.0.5:6379'}
+    >>> sorted(ray_init_args().items())[0]
+    ('address', 'local')
+    """
+    if address:
+        return {"address": address}
+    num_gpus = 0
+    if gpus_per_worker > 0:
+        import torch  # pylint: disable=import-outside-toplevel
+
+        num_gpus = torch.cuda.device_count()
+    return {"address": "local", "num_cpus": os.cpu_count() or 1, "num_gpus": num_gpus}
+
+
+def _check_not_nested() -> None:
+    """Refuse to start Flower's engine where Ray is already initialised in this process.
+
+    Flower's engine skips ``ray.init`` then, uses that connection, and calls
+    ``ray.shutdown()`` when the run ends: inside a Ray task or actor (a sweep's
+    run) that would cut the task's own connection, and a caller's ``ray.init``
+    would be undone.
+
+    Raises
+    ------
+    SimulationError
+        Ray is initialised in this process.
+    """
+    import ray  # pylint: disable=import-outside-toplevel
+
+    if ray.is_initialized():
+        raise SimulationError(
+            "Ray is already initialised in this process (a Ray task, or a caller's ray.init): "
+            "simulation.backend=ray would nest Flower's engine in it and shut that connection "
+            "down; use simulation.backend=inprocess (the same numbers) or simulation.ray_address"
+        )
+
+
+def run_in_simulation(  # pylint: disable=too-many-arguments,too-many-positional-arguments
     server_app: ServerApp,
     client_app: ClientApp,
     num_supernodes: int,
     cpus_per_worker: float,
     gpus_per_worker: float = 0.0,
     groups: bool = True,
+    address: str = "",
 ) -> None:
     """Run ``server_app`` with ``num_supernodes`` virtual nodes of ``client_app`` on Ray.
 
-    With ``gpus_per_worker > 0`` Ray is given every visible GPU and packs
-    ``1 / gpus_per_worker`` workers on each. With ``groups`` each actor call
-    runs a group of messages (:mod:`~flwr_multilevel.engines.ray_groups`).
+    With an empty ``address`` Ray is a private instance of this machine; with
+    ``gpus_per_worker > 0`` it is given every visible GPU and packs
+    ``1 / gpus_per_worker`` workers on each. With ``address`` (``auto`` or
+    ``host:port``) the engine attaches to that running cluster as one more
+    driver: its actors (as many as the cluster's nodes hold at
+    ``cpus_per_worker`` and ``gpus_per_worker`` each) are this driver's and
+    end with it, and the cluster itself is never stopped or changed. With
+    ``groups`` each actor call runs a group of messages
+    (:mod:`~flwr_multilevel.engines.ray_groups`).
+
+    Raises
+    ------
+    SimulationError
+        Ray is already initialised in this process (:func:`_check_not_nested`).
     """
-    # pylint: disable=import-outside-toplevel
-    import torch
+    # pylint: disable-next=import-outside-toplevel
     from flwr.simulation import run_simulation
 
-    num_gpus = torch.cuda.device_count() if gpus_per_worker > 0 else 0
+    _check_not_nested()
     backend_config = {
         "client_resources": {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker},
-        "init_args": {"num_cpus": os.cpu_count() or 1, "num_gpus": num_gpus},
+        "init_args": ray_init_args(address, gpus_per_worker),
     }
     flower = logging.getLogger("flwr")
     notice = _DropDeprecationNotice()
@@ -145,7 +233,11 @@ def run_in_simulation(
     # The feeder visits every node per pass: with many nodes, short waits cost more than they save
     feeder_wait = min(0.1, POLL_INTERVAL * max(1.0, num_supernodes / FEEDER_NODES))
     try:
-        with warnings.catch_warnings(), fast_node_polling(feeder_wait, groups):
+        with (
+            warnings.catch_warnings(),
+            fast_node_polling(feeder_wait, groups),
+            flower_compat.quiet_engine_errors(),  # the hubs summarise failures per round
+        ):
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")
             run_simulation(

@@ -95,6 +95,13 @@ RULES: tuple[Rule, ...] = (
         (SIM.ray_groups,),
         "grouped actor calls are Ray's",
     ),
+    Rule(
+        "simulation.ray_address",
+        ANY,
+        (SIM.ray_address,),
+        (SIM.ray_address,),
+        "attaching to a Ray cluster is Ray's",
+    ),
 )
 
 EVERY_BACKEND = (

@@ -11,12 +11,12 @@ importable from here too.
 
 import math
 from collections.abc import Mapping, Sequence
-from logging import ERROR, WARNING
+from logging import WARNING
 from pathlib import Path
 from typing import Any, cast
 
 from flwr.common.logger import log
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from flwr_multilevel.engines.support import check_supported
 from flwr_multilevel.errors import ConfigError
@@ -32,10 +32,11 @@ from flwr_multilevel.experiment.ranges import (
     choice,
     flag,
     float_list,
-    int_list,  # prepare.py imports it from here
     integer,
     number,
     path_text,
+    plain,
+    ray_address,
     show,
 )
 from flwr_multilevel.experiment.run_config import (  # noqa: F401  # re-exported
@@ -56,9 +57,12 @@ from flwr_multilevel.experiment.schema import (
     PARTITIONS,
     WEIGHTINGS,
 )
-from flwr_multilevel.experiment.strategy_options import check_strategy
+from flwr_multilevel.experiment.strategy_options import check_hub_sizes, check_strategy
+from flwr_multilevel.model.hierarchy import hub_sizes
+from flwr_multilevel.model.lists import number_list
 
 MAX_FILE_BYTES = 1_000_000  # config, comparison, graph and matrix files
+MAX_ROUNDS = 10**7  # of `rounds`, and of the rounds `time_steps` asks for
 
 
 def _read_yaml_file(path: str | Path, key: str) -> Any:
@@ -140,15 +144,16 @@ def checked_run_config(run_config: Mapping[str, Any]) -> DictConfig:
     A ConfigError is logged as one line (``flwr-multilevel: error: ...``) before
     it is raised, so the reason leads the ServerApp's log.
     """
-    from flwr_multilevel.run.results import plan_output_dir  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from flwr_multilevel.run.results import plan_output_dir
+    from flwr_multilevel.strategies.one_line import fail_in_one_line
 
     try:
         cfg = validate(from_run_config(run_config))
         cfg.output_dir = str(plan_output_dir(cfg.output_dir, bool(cfg.overwrite)))
         return cfg
     except ConfigError as err:
-        log(ERROR, "flwr-multilevel: error: %s", err)
-        raise
+        raise fail_in_one_line(err) from None
 
 
 # ---- validation ----------------------------------------------------------------------------
@@ -171,15 +176,12 @@ def _typed(cfg: Any) -> DictConfig:
 
 
 def _check_sizes(cfg: DictConfig) -> None:
-    workers = int_list("hubs.workers", cfg.hubs.workers)
-    if isinstance(workers, list):
-        if len(workers) != cfg.hubs.count:
-            raise ConfigError(
-                "hubs.workers", f"expected {cfg.hubs.count} counts (hubs.count), got {workers}"
-            )
-        for count in workers:
-            integer("hubs.workers", count, 1, MAX_WORKERS_PER_HUB)
-    cfg.hubs.workers = workers
+    """Check ``hubs.workers`` against ``hubs.count``; a string or a single count becomes a list."""
+    workers = plain(cfg.hubs.workers)
+    for count in number_list("hubs.workers", workers, int):
+        integer("hubs.workers", count, 1, MAX_WORKERS_PER_HUB)
+    sizes = hub_sizes(cfg.hubs.count, workers)
+    cfg.hubs.workers = workers if isinstance(workers, int) else list(sizes)
 
 
 def _check_rates(cfg: DictConfig) -> None:
@@ -257,11 +259,17 @@ def validate(cfg: DictConfig) -> DictConfig:
     refuse_interpolations(cfg, "config")
     integer("seed", cfg.seed, 0, 2**32 - 1)
     for key in ("rounds", "tau", "q", "batch_size"):
-        integer(key, cfg[key], 1, 10**7)
+        integer(key, cfg[key], 1, MAX_ROUNDS)
     integer("hubs.count", cfg.hubs.count, 1, 10_000)
     for key in ("time_steps", "max_time_slots"):
         if cfg[key] is not None:
             integer(key, cfg[key], 1, 10**12)
+    if cfg.time_steps is not None and num_rounds(cfg) > MAX_ROUNDS:
+        raise ConfigError(
+            "time_steps",
+            f"expected at most {MAX_ROUNDS * cfg.tau} ({MAX_ROUNDS} rounds of tau={cfg.tau}), "
+            f"got {cfg.time_steps}",
+        )
     flag("wait_for_slowest", cfg.wait_for_slowest)
     flag("overwrite", cfg.overwrite)
     number("lr", cfg.lr, 0, 1e3, low_open=True)
@@ -282,6 +290,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     number("simulation.timeout", sim.timeout, 0, 1e7, low_open=True)
     integer("simulation.threads", sim.threads, 0, 1024)
     flag("simulation.ray_groups", sim.ray_groups)
+    ray_address("simulation.ray_address", sim.ray_address)
     if cfg.hub.clip_norm is not None:
         number("hub.clip_norm", cfg.hub.clip_norm, 0, 1e12, low_open=True)
     number("hub.min_replies", cfg.hub.min_replies, 0, 1)
@@ -297,6 +306,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     options = OmegaConf.to_container(cfg.strategy.options, resolve=False)
     assert isinstance(options, dict)
     check_strategy(cfg.strategy.name, cast(dict[str, Any], options))
+    workers = cfg.hubs.workers
+    sizes = list(workers) if isinstance(workers, list | ListConfig) else [workers] * cfg.hubs.count
+    check_hub_sizes(cfg.strategy.name, cast(dict[str, Any], options), sizes)
     check_supported(cfg)  # what simulation.backend does not run is refused here, before any work
     for text in warnings_of(cfg):
         log(WARNING, "flwr-multilevel: warning: %s", text)

@@ -13,9 +13,10 @@ from flwr.serverapp.strategy import Strategy
 from omegaconf import DictConfig, OmegaConf
 
 from flwr_multilevel.errors import ConfigError
-from flwr_multilevel.experiment.config import int_list, num_rounds
+from flwr_multilevel.experiment.config import num_rounds
 from flwr_multilevel.experiment.data import Dataset, load_dataset, partition, train_size
 from flwr_multilevel.experiment.models import build_model, resolve_device
+from flwr_multilevel.experiment.ranges import plain
 from flwr_multilevel.experiment.schema import check_strategy
 from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy, hub_sizes
 from flwr_multilevel.model.mixing import (
@@ -26,6 +27,20 @@ from flwr_multilevel.model.mixing import (
 from flwr_multilevel.model.rates import operating_rates
 from flwr_multilevel.model.theory import theory_report
 from flwr_multilevel.model.topology import hub_graph
+from flwr_multilevel.protocol.keys import (
+    BATCH_SIZE,
+    DATA_ROOT,
+    DATASET,
+    DEVICE,
+    LR,
+    MODEL,
+    NUM_WORKERS,
+    PARTITION,
+    PARTITION_ALPHA,
+    PARTITION_SHARDS,
+    SEED,
+    TORCH_THREADS,
+)
 from flwr_multilevel.run.recorder import RunPlan
 from flwr_multilevel.run.results import plan_output_dir
 from flwr_multilevel.strategies import MLLSGD, OnRound
@@ -104,7 +119,7 @@ def prepare(cfg: DictConfig) -> Experiment:
     ConfigError
         On any invalid setting; nothing has been trained or written yet.
     """
-    sizes = hub_sizes(cfg.hubs.count, int_list("hubs.workers", cfg.hubs.workers))
+    sizes = hub_sizes(cfg.hubs.count, plain(cfg.hubs.workers))
     num_workers = sum(sizes)
     root = str(Path(str(cfg.data.root)).expanduser().absolute())
     train_size(cfg.data.name)  # checks data.name before anything is loaded
@@ -174,18 +189,18 @@ def train_config(exp: Experiment) -> dict[str, int | float | str | bool]:
     """Return what every worker receives each round besides its own instructions."""
     cfg = exp.cfg
     return {
-        "lr": float(cfg.lr),
-        "batch-size": int(cfg.batch_size),
-        "seed": int(cfg.seed),
-        "dataset": str(cfg.data.name),
-        "data-root": str(cfg.data.root),
-        "partition": str(cfg.data.partition),
-        "partition-alpha": float(cfg.data.alpha),
-        "partition-shards": int(cfg.data.shards_per_worker),
-        "num-workers": exp.hierarchy.num_workers,
-        "model": str(cfg.model.name),
-        "device": str(cfg.simulation.device),
-        "torch-threads": torch_threads(cfg),
+        LR: float(cfg.lr),
+        BATCH_SIZE: int(cfg.batch_size),
+        SEED: int(cfg.seed),
+        DATASET: str(cfg.data.name),
+        DATA_ROOT: str(cfg.data.root),
+        PARTITION: str(cfg.data.partition),
+        PARTITION_ALPHA: float(cfg.data.alpha),
+        PARTITION_SHARDS: int(cfg.data.shards_per_worker),
+        NUM_WORKERS: exp.hierarchy.num_workers,
+        MODEL: str(cfg.model.name),
+        DEVICE: str(cfg.simulation.device),
+        TORCH_THREADS: torch_threads(cfg),
     }
 
 

@@ -5,11 +5,13 @@ expected, so a user sees the key at fault and the values it takes.
 """
 
 import math
+import re
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.model.lists import number_list
 
 MAX_WORKERS_PER_HUB = 10_000
 
@@ -20,7 +22,8 @@ def show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Return ``value`` as plain Python (an omegaconf list or dict as a list or dict)."""
     return OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
 
 
@@ -113,39 +116,46 @@ def path_text(key: str, value: Any) -> str:
     return text
 
 
-def int_list(key: str, value: Any) -> int | list[int]:
-    """Return an int or a list of ints from an int, a list or a ``"2,3,4"`` string.
+_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")  # a name, IPv4, or [IPv6]
+
+
+def ray_address(key: str, value: Any) -> str:
+    """Return ``value`` if it is empty, ``auto`` or the ``host:port`` of a Ray cluster's head.
+
+    Ray Client's ``ray://`` addresses are refused: Flower's engine needs a
+    driver in the cluster's network, not a client.
 
     Examples
     --------
-    >>> int_list("hubs.workers", "2, 3")
-    [2, 3]
+    >>> ray_address("simulation.ray_address", "10.0.0.5:6379"), ray_address("k", "auto")
+    ('10.0.0.5:6379', 'auto')
+    >>> ray_address("simulation.ray_address", "ray://head:10001")
+    Traceback (most recent call last):
+    ...
+    flwr_multilevel.errors.ConfigError: simulation.ray_address: expected empty, auto or ...
     """
-    value = _plain(value)
-    if isinstance(value, str):
-        try:
-            return [int(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(
-                key, f"expected comma-separated integers, got {show(value)}"
-            ) from None
-    if isinstance(value, list | tuple):
-        return [integer(key, v, 1, MAX_WORKERS_PER_HUB) for v in value]
-    return integer(key, value, 1, MAX_WORKERS_PER_HUB)
+    address = text(key, value)
+    if address in ("", "auto"):
+        return address
+    host, _, port = address.rpartition(":")
+    if not (_HOST.fullmatch(host) and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(
+            key,
+            "expected empty, auto or the host:port of a Ray cluster's head "
+            f"(e.g. 10.0.0.5:6379), got {show(value)}",
+        )
+    return address
 
 
 def float_list(key: str, value: Any) -> list[float] | None:
-    """Return None, or a list of numbers from a number, a list or a ``"0.5,1"`` string."""
-    value = _plain(value)
+    """Return None, or a list of rates in (0, 1] from a number, a list or a ``"0.5,1"`` string.
+
+    Examples
+    --------
+    >>> float_list("rates.values", "0.5, 1")
+    [0.5, 1.0]
+    """
+    value = plain(value)
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            items: list[Any] = [float(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(key, f"expected comma-separated numbers, got {show(value)}") from None
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    else:
-        items = [value]
-    return [number(key, v, 0, 1, low_open=True) for v in items]
+    return [number(key, v, 0, 1, low_open=True) for v in number_list(key, value, float)]

@@ -6,6 +6,7 @@ TOML has neither lists nor null, so a list is a comma-separated string
 of ``key=value`` pairs (``"proximal_mu=0.1,eta=0.01"``).
 """
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -22,6 +23,9 @@ from flwr_multilevel.experiment.schema import (
 )
 from flwr_multilevel.flower_compat import flatten_dict, unflatten_dict
 
+MAX_PYPROJECT_BYTES = 1_000_000
+# a `--run-config` pair, as Flower's parse_config_args finds them (text between pairs is ignored)
+PAIR = re.compile(r"(\S+?)=(\'[^\']*\'|\"[^\"]*\"|\S+)")
 NULLABLE = {
     "time_steps",
     "max_time_slots",
@@ -81,16 +85,13 @@ def flwr_run_config(app_dir: str | Path, overrides: str) -> dict[str, Any]:
     # pylint: disable=import-outside-toplevel
     from flwr_multilevel.flower_compat import fuse_dicts, parse_config_args
 
-    app = Path(app_dir)
-    try:
-        project = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+    defaults = app_config(app_dir)
+    leftover = PAIR.sub(" ", overrides).strip()
+    if leftover and not overrides.strip().endswith(".toml"):  # Flower would ignore it
         raise ConfigError(
-            "--app",
-            f"expected a Flower App folder with a pyproject.toml, got {str(app)!r} "
-            f"({type(err).__name__})",
-        ) from None
-    defaults = project.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
+            "--run-config",
+            f"expected space-separated key=value pairs, {leftover.split()[0][:60]!r} is not one",
+        )
     try:
         parsed = parse_config_args([overrides])
     except Exception as err:  # pylint: disable=broad-except  # click.ClickException, OSError
@@ -102,6 +103,47 @@ def flwr_run_config(app_dir: str | Path, overrides: str) -> dict[str, Any]:
                 "--run-config", f"key {key!r} is not in the app's [tool.flwr.app.config]"
             )
     return dict(fuse_dicts(flatten_dict(defaults), parsed))
+
+
+def app_config(app_dir: str | Path) -> dict[str, Any]:
+    """Return the ``[tool.flwr.app.config]`` table of the Flower App in ``app_dir`` ({} if none).
+
+    Raises
+    ------
+    ConfigError
+        ``--app``: no readable ``pyproject.toml`` of at most 1 MB, not TOML, or
+        one of ``tool``, ``tool.flwr``, ``tool.flwr.app``, ``tool.flwr.app.config``
+        is not a table.
+    """
+    app = Path(app_dir)
+    path = app / "pyproject.toml"
+    try:
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        with path.open("rb") as file:
+            data = file.read(MAX_PYPROJECT_BYTES + 1)
+        if len(data) > MAX_PYPROJECT_BYTES:
+            raise ConfigError("--app", f"{str(path)!r} is larger than {MAX_PYPROJECT_BYTES} bytes")
+        project = tomllib.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(
+            "--app",
+            f"expected a Flower App folder with a pyproject.toml, got {str(app)!r} "
+            f"({type(err).__name__})",
+        ) from None
+    table: Any = project
+    for depth, name in enumerate(("tool", "flwr", "app", "config"), 1):
+        table = table.get(name, {})
+        if not isinstance(table, dict):
+            where = ".".join(("tool", "flwr", "app", "config")[:depth])
+            raise ConfigError(
+                "--app",
+                f"{str(path)!r}: expected {where} to be a table, got {type(table).__name__}",
+            )
+    try:
+        return dict(flatten_dict(table))
+    except ValueError as err:  # a value Flower's run configs cannot hold (a list, a date)
+        raise ConfigError("--app", f"{str(path)!r}: {' '.join(str(err).split())[:200]}") from None
 
 
 def from_run_config(run_config: Mapping[str, Any], *, files: bool = False) -> DictConfig:

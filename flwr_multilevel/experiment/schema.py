@@ -17,10 +17,10 @@ from flwr_multilevel.experiment.ranges import (  # noqa: F401
     choice,
     flag,
     float_list,
-    int_list,
     integer,
     number,
     path_text,
+    ray_address,
     show,
     text,
 )
@@ -126,6 +126,7 @@ class Simulation:
     timeout: float = 600.0
     threads: int = 0
     ray_groups: bool = True
+    ray_address: str = ""  # empty: a private Ray instance; auto or host:port: attach
 
 
 @dataclass

@@ -1,36 +1,38 @@
 """The ``strategy.*`` keys: a Flower strategy by name, and its options checked against it.
 
 An option must be a scalar keyword of the strategy's constructor, of its
-annotated type, within the range of :data:`OPTION_RANGES`.
+annotated type, within the range of :data:`OPTION_RANGES`; and the rule must be
+able to work with the workers of every hub (:func:`check_hub_sizes`).
 """
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.ranges import flag, integer, number, show, text
 
 OptionCheck = Callable[[str, Any], Any]
+MAX_RATE = 1e3  # step sizes and proximal terms: beyond it every update overflows (as `lr`)
 OPTION_RANGES: dict[str, OptionCheck] = {
     "fraction_train": lambda k, v: number(k, v, 0, 1, low_open=True),
     "fraction_evaluate": lambda k, v: number(k, v, 0, 1, low_open=True),
     "min_train_nodes": lambda k, v: integer(k, v, 0),
     "min_evaluate_nodes": lambda k, v: integer(k, v, 0),
     "min_available_nodes": lambda k, v: integer(k, v, 0),
-    "proximal_mu": lambda k, v: number(k, v, 0),
-    "eta": lambda k, v: number(k, v, 0, low_open=True),
-    "eta_l": lambda k, v: number(k, v, 0, low_open=True),
-    "tau": lambda k, v: number(k, v, 0, low_open=True),
+    "proximal_mu": lambda k, v: number(k, v, 0, MAX_RATE),
+    "eta": lambda k, v: number(k, v, 0, MAX_RATE, low_open=True),
+    "eta_l": lambda k, v: number(k, v, 0, MAX_RATE, low_open=True),
+    "tau": lambda k, v: number(k, v, 0, 1e6, low_open=True),
     "beta_1": lambda k, v: number(k, v, 0, 1, high_open=True),
     "beta_2": lambda k, v: number(k, v, 0, 1, high_open=True),
-    "server_learning_rate": lambda k, v: number(k, v, 0, low_open=True),
+    "server_learning_rate": lambda k, v: number(k, v, 0, MAX_RATE, low_open=True),
     "server_momentum": lambda k, v: number(k, v, 0, 1, high_open=True),
     "beta": lambda k, v: number(k, v, 0, 0.5, high_open=True),  # FedTrimmedAvg's cut
     "num_malicious_nodes": lambda k, v: integer(k, v, 0),
     "num_nodes_to_select": lambda k, v: integer(k, v, 1),
-    "q": lambda k, v: number(k, v, 0),
-    "client_learning_rate": lambda k, v: number(k, v, 0, low_open=True),
+    "q": lambda k, v: number(k, v, 0, 100),  # QFedAvg raises losses to this power
+    "client_learning_rate": lambda k, v: number(k, v, 0, MAX_RATE, low_open=True),
 }
 RESERVED_OPTIONS = ("weighted_by_key", "arrayrecord_key", "configrecord_key")
 
@@ -71,6 +73,7 @@ def strategy_class(name: Any) -> type:
             if isinstance(getattr(flwr_strategies, n), type)
             and issubclass(getattr(flwr_strategies, n), base)
             and n != "Strategy"
+            and not n.startswith("FedXgb")  # trees, refused by check_strategy
         ]
         raise ConfigError(
             "strategy.name",
@@ -103,6 +106,12 @@ def check_strategy(name: Any, options: Mapping[str, Any]) -> None:
     import inspect  # pylint: disable=import-outside-toplevel
 
     cls = strategy_class(name)
+    if cls.__name__.startswith("FedXgb"):
+        raise ConfigError(
+            "strategy.name",
+            f"{name} combines XGBoost trees; MLL-SGD's hubs average model arrays "
+            "(use FedAvg or another averaging strategy)",
+        )
     params = {p.name: p for p in inspect.signature(cls).parameters.values() if p.name != "self"}
     kinds = {key: _kind(p.annotation) for key, p in params.items()}
     settable = sorted(k for k in params if kinds[k] in TYPES and k not in RESERVED_OPTIONS)
@@ -128,3 +137,68 @@ def check_strategy(name: Any, options: Mapping[str, Any]) -> None:
         TYPES[kind](field_key, value)
         if key in OPTION_RANGES:
             OPTION_RANGES[key](field_key, value)
+
+
+def _option(name: str, options: Mapping[str, Any], key: str) -> Any:
+    """Return ``options[key]``, or the default of the strategy ``name``'s constructor."""
+    import inspect  # pylint: disable=import-outside-toplevel
+
+    if key in options:
+        return options[key]
+    param = inspect.signature(strategy_class(name)).parameters.get(key)
+    return None if param is None else param.default
+
+
+def check_hub_sizes(name: str, options: Mapping[str, Any], sizes: Sequence[int]) -> None:
+    """Check that the rule ``name`` with ``options`` can work at every hub of ``sizes`` workers.
+
+    Every hub's rule sees one input per worker (a missing worker as the hub
+    model, with ``hub.missing=stay``), so the smallest hub decides:
+    Krum and MultiKrum need ``n >= 2f + 3`` (f: ``num_malicious_nodes``),
+    Bulyan ``n >= 4f + 3`` (else Flower skips every aggregation), MultiKrum
+    ``num_nodes_to_select <= n``, and a ``min_*_nodes`` given in the options
+    at most n (a hub would wait for nodes it does not have).
+
+    Raises
+    ------
+    ConfigError
+        ``strategy.options.<key>`` (``hubs.workers`` if no setting of the
+        option fits), in one line, naming the smallest hub.
+
+    Examples
+    --------
+    >>> check_hub_sizes("Krum", {"num_malicious_nodes": 1}, [5, 6])
+    >>> check_hub_sizes("Krum", {"num_malicious_nodes": 1}, [5, 4])
+    Traceback (most recent call last):
+    ...
+    flwr_multilevel.errors.ConfigError: strategy.options.num_malicious_nodes: expected Krum's ...
+    """
+    n = min(sizes)
+    where = f"the smallest hub has {n} worker{'s' if n != 1 else ''}"
+    for key in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
+        value = options.get(key)
+        if isinstance(value, int) and value > n:
+            raise ConfigError(
+                f"strategy.options.{key}", f"expected at most {n} ({where}), got {value}"
+            )
+    select = _option(name, options, "num_nodes_to_select")
+    if name == "MultiKrum" and isinstance(select, int) and select > n:
+        raise ConfigError(
+            "strategy.options.num_nodes_to_select", f"expected at most {n} ({where}), got {select}"
+        )
+    f = _option(name, options, "num_malicious_nodes")
+    if not isinstance(f, int):
+        return
+    need = {"Krum": (2, 3), "MultiKrum": (2, 3), "Bulyan": (4, 3)}.get(name)
+    if need is not None and n < need[0] * f + need[1]:
+        rule = f"n >= {need[0]}f + {need[1]}"
+        if n < need[1]:  # too small for any f
+            raise ConfigError(
+                "hubs.workers",
+                f"expected at least {need[1]} workers per hub for {name} ({rule}), got {n}",
+            )
+        raise ConfigError(
+            "strategy.options.num_malicious_nodes",
+            f"expected {name}'s {rule} at every hub ({where}: f <= {(n - need[1]) // need[0]}), "
+            f"got {f}",
+        )

@@ -29,9 +29,12 @@ from flwr_multilevel.flower_compat.engine import (
     engine_actor,
     engine_feeder,
     engine_worker,
+    grid_pull_interval,
+    is_simulation_grid,
     keep_node_context,
     next_message_ins,
     node_context,
+    quiet_engine_errors,
     release_actor,
     set_grid_pull_interval,
     submit_to_actor,
@@ -58,6 +61,7 @@ from flwr_multilevel.flower_compat.run_config import (
     parse_config_args,
     unflatten_dict,
 )
+from flwr_multilevel.flower_compat.superlink import SuperLinkServing, superlink_serving
 
 __all__ = [
     "TESTED",
@@ -66,6 +70,7 @@ __all__ = [
     "FlowerCompatError",
     "Run",
     "SType",
+    "SuperLinkServing",
     "act_as_superlink",
     "actor_count",
     "add_clientapp_runtime",
@@ -81,15 +86,19 @@ __all__ = [
     "fuse_dicts",
     "installed_flower",
     "is_flower_metric_aggregation",
+    "is_simulation_grid",
     "keep_node_context",
     "new_array",
     "next_message_ins",
     "node_context",
+    "quiet_engine_errors",
     "parse_config_args",
     "release_actor",
+    "grid_pull_interval",
     "set_grid_pull_interval",
     "set_message_id",
     "submit_to_actor",
+    "superlink_serving",
     "tap_stored_messages",
     "unflatten_dict",
 ]

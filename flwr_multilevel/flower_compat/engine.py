@@ -11,6 +11,7 @@ functions below.
 """
 
 import importlib
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -52,6 +53,9 @@ GROUPED_ENGINE = (
     (CONTEXTS, "DeprecatedRunInfoStore", "update_context", ("run_id", "context")),
     (METRICS, "VceMetrics", "add_clientapp_runtime", ("runtime",)),
 )
+
+# Where Flower's engine logs each failed message at ERROR, with its traceback: (module, function)
+ENGINE_ERROR_LOGS = (("vce_api", "worker"), ("raybackend", "process_message"))
 
 
 def _module(name: str) -> ModuleType:
@@ -230,6 +234,16 @@ def release_actor(backend: Any, future: Any) -> None:
     backend.pool.add_actor_back_to_pool(future)
 
 
+def is_simulation_grid(grid: Any) -> bool:
+    """Return whether ``grid`` is the grid of Flower's simulation engine (``InMemoryGrid``).
+
+    That engine registers every SuperNode of the federation at once when it
+    starts, so its node count is final within moments; a deployment's nodes
+    connect whenever they come up.
+    """
+    return any(c.__name__ == "InMemoryGrid" for c in type(grid).__mro__)
+
+
 def set_grid_pull_interval(grid: Any, seconds: float) -> None:
     """Make ``grid`` poll for replies every ``seconds``, if it polls (``pull_interval``).
 
@@ -239,5 +253,38 @@ def set_grid_pull_interval(grid: Any, seconds: float) -> None:
     check_version()
     if isinstance(getattr(grid, "pull_interval", None), (int, float)):
         grid.pull_interval = seconds
-    elif any(c.__name__ == "InMemoryGrid" for c in type(grid).__mro__):
+    elif is_simulation_grid(grid):
         warn_missing("InMemoryGrid.pull_interval", "replies are polled at Flower's own rate")
+
+
+class _EngineErrors(logging.Filter):
+    """Drop the ERROR records of each failed message from Flower's engine (ENGINE_ERROR_LOGS)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno >= logging.ERROR
+            and (record.module, record.funcName) in ENGINE_ERROR_LOGS
+        )
+
+
+@contextmanager
+def quiet_engine_errors() -> Iterator[None]:
+    """Within the block, Flower's engine logs no traceback per failed message.
+
+    A message whose ClientApp raised still comes back as an error reply with
+    its reason; the hubs summarise those in one line per round. Should Flower
+    log from elsewhere, its lines simply show again.
+    """
+    quiet = _EngineErrors()
+    logger = logging.getLogger("flwr")
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def grid_pull_interval(grid: Any) -> float | None:
+    """Return the seconds ``grid`` waits between reply polls, or None if it does not poll."""
+    value = getattr(grid, "pull_interval", None)
+    return float(value) if isinstance(value, (int, float)) else None

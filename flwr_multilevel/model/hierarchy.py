@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.model.lists import number_list
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,26 @@ class Hierarchy:
         return float((self.a**2) @ self.rates)
 
 
-def hub_sizes(num_hubs: int, workers: int | Sequence[int]) -> tuple[int, ...]:
-    """Return the number of workers of each hub.
+def hub_sizes(
+    num_hubs: int | None,
+    workers: int | str | Sequence[int],
+    *,
+    keys: tuple[str, str] = ("hubs.count", "hubs.workers"),
+) -> tuple[int, ...]:
+    """Return the number of workers of each hub: the one parser of workers per hub.
 
     Parameters
     ----------
-    num_hubs : int
-        Number of hubs D (>= 1).
-    workers : int | Sequence[int]
-        Workers per hub: one count for every hub, or one count per hub.
+    num_hubs : int | None
+        Number of hubs D (>= 1); None: as many hubs as ``workers`` lists (one
+        for a single count).
+    workers : int | str | Sequence[int]
+        Workers per hub: one count for every hub, or one count per hub, as a
+        number, a sequence or a comma-separated string (``"3,2"``). A single
+        count (``4``, ``"4"``, ``[4]``) stands for every hub.
+    keys : tuple[str, str] (default: ("hubs.count", "hubs.workers"))
+        The names of ``num_hubs`` and ``workers`` in error messages (the
+        config keys, or an argument such as MLLSGD's ``hubs``).
 
     Returns
     -------
@@ -102,38 +114,36 @@ def hub_sizes(num_hubs: int, workers: int | Sequence[int]) -> tuple[int, ...]:
     Raises
     ------
     ConfigError
-        ``hubs.count`` or ``hubs.workers`` is not a positive integer, a list has
-        the wrong length, or a hub would be empty.
+        ``num_hubs`` or a count is not a positive integer, a list has the
+        wrong length, or a string has an empty or non-integer item.
 
     Examples
     --------
-    >>> hub_sizes(3, 4)
-    (4, 4, 4)
-    >>> hub_sizes(3, [2, 3, 5])
-    (2, 3, 5)
+    >>> hub_sizes(3, 4), hub_sizes(3, "4"), hub_sizes(3, [2, 3, 5])
+    ((4, 4, 4), (4, 4, 4), (2, 3, 5))
+    >>> hub_sizes(None, "3,2"), hub_sizes(None, 4)
+    ((3, 2), (4,))
     """
-    if isinstance(num_hubs, bool) or not isinstance(num_hubs, int) or num_hubs < 1:
-        raise ConfigError("hubs.count", f"expected an integer >= 1, got {num_hubs!r}")
-    if isinstance(workers, int) and not isinstance(workers, bool):
-        sizes = [workers] * num_hubs
-    elif isinstance(workers, Sequence) and not isinstance(workers, str):
-        sizes = list(workers)
-        if len(sizes) != num_hubs:
-            raise ConfigError(
-                "hubs.workers",
-                f"expected one worker count per hub ({num_hubs}), got {len(sizes)}",
-            )
-    else:
+    count_key, workers_key = keys
+    if num_hubs is not None and (
+        isinstance(num_hubs, bool) or not isinstance(num_hubs, int) or num_hubs < 1
+    ):
+        raise ConfigError(count_key, f"expected an integer >= 1, got {num_hubs!r}")
+    sizes = number_list(workers_key, workers, int)
+    if num_hubs is not None and len(sizes) == 1:
+        sizes = sizes * num_hubs
+    if not sizes:
+        raise ConfigError(workers_key, f"expected at least one worker count, got {workers!r}")
+    if num_hubs is not None and len(sizes) != num_hubs:
         raise ConfigError(
-            "hubs.workers",
-            f"expected an integer or a list of integers, got {workers!r}",
+            workers_key, f"expected one worker count per hub ({num_hubs}), got {len(sizes)}"
         )
     for hub, size in enumerate(sizes):
         if isinstance(size, bool) or not isinstance(size, int):
-            raise ConfigError("hubs.workers", f"expected integers, got {size!r} for hub {hub}")
+            raise ConfigError(workers_key, f"expected integers, got {size!r} for hub {hub}")
         if size < 1:
             raise ConfigError(
-                "hubs.workers",
+                workers_key,
                 f"expected at least 1 worker per hub, got {size} for hub {hub} (an empty hub)",
             )
     return tuple(sizes)

@@ -254,6 +254,26 @@ def spectrum(mix: np.ndarray) -> Spectrum:
     return Spectrum(float(np.abs(rest).max()), float(real[0]), float(real[-1]))
 
 
+SPARSE_HUBS = 512  # from this many hubs, a sparse H is applied by its nonzeros only
+SPARSE_DENSITY = 0.1  # "sparse": at most this share of H's entries nonzero
+
+
+def is_sparse(mix: np.ndarray) -> bool:
+    """Return whether ``mix`` is large and sparse enough to be applied by its nonzeros.
+
+    A dense ``H^T models`` costs ``D^2`` model-sized products per gossip (at
+    4,000 hubs of a 7,850-parameter model, 15 s on 2 cores), though a ring or
+    path has ``3 D`` nonzeros; below :data:`SPARSE_HUBS` hubs the dense
+    product is as fast and keeps every earlier result bit for bit.
+
+    Examples
+    --------
+    >>> is_sparse(np.eye(600)), is_sparse(np.full((600, 600), 1 / 600)), is_sparse(np.eye(3))
+    (True, False, False)
+    """
+    return bool(len(mix) >= SPARSE_HUBS and np.count_nonzero(mix) <= SPARSE_DENSITY * mix.size)
+
+
 def mix_models(mix: np.ndarray, models: np.ndarray) -> np.ndarray:
     """Mix stacked hub models all at once: row d of the result is ``sum_j H[j, d] models[j]``.
 
@@ -267,14 +287,27 @@ def mix_models(mix: np.ndarray, models: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``H^T models`` (Jacobi: every hub uses the models of before the mixing).
+        ``H^T models`` (Jacobi: every hub uses the models of before the mixing);
+        for a large sparse H (:func:`is_sparse`) from its nonzeros only, which
+        costs in proportion to the graph's edges rather than ``D^2``.
 
     Examples
     --------
     >>> mix_models(np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([[0.0], [2.0]])).tolist()
     [[1.0], [1.0]]
+    >>> ring = np.roll(np.eye(600), 1, axis=1) / 2 + np.eye(600) / 2
+    >>> models = np.arange(600.0)[:, None]
+    >>> bool(np.allclose(mix_models(ring, models), ring.T @ models))
+    True
     """
-    return np.asarray(mix).T @ models
+    mix = np.asarray(mix)
+    if not is_sparse(mix):
+        return mix.T @ models
+    out = np.empty((mix.shape[1], *np.shape(models)[1:]), dtype=np.result_type(mix, models))
+    for d in range(mix.shape[1]):
+        sources = np.flatnonzero(mix[:, d])
+        out[d] = mix[sources, d] @ models[sources]
+    return out
 
 
 def weighted_average(b: np.ndarray, models: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.model.lists import number_list
 
 DISTRIBUTIONS = ("fixed", "uniform", "two_level", "explicit")
 
@@ -22,23 +23,15 @@ def _check_rate(key: str, value: object) -> float:
     return float(value)
 
 
-def parse_rate_list(values: str | Sequence[float]) -> list[float]:
-    """Return a list of rates from a list or a comma-separated string.
+def parse_rate_list(values: str | float | Sequence[float]) -> list[float]:
+    """Return a list of rates from a number, a list or a comma-separated string.
 
     Examples
     --------
     >>> parse_rate_list("1.0, 0.5")
     [1.0, 0.5]
     """
-    if isinstance(values, str):
-        try:
-            return [float(v) for v in values.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(
-                "rates.values",
-                f"expected comma-separated numbers, got {values!r}",
-            ) from None
-    return list(values)
+    return number_list("rates.values", values, float)
 
 
 # pylint: disable=too-many-arguments
@@ -53,7 +46,7 @@ def operating_rates(
     slow_fraction: float = 0.1,
     p_slow: float = 0.6,
     p_fast: float = 0.9,
-    values: str | Sequence[float] | None = None,
+    values: str | float | Sequence[float] | None = None,
 ) -> np.ndarray:
     """Draw one operating rate per worker.
 
@@ -65,13 +58,13 @@ def operating_rates(
         ``fixed`` (every worker at ``p``), ``uniform`` (each worker drawn from
         U[low, high]), ``two_level`` (``round(slow_fraction * N)`` workers,
         chosen at random, at ``p_slow``; the rest at ``p_fast``) or
-        ``explicit`` (``values``, one per worker, in worker order).
+        ``explicit`` (``values``, one per worker in worker order, or one for all).
     seed : int (default: 0)
         Seed of the draw that assigns rates to workers.
     p, low, high, slow_fraction, p_slow, p_fast : float
         Parameters of the distributions above.
-    values : str | Sequence[float] | None (default: None)
-        Explicit rates, as a list or a comma-separated string.
+    values : str | float | Sequence[float] | None (default: None)
+        Explicit rates, as a number, a list or a comma-separated string.
 
     Returns
     -------
@@ -113,10 +106,13 @@ def operating_rates(
                 "rates.values", "expected one rate per worker for distribution 'explicit'"
             )
         rates_list = parse_rate_list(values)
+        if len(rates_list) == 1:
+            rates_list = rates_list * num_workers
         if len(rates_list) != num_workers:
             raise ConfigError(
                 "rates.values",
-                f"expected {num_workers} rates (one per worker), got {len(rates_list)}",
+                f"expected {num_workers} rates (one per worker) or one for all, "
+                f"got {len(rates_list)}",
             )
         return np.array([_check_rate("rates.values", r) for r in rates_list])
     raise ConfigError(

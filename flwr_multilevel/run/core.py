@@ -16,6 +16,7 @@ from flwr.common.logger import log
 from omegaconf import OmegaConf
 
 from flwr_multilevel.engines.engine import Engine
+from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.prepare import (
     Experiment,
     initial_model,
@@ -25,8 +26,8 @@ from flwr_multilevel.experiment.prepare import (
 from flwr_multilevel.run.evaluate import Evaluator
 from flwr_multilevel.run.recorder import Progress, RunRecorder
 from flwr_multilevel.run.results import ResultsFolder
-from flwr_multilevel.run.resume import prepare_resume
-from flwr_multilevel.run.state import decode
+from flwr_multilevel.run.resume import check_resume, repair
+from flwr_multilevel.run.state import StateError, decode
 
 
 def write_run_files(folder: ResultsFolder, exp: Experiment, initial: ArrayRecord) -> None:
@@ -70,6 +71,26 @@ def log_network(exp: Experiment) -> None:
     )
 
 
+def _resume(exp: Experiment, engine: Engine, initial: ArrayRecord) -> dict[str, Any]:
+    """Check the folder, restore the engine in memory, then repair the folder; return the state.
+
+    Raises
+    ------
+    ConfigError
+        ``--resume``: the folder is not the run of its checkpoint, or the
+        engine cannot take its state (the folder is then left as it was).
+    """
+    checked = check_resume(exp.output_dir, exp.cfg, initial, exp.plan)
+    state = decode(checked.state)
+    try:
+        engine.restore(state["mll"])
+    except (StateError, ValueError, TypeError, KeyError) as err:
+        raise ConfigError("--resume", f"checkpoint.pt: the engine cannot take it ({err})") from None
+    repair(exp.output_dir, checked)
+    log(INFO, "resuming after round %s (changed: %s)", state["round"], checked.changed)
+    return state
+
+
 def run_experiment(
     exp: Experiment, engine: Engine, progress: Progress | None = None, resume: bool = False
 ) -> dict[str, Any]:
@@ -95,13 +116,10 @@ def run_experiment(
     """
     torch.set_num_threads(torch_threads(exp.cfg))  # the server's evaluation, in-process workers
     folder = ResultsFolder(exp.output_dir, overwrite=bool(exp.cfg.overwrite), resume=resume)
-    state = decode(prepare_resume(exp.output_dir, exp.cfg)) if resume else None
     init = initial_model(exp)
+    state = _resume(exp, engine, init) if resume else None
     if state is None:
         write_run_files(folder, exp, init)
-    else:  # continue where the checkpoint left off
-        engine.restore(state["mll"])
-        log(INFO, "resuming after round %s (changed: %s)", state["round"], state["changed"])
     log_network(exp)
     recorder = RunRecorder(
         folder,

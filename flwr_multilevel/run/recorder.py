@@ -8,8 +8,18 @@ schedule, ``history.csv`` (one row per evaluation of u) with the checkpoint
 before it, stops the run when the slot budget is spent, and at the end
 writes ``summary.json`` and the plots. So the same config gives the same
 files and columns on every path.
+
+Per-hub numbers (each hub's train loss every round, its test accuracy at
+evaluations with ``eval.hubs``) are columns of ``rounds.csv`` and
+``history.csv`` (``hub<d>_train_loss``, ``hub<d>_accuracy``) up to
+:data:`WIDE_HUBS` hubs. Above, those files keep their other columns and the
+per-hub numbers go to ``hubs.csv``, one row per hub and round
+(:func:`hubs_rows`), so that 1,000 hubs make 1,000 rows, not 1,000 columns.
 """
 
+import csv
+import io
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +30,7 @@ import numpy as np
 from flwr.app import ArrayRecord
 from flwr.common.logger import log
 
+from flwr_multilevel.protocol import keys
 from flwr_multilevel.run.checkpoint import save_checkpoint
 from flwr_multilevel.run.results import HISTORY, ResultsFolder
 from flwr_multilevel.run.state import encode
@@ -27,6 +38,9 @@ from flwr_multilevel.strategies.report import RoundReport, round_row
 
 ROUNDS = "rounds.csv"
 SUMMARY = "summary.json"
+HUBS = "hubs.csv"  # per-hub numbers in long format, above WIDE_HUBS hubs
+HUBS_COLUMNS = ("round", "hub", "train_loss", "accuracy")
+WIDE_HUBS = 16  # up to this many hubs, per-hub numbers are columns of rounds.csv and history.csv
 
 # scores of one evaluation: loss, test_loss, accuracy, consensus (, hub<d>_accuracy)
 Evaluate = Callable[[Sequence[ArrayRecord]], Mapping[str, float]]
@@ -130,22 +144,84 @@ class Counters:
         )
 
 
+def hub_losses(report: RoundReport) -> dict[int, Any]:
+    """Return the train loss each hub reported for the round (hubs that reported one)."""
+    return {d: m.get(keys.TRAIN_LOSS) for d, m in report.hub_metrics.items() if m is not None}
+
+
 def rounds_row(report: RoundReport, time_slot: int, plan: RunPlan) -> dict[str, Any]:
     """Return one ``rounds.csv`` row: the round's counters, per-hub train loss and events.
 
-    The columns are the same on every path and for every run of ``plan.num_hubs`` hubs.
+    The columns are the same on every path and for every run of ``plan.num_hubs``
+    hubs; ``hub<d>_train_loss`` up to :data:`WIDE_HUBS` hubs (above: ``hubs.csv``).
     """
-    losses = {d: m.get("train-loss") for d, m in report.hub_metrics.items() if m is not None}
+    losses = hub_losses(report) if plan.num_hubs <= WIDE_HUBS else {}
+    wide = range(plan.num_hubs if plan.num_hubs <= WIDE_HUBS else 0)
     return {
         **round_row(report, plan.tau, time_slot),
         "seconds": round(report.seconds, 4),
-        **{f"hub{d}_train_loss": losses.get(d) for d in range(plan.num_hubs)},
+        **{f"hub{d}_train_loss": losses.get(d) for d in wide},
         "failed_hubs": " ".join(str(d) for d in sorted(report.failed_hubs)),
         "skipped_peers": " ".join(
             f"{d}:{'/'.join(map(str, peers))}" for d, peers in sorted(report.skipped_peers.items())
         ),
         "dropped_reasons": " | ".join(report.dropped),
     }
+
+
+def hubs_rows(
+    server_round: int, num_hubs: int, losses: Mapping[int, Any], scores: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Return the ``hubs.csv`` rows of a round: each hub's train loss and test accuracy.
+
+    ``accuracy`` is empty in rounds without an evaluation of the hubs, and
+    ``train_loss`` in round 0 (before any training).
+
+    Examples
+    --------
+    >>> hubs_rows(2, 2, {0: 0.5, 1: 0.25}, {"hub1_accuracy": 0.9})
+    [{'round': 2, 'hub': 0, 'train_loss': 0.5, 'accuracy': None}, \
+{'round': 2, 'hub': 1, 'train_loss': 0.25, 'accuracy': 0.9}]
+    """
+    return [
+        {
+            "round": server_round,
+            "hub": d,
+            "train_loss": losses.get(d),
+            "accuracy": scores.get(f"hub{d}_accuracy"),
+        }
+        for d in range(num_hubs)
+    ]
+
+
+def _append_rows(path: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append ``rows`` to a CSV file of :data:`HUBS_COLUMNS` in one write (header if new)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=HUBS_COLUMNS)
+    if not os.path.lexists(path):
+        writer.writeheader()
+    writer.writerows(rows)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(path, flags, 0o644), "a", newline="") as file:
+        file.write(text.getvalue())
+        file.flush()
+
+
+def _kept_hubs_rows(path: Any, last_round: int) -> list[dict[str, str]]:
+    """Return the complete ``hubs.csv`` rows of rounds up to ``last_round`` (a resume's)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    return [
+        r
+        for r in rows
+        if None not in r
+        and all(r.get(c) is not None for c in HUBS_COLUMNS)
+        and r["round"].isdigit()
+        and int(r["round"]) <= last_round
+    ]
 
 
 class RunRecorder:
@@ -193,13 +269,20 @@ class RunRecorder:
         self.last_row: dict[str, Any] = {}
         self.last_round = 0
         self.start = time.perf_counter()
+        self.long_hubs = plan.num_hubs > WIDE_HUBS  # per-hub numbers in hubs.csv
+        self._losses: dict[int, Any] = {}  # the hubs' train losses of the round being recorded
 
     def begin(self, initial: Sequence[ArrayRecord], state: Mapping[str, Any] | None) -> None:
         """Start the clock: record round 0 of a new run, or continue from a checkpoint."""
         self.start = time.perf_counter()
+        hubs = self.folder.path / HUBS
         if state is None:
+            hubs.unlink(missing_ok=True)  # a new run's, never an overwritten run's rows
             self.record(0, initial)
             return
+        if self.long_hubs:  # the rows up to the checkpoint's round (later ones come again)
+            kept = _kept_hubs_rows(hubs, int(state["round"]))
+            self.folder.write_rows(HUBS, HUBS_COLUMNS, kept)
         self.counters = Counters.from_state(state["counters"])
         self.last_row = dict(state["last_row"])
         self.last_round = int(state["round"])
@@ -211,8 +294,11 @@ class RunRecorder:
         self.last_round = report.server_round
         self.folder.append_row(ROUNDS, rounds_row(report, self.counters.time_slot, self.plan))
         evaluated = self.plan.evaluates_after(report.server_round, self.counters.time_slot)
+        self._losses = hub_losses(report) if self.long_hubs else {}
         if evaluated:
             self.record(report.server_round, models)
+        elif self.long_hubs:
+            self._append_hubs(report.server_round, {})
         if self.progress is not None and self.evaluate is not None:
             self.progress(
                 {
@@ -229,10 +315,15 @@ class RunRecorder:
         """Save the models of an evaluation round, its checkpoint, then its history row."""
         self.save_models(server_round, models)
         if self.evaluate is None:
+            if self.long_hubs:
+                self._append_hubs(server_round, {})
             return
         began = time.perf_counter()
-        scores = self.evaluate(models)
+        scores = dict(self.evaluate(models))
         self.counters.eval_s += time.perf_counter() - began
+        if self.long_hubs:  # before the checkpoint, so a resume finds this round's rows
+            hub_scores = {k: scores.pop(k) for k in list(scores) if k.startswith("hub")}
+            self._append_hubs(server_round, hub_scores)
         self.last_row = {
             "round": server_round,
             "time_step": server_round * self.plan.tau,
@@ -255,6 +346,14 @@ class RunRecorder:
             self.last_row["loss"],
             self.last_row["consensus"],
         )
+
+    def _append_hubs(self, server_round: int, scores: Mapping[str, Any]) -> None:
+        """Append the ``hubs.csv`` rows of ``server_round`` (its train losses, and ``scores``)."""
+        losses = self._losses if server_round > 0 else {}
+        if not losses and not scores:
+            return  # nothing per hub (round 0 without eval.hubs, or no hub reported)
+        rows = hubs_rows(server_round, self.plan.num_hubs, losses, scores)
+        _append_rows(self.folder.path / HUBS, rows)
 
     def checkpoint(self, server_round: int, engine: dict[str, Any]) -> dict[str, Any]:
         """Return the checkpoint after ``server_round``: the engine's state and the recorder's."""

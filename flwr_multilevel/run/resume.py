@@ -12,15 +12,18 @@ and a history row the kill cut off is written from the checkpoint.
 import csv
 import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flwr.app import ArrayRecord
 from omegaconf import DictConfig, OmegaConf
 
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.run.checkpoint import clear_stale_writes, load_checkpoint
-from flwr_multilevel.run.recorder import ROUNDS
+from flwr_multilevel.run.recorder import ROUNDS, RunPlan
 from flwr_multilevel.run.results import HISTORY, MAX_HISTORY_BYTES, ResultsFolder
+from flwr_multilevel.run.resume_checks import check_counters, check_engine, check_rows
 
 # keys that may differ between the checkpoint's config and config.yaml: they cannot change
 # the rows already written or the ones to come (rounds only upward: it adds rounds)
@@ -111,18 +114,34 @@ def _check_rounds(name: str, rows: Rows, want: list[int]) -> None:
         )
 
 
-def prepare_resume(folder: Path, cfg: DictConfig) -> dict[str, Any]:
-    """Check the run in ``folder`` as a whole, repair it, and return its checkpoint.
+@dataclass
+class Resumable:
+    """A checked run folder: its checkpoint and the rows to keep, nothing changed yet."""
+
+    state: dict[str, Any]
+    changed: list[str]
+    history_header: list[str]
+    history: Rows
+    rounds_header: list[str]
+    rounds: Rows
+
+
+def check_resume(folder: Path, cfg: DictConfig, initial: ArrayRecord, plan: RunPlan) -> Resumable:
+    """Check the run in ``folder`` as a whole against its checkpoint; change nothing.
 
     Raises
     ------
     ConfigError
         ``--resume``: anything in the folder that is not the run of its
-        checkpoint (the folder is then left as it was).
+        checkpoint: its format, config, engine state, counters or rows.
     """
     state = load_checkpoint(folder)
-    last = int(state["round"])
+    last = state["round"]
+    if not isinstance(last, int) or isinstance(last, bool) or last < 1:
+        raise ConfigError("--resume", f"checkpoint.pt: {last!r} is not a round")
     changed = check_config(str(state["config"]), cfg, last)
+    check_engine(state["mll"], initial, plan, last)
+    check_counters(state, plan)
     history_header, history = read_rows(folder / HISTORY)
     rounds_header, rounds = read_rows(folder / ROUNDS)
     if history_header != list(state["last_row"]):
@@ -132,10 +151,16 @@ def prepare_resume(folder: Path, cfg: DictConfig) -> dict[str, Any]:
     evaluated = [int(r["round"]) for r in kept]
     if not evaluated or evaluated[0] != 0 or evaluated != sorted(set(evaluated)):
         raise ConfigError("--resume", f"{HISTORY}: expected rows from round 0 in order")
-    # every check passed: repair (cut what came after the checkpoint, rewrite its own row)
+    check_rows(state, history, rounds)
+    return Resumable(state, changed, history_header, kept, rounds_header, rounds)
+
+
+def repair(folder: Path, checked: Resumable) -> None:
+    """Cut the rows after the checkpoint's round and write its history row back."""
+    last = int(checked.state["round"])
     clear_stale_writes(folder)
     out = ResultsFolder(folder, resume=True)
-    out.write_rows(HISTORY, history_header, [*kept, state["last_row"]])
-    out.write_rows(ROUNDS, rounds_header, [r for r in rounds if int(r["round"]) <= last])
-    state["changed"] = changed
-    return state
+    out.write_rows(HISTORY, checked.history_header, [*checked.history, checked.state["last_row"]])
+    out.write_rows(
+        ROUNDS, checked.rounds_header, [r for r in checked.rounds if int(r["round"]) <= last]
+    )

@@ -10,7 +10,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from flwr_multilevel.strategies.hub_metrics import WEIGHT_KEY
+from flwr_multilevel.protocol.keys import WORKER_WEIGHT
 
 UNWEIGHTED = (FedMedian, FedTrimmedAvg, Krum, Bulyan)  # robust rules that ignore weights
 MIN_NODE_ATTRS = ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes")
@@ -58,7 +58,7 @@ def weighting_aggregator(strategy: Strategy, num_workers: int) -> Strategy:
             f"HubStrategy: {type(aggregator).__name__} has no weighted_by_key, so it "
             "cannot average with the hub's weights v_i; wrap a FedAvg-based strategy"
         )
-    aggregator.weighted_by_key = WEIGHT_KEY  # type: ignore[attr-defined]
+    aggregator.weighted_by_key = WORKER_WEIGHT  # type: ignore[attr-defined]
     for member in chain:  # stock minimums (2 nodes) would wait forever at a small hub
         for attr in MIN_NODE_ATTRS:
             if isinstance(getattr(member, attr, None), int):

@@ -7,10 +7,49 @@ from logging import WARNING
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
+from flwr_multilevel import flower_compat
 from flwr_multilevel.clients.mod import discovery_message
 from flwr_multilevel.errors import WorkerDiscoveryError
+from flwr_multilevel.protocol.keys import PARTITION_ID, WORKER, WORKER_ID
 
 from .deadline import set_deadline
+
+SETTLE = 1.0  # seconds a simulation's node count holds before it counts as final
+
+
+def simulated_nodes(grid: Grid, timeout: float, settle: float = SETTLE) -> list[int] | None:
+    """Return every node of a grid whose nodes are all there from the start; None for others.
+
+    Flower's simulation engine registers all its SuperNodes at once when it
+    starts (before Ray), and :class:`~flwr_multilevel.engines.local_grid.LocalGrid`
+    (``nodes_fixed``) has them from the start: their node set is final once it
+    has held for ``settle`` seconds. A deployment's nodes connect when they come
+    up, so its grid gets None.
+    """
+    if not (flower_compat.is_simulation_grid(grid) or getattr(grid, "nodes_fixed", False)):
+        return None
+    nodes, since = sorted(grid.get_node_ids()), time.monotonic()
+    deadline = since + timeout
+    while not (nodes and time.monotonic() - since >= settle) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if (now := sorted(grid.get_node_ids())) != nodes:
+            nodes, since = now, time.monotonic()
+    return nodes
+
+
+def too_few_nodes(needed: int, found: int) -> str:
+    """Return the one line of a simulation with fewer SuperNodes than workers, and the fix.
+
+    Examples
+    --------
+    >>> print(too_few_nodes(4, 2))  # doctest: +NORMALIZE_WHITESPACE
+    expected 4 nodes (one per worker), the simulation has 2 SuperNodes:
+    flwr run . --federation-config "num-supernodes=4"
+    """
+    return (
+        f"expected {needed} nodes (one per worker), the simulation has {found} SuperNodes: "
+        f'flwr run . --federation-config "num-supernodes={needed}"'
+    )
 
 
 def absent_node(worker_id: int) -> int:
@@ -34,10 +73,11 @@ def discover_workers(
 ) -> dict[int, int]:
     """Return the node ID of each expected worker, asking every connected node.
 
-    Waits until ``len(worker_ids)`` nodes are connected, then sends each a
-    discovery message that :func:`flwr_multilevel.clients.multilevel_mod`
-    answers with the node's worker id (node config ``worker-id`` or
-    ``partition-id``).
+    Waits until ``len(worker_ids)`` nodes are connected (a simulation, whose
+    SuperNodes are all registered at once, fails as soon as its count is
+    final: :func:`simulated_nodes`), then sends each a discovery message that
+    :func:`flwr_multilevel.clients.multilevel_mod` answers with the node's
+    worker id (node config ``worker-id`` or ``partition-id``).
 
     Parameters
     ----------
@@ -63,6 +103,10 @@ def discover_workers(
         Too few nodes within ``timeout``, a node that cannot answer, a worker
         id reported twice, or an expected worker that no node reports.
     """
+    if len(list(grid.get_node_ids())) < len(worker_ids):  # a simulation's count is known
+        fixed = simulated_nodes(grid, timeout)
+        if fixed is not None and len(fixed) < len(worker_ids):
+            raise WorkerDiscoveryError(too_few_nodes(len(worker_ids), len(fixed)))
     deadline = time.monotonic() + timeout
     while len(nodes := sorted(grid.get_node_ids())) < len(worker_ids):
         if time.monotonic() > deadline and enough is not None and nodes:
@@ -86,10 +130,10 @@ def discover_workers(
                 f"node {node} could not say which worker it is (is multilevel_mod in its "
                 f"ClientApp's mods?): {' '.join(str(reply.error.reason).split())[:200]}"
             )
-        record = reply.content.metric_records.get("worker")
-        value = None if record is None else record.get("worker-id")
+        record = reply.content.metric_records.get(WORKER)
+        value = None if record is None else record.get(WORKER_ID)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise WorkerDiscoveryError(f"node {node} answered the discovery without a worker-id")
+            raise WorkerDiscoveryError(f"node {node} answered the discovery without a {WORKER_ID}")
         if value in node_of:
             raise WorkerDiscoveryError(f"nodes {node_of[value]} and {node} are both worker {value}")
         node_of[value] = node
@@ -110,5 +154,5 @@ def discover_workers(
             f"{timeout:g} s (first: node {silent[0]})"
         )
     if missing:
-        raise WorkerDiscoveryError(f"no node is worker {missing[:5]} (node config partition-id)")
+        raise WorkerDiscoveryError(f"no node is worker {missing[:5]} (node config {PARTITION_ID})")
     return {w: node_of[w] for w in worker_ids}

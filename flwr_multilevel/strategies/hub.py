@@ -20,6 +20,15 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvgM, Strategy
 
 from flwr_multilevel.protocol.codec import DecodedArray, array_record, decode
+from flwr_multilevel.protocol.keys import (
+    ARRAYS,
+    CONFIG,
+    HUB_ID,
+    NUM_EXAMPLES,
+    OPERATING_RATE,
+    STEPS,
+    WORKER_ID,
+)
 from flwr_multilevel.strategies.chain import UNWEIGHTED, strategy_chain, weighting_aggregator
 from flwr_multilevel.strategies.hub_average import fedavg_record, is_plain_fedavg
 from flwr_multilevel.strategies.hub_metrics import (
@@ -37,6 +46,7 @@ from flwr_multilevel.strategies.records import (
 from flwr_multilevel.strategies.records import clip_update as clip_update  # re-exported
 from flwr_multilevel.strategies.replies import check_reply as check_reply  # re-exported
 from flwr_multilevel.strategies.replies import decode_reply, short
+from flwr_multilevel.strategies.report import failure_summary
 from flwr_multilevel.strategies.subgrid import SubGrid
 
 Missing = Literal["stay", "renormalize"]
@@ -107,6 +117,13 @@ class HubStrategy(Strategy):
         Fraction of the hub's workers whose replies must be valid; below it
         the hub keeps its model for the round.
 
+    Attributes
+    ----------
+    log_rounds : bool (default: True)
+        Log one line per round in which replies were dropped or the hub kept
+        its model (counts and the first reason). :class:`MLLSGD` turns it off
+        and logs one line per round for all its hubs.
+
     Raises
     ------
     ValueError
@@ -137,13 +154,14 @@ class HubStrategy(Strategy):
         self.time_steps = time_steps
         self.missing = missing
         self.report = HubRoundReport()
+        self.log_rounds = True
         self._expected: dict[str, tuple[tuple[int, ...], str]] = {}
         self._model: ArrayRecord | None = None
         self.nodes = sorted(n for n in self.workers if n >= 0)  # absent workers have none
         self.aggregator = weighting_aggregator(self.strategy, len(self.nodes))
         self._keys = (
-            str(getattr(self.aggregator, "arrayrecord_key", "arrays")),
-            str(getattr(self.aggregator, "configrecord_key", "config")),
+            str(getattr(self.aggregator, "arrayrecord_key", ARRAYS)),
+            str(getattr(self.aggregator, "configrecord_key", CONFIG)),
         )
 
     @property
@@ -189,7 +207,7 @@ class HubStrategy(Strategy):
             raise KeyError(name)
         content[name] = with_entries(
             config,
-            {"worker-id": worker.worker_id, "hub-id": self.hub_id, "operating-rate": worker.rate},
+            {WORKER_ID: worker.worker_id, HUB_ID: self.hub_id, OPERATING_RATE: worker.rate},
         )
         msg.content = content
         return msg
@@ -208,9 +226,10 @@ class HubStrategy(Strategy):
         self._fix_weights(valid)
         by_id = {spec.worker_id: spec for spec in self.workers.values()}
         report.missing = sorted(set(by_id) - set(valid))
-        report.steps = {w: int(m["steps"]) for w, (_, m) in valid.items()}  # type: ignore[arg-type]
+        report.steps = {w: int(m[STEPS]) for w, (_, m) in valid.items()}  # type: ignore[arg-type]
         if len(valid) < self.min_replies * len(self.workers) or not valid:
-            self._keep_model(server_round, len(valid))
+            self._keep_model(len(valid))
+            self._log_round(server_round)
             return None, None
         if self.clip_norm is not None and self._model is not None:
             decoded = {w: clip_arrays(a, self._model, self.clip_norm) for w, a in decoded.items()}
@@ -219,7 +238,18 @@ class HubStrategy(Strategy):
         report.metrics = train_metrics(
             [m for _, m in valid.values()], [float(by_id[w].weight or 1.0) for w in valid]
         )
+        self._log_round(server_round)
         return arrays, report.metrics
+
+    def _log_round(self, server_round: int) -> None:
+        """Log what went wrong this round, in one line (if anything did and :attr:`log_rounds`)."""
+        report = self.report
+        if self.log_rounds and (report.dropped or report.missing or report.failed):
+            failed = {self.hub_id: report.error} if report.failed else {}
+            summary = failure_summary(
+                len(report.missing), len(self.workers), report.dropped, failed
+            )
+            log(WARNING, "hub %s round %s: %s", self.hub_id, server_round, summary)
 
     def _check_replies(
         self, server_round: int, replies: Iterable[Message]
@@ -234,14 +264,14 @@ class HubStrategy(Strategy):
             node = reply.metadata.src_node_id
             worker = self.workers.get(node)
             if worker is None:
-                self._drop(server_round, f"node {node}", "is not a worker of this hub")
+                self.report.dropped.append(f"node {node}: is not a worker of this hub")
                 continue
             if worker.worker_id in valid:
-                self._drop(server_round, f"worker {worker.worker_id}", "replied twice")
+                self.report.dropped.append(f"worker {worker.worker_id}: replied twice")
                 continue
             checked = decode_reply(reply, self._expected, self.time_steps)
             if checked.reason is not None:
-                self._drop(server_round, f"worker {worker.worker_id}", checked.reason)
+                self.report.dropped.append(f"worker {worker.worker_id}: {checked.reason}")
                 continue
             assert checked.arrays is not None and checked.metrics is not None and checked.values
             valid[worker.worker_id] = (reply, checked.metrics)
@@ -250,18 +280,12 @@ class HubStrategy(Strategy):
             )
         return valid, decoded
 
-    def _keep_model(self, server_round: int, num_valid: int) -> None:
-        """Record (and log) that too few replies were valid: the hub keeps its model."""
+    def _keep_model(self, num_valid: int) -> None:
+        """Record that too few replies were valid: the hub keeps its model."""
         report = self.report
         report.failed = True
         first = f" (first: {report.dropped[0]})" if report.dropped else ""
         report.error = f"{num_valid} of {len(self.workers)} replies were valid{first}"
-        log(
-            WARNING,
-            "hub %s round %s: no valid reply, the hub keeps its model",
-            self.hub_id,
-            server_round,
-        )
 
     def _checked_aggregate(
         self,
@@ -270,35 +294,24 @@ class HubStrategy(Strategy):
         decoded: Mapping[int, ArrayRecord],
         by_id: Mapping[int, WorkerSpec],
     ) -> ArrayRecord | None:
-        """Return the chain's aggregate in the sent dtypes, or None (logged) if it failed.
+        """Return the chain's aggregate in the sent dtypes, or None if it failed.
 
-        The chain failed when it raised or when its aggregate is not finite.
+        The chain failed when it raised, returned no aggregate (Bulyan with too
+        few replies) or an aggregate that is not finite; the reason goes to
+        :attr:`report`.
         """
-        report = self.report
+        report, name = self.report, type(self.strategy).__name__
         try:
             arrays = self._aggregate(server_round, valid, decoded, by_id)
         except Exception as err:  # pylint: disable=broad-except
             arrays = None
-            report.error = short(
-                f"{type(self.strategy).__name__} failed: {type(err).__name__}: {err}"
-            )
-            log(
-                WARNING,
-                "hub %s round %s: %s failed, the hub keeps its model: %s",
-                self.hub_id,
-                server_round,
-                type(self.strategy).__name__,
-                short(f"{type(err).__name__}: {err}"),
-            )
+            report.error = short(f"{name} failed: {type(err).__name__}: {err}")
+        else:
+            if arrays is None:
+                report.error = f"{name} returned no aggregate ({len(valid)} valid replies)"
         if arrays is not None:
             arrays = as_dtypes(arrays, self._expected)
             if not all(np.isfinite(self._values(k, a)).all() for k, a in arrays.items()):
-                log(
-                    WARNING,
-                    "hub %s round %s: the aggregate is not finite, the hub keeps its model",
-                    self.hub_id,
-                    server_round,
-                )
                 arrays = None
                 report.error = "the aggregate is not finite"
         return arrays
@@ -333,22 +346,11 @@ class HubStrategy(Strategy):
         arrays, _ = self.strategy.aggregate_train(server_round, ordered)
         return arrays
 
-    def _drop(self, server_round: int, who: str, reason: str) -> None:
-        log(
-            WARNING,
-            "hub %s round %s: dropped the reply of %s: %s",
-            self.hub_id,
-            server_round,
-            who,
-            reason,
-        )
-        self.report.dropped.append(f"{who}: {reason}")
-
     def _fix_weights(self, valid: Mapping[int, tuple[Message, MetricRecord]]) -> None:
         """Fix every unknown ``w_i`` from the worker's ``num-examples``, once."""
         for spec in self.workers.values():
             if spec.weight is None and spec.worker_id in valid:
-                spec.weight = float(valid[spec.worker_id][1]["num-examples"])  # type: ignore[arg-type]
+                spec.weight = float(valid[spec.worker_id][1][NUM_EXAMPLES])  # type: ignore[arg-type]
         unknown = [s for s in self.workers.values() if s.weight is None]
         known = [s.weight for s in self.workers.values() if s.weight is not None]
         if unknown and known:

@@ -2,9 +2,8 @@
 
 from flwr.app import MetricRecord
 
-from flwr_multilevel.strategies.replies import REQUIRED_METRICS, finite_number
-
-WEIGHT_KEY = "worker-weight"
+from flwr_multilevel.protocol.keys import REPLY_METRICS, WORKER_WEIGHT
+from flwr_multilevel.strategies.replies import finite_number
 
 
 def common_numeric_keys(records: list[MetricRecord]) -> list[str]:
@@ -15,7 +14,7 @@ def common_numeric_keys(records: list[MetricRecord]) -> list[str]:
     >>> common_numeric_keys([MetricRecord({"a": 1.0, "b": 2}), MetricRecord({"a": 3.0})])
     ['a']
     """
-    keys = set.intersection(*(set(r.keys()) for r in records)) - {WEIGHT_KEY}
+    keys = set.intersection(*(set(r.keys()) for r in records)) - {WORKER_WEIGHT}
     return sorted(k for k in keys if all(finite_number(r, k) is not None for r in records))
 
 
@@ -54,6 +53,6 @@ def train_metrics(records: list[MetricRecord], weights: list[float]) -> MetricRe
     {'loss': 2.5, 'num-examples': 40, 'steps': 6}
     """
     metrics = weighted_metrics(records, weights)
-    for key in REQUIRED_METRICS:
+    for key in REPLY_METRICS:
         metrics[key] = int(sum(finite_number(r, key) or 0.0 for r in records))
     return metrics

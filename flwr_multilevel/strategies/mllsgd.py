@@ -9,8 +9,9 @@ The hubs and one round across them are :class:`~flwr_multilevel.strategies.round
 :class:`MLLSGD` adds the run: its rounds, evaluation, checkpoints and failures.
 """
 
+import time
 from collections.abc import Callable, Mapping
-from logging import INFO, WARNING
+from logging import INFO
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,25 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from flwr_multilevel.errors import RunAborted
+from flwr_multilevel.protocol.keys import hub_key
+from flwr_multilevel.strategies.app_config import mllsgd_arguments
 from flwr_multilevel.strategies.chain import strategy_chain
 from flwr_multilevel.strategies.deadline import set_deadline
+from flwr_multilevel.strategies.one_line import (
+    ONE_LINE_ERRORS,
+    fail_in_one_line,
+    report_in_one_line,
+)
 from flwr_multilevel.strategies.report import RoundReport, combine_hubs
 from flwr_multilevel.strategies.rounds import MLLSGDRounds
-from flwr_multilevel.strategies.settings import at_least, run_config_settings
+from flwr_multilevel.strategies.run_log import (
+    log_evaluation,
+    log_final,
+    log_round,
+    log_round_start,
+    log_start,
+)
+from flwr_multilevel.strategies.settings import at_least
 
 
 class MLLSGD(MLLSGDRounds):
@@ -114,16 +129,33 @@ class MLLSGD(MLLSGDRounds):
     ) -> "MLLSGD":
         """Return an MLLSGD whose settings come from a Flower app's run config.
 
-        Reads ``hubs`` (``"3,3"``), ``tau``, ``q``, ``hub-graph``, ``rates``
-        (one number, or one per worker as ``"1,0.5,..."``) and ``seed`` where
-        present; ``kwargs`` set the rest (or override).
+        Reads the keys of ``default.yaml``, flattened, that set an MLLSGD
+        argument (:data:`~flwr_multilevel.strategies.app_config.RUN_CONFIG_KEYS`:
+        ``hubs.count``, ``hubs.workers`` (``"3,3"``), ``hubs.graph``, ``tau``,
+        ``q``, ``seed``, ``rates.*``, ``weighting``, ``hub.*``...) where present,
+        with default.yaml's meaning, and ignores the app's other keys;
+        ``kwargs`` set the rest (or override).
+
+        A mistake is logged as one line at once (``flwr-multilevel: error:
+        <key>: ...``) and ends a ``flwr run`` without a traceback
+        (:mod:`~flwr_multilevel.strategies.one_line`).
+
+        Raises
+        ------
+        ConfigError
+            A bad value, naming its dotted key, or a bad argument, naming it
+            (a ``ValueError``).
 
         Examples
         --------
-        >>> MLLSGD.from_run_config(None, {"hubs": "2,2", "tau": 4, "q": 2}).tau
-        4
+        >>> config = {"hubs.workers": "2,2", "tau": 4, "q": 2, "num-server-rounds": 3}
+        >>> MLLSGD.from_run_config(None, config).sizes
+        (2, 2)
         """
-        return cls(strategy, **{**run_config_settings(run_config), **kwargs})
+        try:
+            return cls(strategy, **mllsgd_arguments(run_config, kwargs))
+        except ValueError as err:
+            raise fail_in_one_line(err) from None
 
     def summary(self) -> None:
         """Log the network and every hub's strategy."""
@@ -181,7 +213,8 @@ class MLLSGD(MLLSGDRounds):
                 server_round, grid.send_and_receive(sent, timeout=timeout)
             )
             for key, value in (hub_metrics or {}).items():
-                metrics[f"hub{d}-{key}"] = value
+                metrics[hub_key(d, key)] = value
+        log_evaluation(metrics, central=False, server_round=server_round)
         return metrics
 
     def _central_evaluation(
@@ -189,12 +222,12 @@ class MLLSGD(MLLSGDRounds):
     ) -> MetricRecord | None:
         """Call ``evaluate_fn`` on u (and, with ``evaluate_hubs``, on every ``y_d``)."""
         metrics = evaluate_fn(server_round, self.global_model())
-        if not self.evaluate_hubs or server_round == 0:
-            return metrics
-        metrics = MetricRecord(dict(metrics.items())) if metrics else MetricRecord()
-        for d in self.hub_ids:
-            for key, value in (evaluate_fn(server_round, self.models[d]) or {}).items():
-                metrics[f"hub{d}-{key}"] = value
+        if self.evaluate_hubs and server_round > 0:
+            metrics = MetricRecord(dict(metrics.items())) if metrics else MetricRecord()
+            for d in self.hub_ids:
+                for key, value in (evaluate_fn(server_round, self.models[d]) or {}).items():
+                    metrics[hub_key(d, key)] = value
+        log_evaluation(metrics, central=True, server_round=server_round)
         return metrics
 
     # pylint: disable=too-many-arguments
@@ -214,24 +247,41 @@ class MLLSGD(MLLSGDRounds):
         ``Result`` whose ``arrays`` is ``u = sum_d b_d y_d`` and whose metrics
         per round hold u's (b-weighted) and every hub's (``hub<d>-<key>``).
 
+        It logs as Flower's strategies do: the start, every round (the app's
+        metrics, averaged with ``v_i`` and ``b_d``, under the app's own names),
+        every evaluation, and the final ``Result``. A bad argument, too few
+        workers, or an aborted run is logged as one line at once
+        (:mod:`~flwr_multilevel.strategies.one_line`).
+
         Raises
         ------
-        ValueError
+        ConfigError
             A bad ``train_config`` or ``num_rounds`` (before any message is sent).
         WorkerDiscoveryError
             The grid does not hold the expected workers.
+        RunAborted
+            A hub failed ``max_failed_rounds`` rounds in a row.
         """
-        at_least("num_rounds", num_rounds, 1)
-        config = self.check_train_config(train_config)
-        evaluate_config = ConfigRecord(dict((evaluate_config or {}).items()))
-        log(INFO, "Starting MLLSGD strategy:")
+        report_in_one_line()
         try:
-            return self._run(
+            at_least("num_rounds", num_rounds, 1)
+            config = self.check_train_config(train_config)
+        except ValueError as err:
+            raise fail_in_one_line(err) from None
+        evaluate_config = ConfigRecord(dict((evaluate_config or {}).items()))
+        log_start(type(self).__name__, num_rounds, initial_arrays, config, evaluate_config)
+        began = time.time()
+        try:
+            result = self._run(
                 grid, initial_arrays, num_rounds, timeout, config, evaluate_config, evaluate_fn
             )
+        except ONE_LINE_ERRORS as err:
+            raise fail_in_one_line(err) from None
         finally:  # also when a round raises (RunAborted, Ctrl-C): the peer layer's server stops
             if self.peer_layer is not None:
                 self.peer_layer.close()
+        log_final(result, time.time() - began)
+        return result
 
     # pylint: disable=too-many-arguments
     def _run(
@@ -254,10 +304,12 @@ class MLLSGD(MLLSGDRounds):
         elif evaluate_fn is not None and (metrics := self._central_evaluation(evaluate_fn, 0)):
             result.evaluate_metrics_serverapp[0] = metrics
         for server_round in range(first_round, num_rounds + 1):
+            log_round_start(server_round, num_rounds)
             report = self.run_round(grid, server_round, config, timeout)
-            self._check_failures(report)
+            abort = self._count_failures(report)
             result.train_metrics_clientapp[server_round] = train = self.round_metrics()
-            self._log_round(report, train, num_rounds)
+            log_round(report, train, self.tau)
+            self.log_failures()
             if self.evaluate_every and (
                 server_round % self.evaluate_every == 0 or server_round == num_rounds
             ):
@@ -270,7 +322,10 @@ class MLLSGD(MLLSGDRounds):
             ):
                 result.evaluate_metrics_serverapp[server_round] = metrics
             models = [self.models[d] for d in self.hub_ids]
-            if self.on_round is not None and self.on_round(report, models):
+            stop = self.on_round is not None and self.on_round(report, models)
+            if abort:  # after on_round: the round that ends the run is recorded too
+                raise RunAborted(abort)
+            if stop:
                 log(INFO, "MLLSGD: stopped after round %s", server_round)
                 break
         result.arrays = self.global_model()
@@ -319,33 +374,20 @@ class MLLSGD(MLLSGDRounds):
         self._restored = None
         return int(state["round"])
 
-    def _check_failures(self, report: RoundReport) -> None:
-        """Raise :class:`RunAborted` once a hub has failed ``max_failed_rounds`` rounds in a row."""
+    def _count_failures(self, report: RoundReport) -> str:
+        """Count every hub's failed rounds in a row; return why the run must stop, or "".
+
+        The run stops (:class:`RunAborted`, after the round is recorded) once a
+        hub has kept its model ``max_failed_rounds`` rounds in a row.
+        """
+        reason = ""
         for d in self.hub_ids:
             failed = d in report.failed_hubs
             self._failed_in_a_row[d] = self._failed_in_a_row.get(d, 0) + 1 if failed else 0
-            if self.max_failed_rounds and self._failed_in_a_row[d] >= self.max_failed_rounds:
-                raise RunAborted(
+            limit = self.max_failed_rounds
+            if not reason and limit and self._failed_in_a_row[d] >= limit:
+                reason = (
                     f"hub {d} kept its model for {self._failed_in_a_row[d]} rounds in a row "
                     f"(round {report.server_round}); last reason: {report.failed_hubs[d]}"
                 )
-
-    def _log_round(self, report: RoundReport, metrics: MetricRecord, num_rounds: int) -> None:
-        log(
-            INFO,
-            "[ROUND %s/%s] steps %s%s%s, %.2f s",
-            report.server_round,
-            num_rounds,
-            metrics["steps"],
-            ", gossip" if report.gossip else "",
-            f", train-loss {metrics['train-loss']:.4f}" if "train-loss" in metrics else "",
-            report.seconds,
-        )
-        if report.dropped or report.missing:
-            log(
-                WARNING,
-                "round %s: %s replies not used, %s workers counted as taking no step",
-                report.server_round,
-                len(report.dropped),
-                len(report.missing),
-            )
+        return reason

@@ -24,7 +24,7 @@ from flwr.app import ArrayRecord
 from flwr.common.logger import log
 
 from flwr_multilevel.strategies.peer import Gossip, PeerLayer, in_neighbours, mix_one
-from flwr_multilevel.strategies.peer_config import PeerTls, identities
+from flwr_multilevel.strategies.peer_config import PeerTls, peer_identity
 from flwr_multilevel.strategies.peer_config import format_peers as format_peers  # re-exported
 from flwr_multilevel.strategies.peer_config import parse_peers as parse_peers  # re-exported
 from flwr_multilevel.strategies.peer_wait import (
@@ -215,11 +215,11 @@ class NetworkPeerLayer(PeerLayer):
         except struct.error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expected (round, hub id)")
         if self.tls is not None:
-            hubs = identities(context.auth_context())
-            if not hubs & self.readers:
-                log(WARNING, "hub %s: refused peer %s (not a neighbour)", self.hub_id, hubs)
+            peer = peer_identity(context.auth_context())  # one hub per certificate, or None
+            if peer not in self.readers:
+                log(WARNING, "hub %s: refused peer %s (not a neighbour)", self.hub_id, peer)
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a neighbour of this hub")
-            requester = min(hubs & self.readers)  # who the certificate says, not the request
+            requester = int(peer)  # type: ignore[arg-type]  # who the certificate says
         else:
             requester = claimed
         with self._lock:

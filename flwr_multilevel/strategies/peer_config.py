@@ -58,6 +58,26 @@ def identities(auth_context: Mapping[str, list[bytes]]) -> set[int]:
     return hubs
 
 
+def peer_identity(auth_context: Mapping[str, list[bytes]]) -> int | None:
+    """Return the ONE hub a TLS peer's certificate names, or None.
+
+    A certificate names its hub in its CN and SAN (``hub-<d>``); one that
+    names no hub, or several (made with another hub's identity among its
+    host names, say), proves no single identity and is refused.
+
+    Examples
+    --------
+    >>> peer_identity({"x509_common_name": [b"hub-2"],
+    ...                "x509_subject_alternative_name": [b"hub-2", b"10.0.0.7"]})
+    2
+    >>> peer_identity({"x509_common_name": [b"hub-2"],
+    ...                "x509_subject_alternative_name": [b"hub-2", b"hub-0"]}) is None
+    True
+    """
+    hubs = identities(auth_context)
+    return next(iter(hubs)) if len(hubs) == 1 else None
+
+
 def format_peers(peers: Mapping[int, str]) -> str:
     """Return peer addresses as one run-config string ``"0=host:port,1=host:port"``.
 

@@ -7,7 +7,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from flwr_multilevel.flower_compat import config_with_entries
-from flwr_multilevel.strategies.hub_metrics import WEIGHT_KEY
+from flwr_multilevel.protocol.codec import array_record
+from flwr_multilevel.protocol.keys import METRICS, NUM_EXAMPLES, STEPS, WORKER_WEIGHT
 
 
 def clip_update(reply: Message, model: ArrayRecord, clip_norm: float) -> Message:
@@ -98,17 +99,23 @@ def chain_input(
     finite numbers), so no stock strategy meets inconsistent replies.
     """
     record = MetricRecord({k: metrics[k] for k in keys})
-    record[WEIGHT_KEY] = weight
-    content = RecordDict({arrays_key: arrays, "metrics": record})
+    record[WORKER_WEIGHT] = weight
+    content = RecordDict({arrays_key: arrays, METRICS: record})
     return Message(metadata=reply.metadata, content=content)  # type: ignore[call-overload]
 
 
 def stand_in(
     node: int, model: ArrayRecord, keys: list[str], weight: float, arrays_key: str
 ) -> Message:
-    """Return the chain input of a worker that took no step: the hub model ``y_d``, metrics 0."""
+    """Return the chain input of a worker that took no step: the hub model ``y_d``, metrics 0.
+
+    Every stand-in holds its own record of ``model``'s arrays: robust rules
+    (FedMedian, FedTrimmedAvg, Bulyan) take the arrays out of their inputs,
+    which must neither empty the hub's model nor the next stand-in.
+    """
     metrics = MetricRecord({k: 0.0 for k in keys})
-    metrics["num-examples"], metrics["steps"] = 0, 0
-    metrics[WEIGHT_KEY] = weight
+    metrics[NUM_EXAMPLES], metrics[STEPS] = 0, 0
+    metrics[WORKER_WEIGHT] = weight
     sent = Message(RecordDict(), dst_node_id=node, message_type="train")
-    return Message(RecordDict({arrays_key: model, "metrics": metrics}), reply_to=sent)
+    own = array_record(model.items())  # the same (immutable) arrays, in a record of its own
+    return Message(RecordDict({arrays_key: own, METRICS: metrics}), reply_to=sent)

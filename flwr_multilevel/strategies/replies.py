@@ -15,8 +15,8 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
 from flwr_multilevel.flower_compat import ErrorCode
 from flwr_multilevel.protocol.codec import decode
+from flwr_multilevel.protocol.keys import NUM_EXAMPLES, REPLY_METRICS, STEPS
 
-REQUIRED_METRICS = ("num-examples", "steps")
 MAX_REASON = 200  # characters of a worker's error text that are kept
 NPY_HEADER_BYTES = 4096  # room for the .npy header on top of the raw data
 
@@ -146,17 +146,17 @@ def decode_reply(
         if reason is not None or decoded is None:
             return CheckedReply(reason)
         values[key] = decoded
-    for key in REQUIRED_METRICS:
+    for key in REPLY_METRICS:
         if finite_number(metrics, key) is None:
             return CheckedReply(
                 short(f"metric '{key}': expected a finite number, got {metrics.get(key)!r}")
             )
-    examples = float(metrics["num-examples"])  # type: ignore[arg-type]  # checked above
+    examples = float(metrics[NUM_EXAMPLES])  # type: ignore[arg-type]  # checked above
     if examples <= 0:
-        return CheckedReply(f"metric 'num-examples': expected a number > 0, got {examples!r}")
-    steps = float(metrics["steps"])  # type: ignore[arg-type]
+        return CheckedReply(f"metric '{NUM_EXAMPLES}': expected a number > 0, got {examples!r}")
+    steps = float(metrics[STEPS])  # type: ignore[arg-type]
     if steps != int(steps) or not 0 <= steps <= max_steps:
         return CheckedReply(
-            f"metric 'steps': expected an integer in [0, {max_steps}], got {steps!r}"
+            f"metric '{STEPS}': expected an integer in [0, {max_steps}], got {steps!r}"
         )
     return CheckedReply(None, arrays, metrics, values)

@@ -1,11 +1,22 @@
 """What a round did, and its metrics as Flower records."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
+
+from flwr_multilevel.protocol.keys import (
+    BYTES_DOWN,
+    BYTES_HUBS,
+    BYTES_UP,
+    DROPPED,
+    MISSING,
+    SLOTS,
+    STEPS,
+    hub_key,
+)
 
 
 @dataclass
@@ -83,6 +94,49 @@ def combine_hubs(per_hub: Mapping[int, MetricRecord], b: np.ndarray) -> MetricRe
     )
 
 
+def failure_summary(
+    missing: int, workers: int, dropped: Sequence[str], failed: Mapping[int, str]
+) -> str:
+    """Return one line for what went wrong in a round: counts, and the first reason of each kind.
+
+    Parameters
+    ----------
+    missing : int
+        Workers without a valid reply, of ``workers``.
+    workers : int
+        Workers of the hubs summarised.
+    dropped : Sequence[str]
+        One reason per reply that was not used (``"worker 3: timed out: ..."``).
+    failed : Mapping[int, str]
+        Hubs that kept their model, and why.
+
+    Examples
+    --------
+    >>> failure_summary(1, 4, ["worker 1: the worker failed: down"], {})  # doctest: +ELLIPSIS
+    '1 of 4 workers without a valid reply (1 reply dropped; first: worker 1: the worker ...)'
+    >>> failure_summary(2, 2, ["worker 0: down"] * 2, {0: "0 of 2 replies were valid"})[-20:]
+    'hub 0 kept its model'
+    """
+    parts = []
+    if missing or dropped:
+        first = f"; first: {dropped[0]}" if dropped else ""
+        replies = "reply" if len(dropped) == 1 else "replies"
+        parts.append(
+            f"{missing} of {workers} workers without a valid reply "
+            f"({len(dropped)} {replies} dropped{first})"
+        )
+    if failed:
+        hubs = sorted(failed)
+        named = ", ".join(str(d) for d in hubs[:10]) + (", ..." if len(hubs) > 10 else "")
+        kept = (
+            f"hub {named} kept its model" if len(hubs) == 1 else f"hubs {named} kept their models"
+        )
+        # a reason other than the replies' own (the rule failed) is worth its words
+        other = [f"hub {d}: {failed[d]}" for d in hubs if "replies were valid" not in failed[d]]
+        parts.append(f"{kept} ({other[0]})" if other else kept)
+    return " ".join("; ".join(parts).split())[:600]
+
+
 def round_record(report: RoundReport, b: np.ndarray) -> MetricRecord:
     """Return a round's metrics.
 
@@ -91,13 +145,13 @@ def round_record(report: RoundReport, b: np.ndarray) -> MetricRecord:
     """
     metrics = MetricRecord(
         {
-            "steps": sum(report.steps.values()),
-            "missing": len(report.missing),
-            "dropped": len(report.dropped),
-            "slots": report.slots,
-            "bytes-down": report.bytes_down,
-            "bytes-up": report.bytes_up,
-            "bytes-hubs": report.bytes_hubs,
+            STEPS: sum(report.steps.values()),
+            MISSING: len(report.missing),
+            DROPPED: len(report.dropped),
+            SLOTS: report.slots,
+            BYTES_DOWN: report.bytes_down,
+            BYTES_UP: report.bytes_up,
+            BYTES_HUBS: report.bytes_hubs,
         }
     )
     hub_records = {d: m for d, m in report.hub_metrics.items() if m}
@@ -107,7 +161,7 @@ def round_record(report: RoundReport, b: np.ndarray) -> MetricRecord:
                 metrics[key] = value
     for d, record in hub_records.items():
         for key, value in record.items():
-            metrics[f"hub{d}-{key}"] = value
+            metrics[hub_key(d, key)] = value
     return metrics
 
 

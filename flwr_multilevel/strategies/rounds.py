@@ -19,22 +19,28 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from flwr_multilevel.errors import ConfigError
+from flwr_multilevel.errors import ConfigError, WorkerDiscoveryError
 from flwr_multilevel.model.clock import round_slots
-from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy
+from flwr_multilevel.model.hierarchy import Hierarchy, build_hierarchy, hub_sizes
 from flwr_multilevel.model.mixing import consensus_distance, mixing_matrix, weighted_average
 from flwr_multilevel.model.topology import hub_graph
 from flwr_multilevel.protocol.arrays import message_bytes, stack, unstack
+from flwr_multilevel.protocol.keys import CONSENSUS, NUM_EXAMPLES, SEED, WORKER_STEPS
 from flwr_multilevel.strategies.deadline import one_reply_each, set_deadline
 from flwr_multilevel.strategies.discovery import absent_node, discover_workers
 from flwr_multilevel.strategies.hub import HubStrategy, Missing, WorkerSpec
+from flwr_multilevel.strategies.one_line import client_failures
 from flwr_multilevel.strategies.peer import InProcessPeerLayer, PeerLayer
-from flwr_multilevel.strategies.report import OnRound, RoundReport, round_record
+from flwr_multilevel.strategies.report import (
+    OnRound,
+    RoundReport,
+    failure_summary,
+    round_record,
+)
 from flwr_multilevel.strategies.settings import (
     at_least,
-    hub_sizes,
-    operating_rates,
     train_config,
+    worker_rates,
     worker_weights,
 )
 
@@ -58,7 +64,7 @@ class MLLSGDRounds(Strategy):
         graph: str | nx.Graph = "path",
         mixing: str | np.ndarray = "auto",
         rates: float | Sequence[float] = 1.0,
-        weights: str | Sequence[float] = "num-examples",
+        weights: str | Sequence[float] = NUM_EXAMPLES,
         seed: int = 0,
         missing: Missing = "stay",
         clip_norm: float | None = None,
@@ -76,10 +82,10 @@ class MLLSGDRounds(Strategy):
         self.strategy = strategy if strategy is not None else FedAvg()
         if not isinstance(self.strategy, Strategy):
             raise ValueError(f"strategy: expected a Flower Strategy, got {type(strategy).__name__}")
-        self.sizes = hub_sizes(hubs)
+        self.sizes = hub_sizes(None, hubs, keys=("hubs", "hubs"))
         self.tau, self.q = at_least("tau", tau, 1), at_least("q", q, 1)
         self.seed = at_least("seed", seed, 0)
-        self.rates = operating_rates(rates, self.num_workers)
+        self.rates = worker_rates(rates, self.num_workers)
         self._weights = worker_weights(weights, self.num_workers)
         try:
             self.graph = hub_graph(graph, self.num_hubs, seed=seed)
@@ -154,7 +160,11 @@ class MLLSGDRounds(Strategy):
         """Find the workers on ``grid`` and build the hubs, all starting from ``x_1``."""
         worker_ids = [w for d in self.hub_ids for w in self._members(d)]
         enough = self._enough_workers if self.partial_discovery else None
-        node_of = discover_workers(grid, worker_ids, self.discovery_timeout, enough)
+        with client_failures() as failures:  # a ClientApp that fails here: one line, its cause
+            try:
+                node_of = discover_workers(grid, worker_ids, self.discovery_timeout, enough)
+            except WorkerDiscoveryError as err:
+                raise failures.explain(err) from None
         self.hubs, self.hub_of_node = {}, {}
         for d in self.hub_ids:
             workers = {
@@ -166,6 +176,7 @@ class MLLSGDRounds(Strategy):
             self.hubs[d] = HubStrategy(
                 self.strategy, d, workers, self.tau, self.missing, self.clip_norm, self.min_replies
             )
+            self.hubs[d].log_rounds = False  # MLLSGD logs one line per round for all its hubs
             self.hub_of_node.update({node: d for node in workers})
         self.models = {d: initial_arrays for d in self.hub_ids}
 
@@ -194,7 +205,7 @@ class MLLSGDRounds(Strategy):
         Raises
         ------
         ValueError
-            A key the hubs set per worker (``RESERVED``), a ``time-steps``
+            A key the hubs set per worker (``keys.PER_WORKER``), a ``time-steps``
             other than tau, or a ``seed`` that is not an integer >= 0.
         """
         return train_config(train_config_, self.tau, self.seed)
@@ -210,7 +221,7 @@ class MLLSGDRounds(Strategy):
         start = time.perf_counter()
         self.report = report = RoundReport(server_round, gossip=server_round % self.q == 0)
         report.slots = round_slots(
-            int(cast(int, config["seed"])),
+            int(cast(int, config[SEED])),
             server_round,
             self.rates.tolist(),
             self.tau,
@@ -282,15 +293,8 @@ class MLLSGDRounds(Strategy):
         if self.peer_layer is None:
             self.peer_layer = InProcessPeerLayer(self._fix_mixing())
         sharing = [d for d in averages if d not in self.report.failed_hubs]
-        for d in averages:
+        for d in averages:  # (the round's one warning line says so, with its reason)
             if d not in sharing:
-                log(
-                    WARNING,
-                    "round %s: hub %s sits this gossip out (%s)",
-                    server_round,
-                    d,
-                    self.report.failed_hubs[d],
-                )
                 self.peer_layer.withhold(d, server_round, self.report.failed_hubs[d])
         for d in sharing:
             self.peer_layer.publish(d, server_round, averages[d])
@@ -313,7 +317,19 @@ class MLLSGDRounds(Strategy):
         self.report = RoundReport(server_round, gossip=server_round % self.q == 0)
         averages = self._average(server_round, list(replies))
         self.models = self._gossip(server_round, averages) if self.report.gossip else averages
+        self.log_failures()
         return self.global_model(), self.round_metrics()
+
+    def log_failures(self) -> None:
+        """Log what went wrong in the last round at any hub, in one line (if anything did)."""
+        report = self.report
+        if report.dropped or report.missing or report.failed_hubs:
+            workers = sum(len(hub.workers) for hub in self.hubs.values())
+            summary = failure_summary(
+                len(report.missing), workers, report.dropped, report.failed_hubs
+            )
+            gossip = " and sat the gossip out" if report.gossip and report.failed_hubs else ""
+            log(WARNING, "round %s: %s%s", report.server_round, summary, gossip)
 
     def global_model(self) -> ArrayRecord:
         """Return ``u = sum_d b_d y_d`` over this server's hubs (``y_d`` for a single hub)."""
@@ -325,10 +341,16 @@ class MLLSGDRounds(Strategy):
         return unstack(weighted_average(b / b.sum(), stacked)[None, :], layout)[0]
 
     def round_metrics(self) -> MetricRecord:
-        """Return the last round's metrics: of u (b-weighted over hubs) and of every hub."""
+        """Return the last round's metrics: of u (b-weighted over hubs), of every hub, per worker.
+
+        ``worker-steps`` lists the steps of every worker by its id (0 for a
+        worker without a valid reply, or of a hub this server does not run).
+        """
         b = self.hierarchy.b
         metrics = round_record(self.report, b)
+        steps = self.report.steps  # workers of other servers' hubs, and without a reply: 0
+        metrics[WORKER_STEPS] = [int(steps.get(w, 0)) for w in range(self.num_workers)]
         if len(self.hub_ids) == self.num_hubs and self.num_hubs > 1:
             stacked, _ = stack([self.models[d] for d in self.hub_ids])
-            metrics["consensus"] = consensus_distance(b, stacked)
+            metrics[CONSENSUS] = consensus_distance(b, stacked)
         return metrics

@@ -10,33 +10,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord
 
-RESERVED = ("worker-id", "hub-id", "operating-rate")  # the hubs set these per worker
-
-
-def hub_sizes(hubs: int | Sequence[int] | str) -> tuple[int, ...]:
-    """Return the number of workers of each hub from ``3``, ``[3, 2]`` or ``"3,2"``.
-
-    Raises
-    ------
-    ValueError
-        Not one integer >= 1 per hub.
-
-    Examples
-    --------
-    >>> hub_sizes("3,2"), hub_sizes(4)
-    ((3, 2), (4,))
-    """
-    if isinstance(hubs, str):
-        try:
-            hubs = [int(v) for v in hubs.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(
-                f"hubs: expected workers per hub such as '3,3', got {hubs!r}"
-            ) from None
-    sizes = (hubs,) if isinstance(hubs, int) else tuple(hubs)
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"hubs: expected the number of workers of each hub (>= 1), got {hubs!r}")
-    return sizes
+from flwr_multilevel.protocol.keys import NUM_EXAMPLES, PER_WORKER, SEED, TIME_STEPS
 
 
 def at_least(name: str, value: Any, low: int) -> int:
@@ -61,8 +35,11 @@ def at_least(name: str, value: Any, low: int) -> int:
     return value
 
 
-def operating_rates(rates: float | Sequence[float], num_workers: int) -> np.ndarray:
-    """Return one operating rate p_i in (0, 1] per worker, from one rate or one per worker.
+def worker_rates(rates: float | Sequence[float], num_workers: int) -> np.ndarray:
+    """Return MLLSGD's ``rates`` as one operating rate p_i in (0, 1] per worker.
+
+    ``rates`` is one rate for every worker or one per worker (to draw them
+    from a distribution, see :func:`flwr_multilevel.model.rates.operating_rates`).
 
     Raises
     ------
@@ -71,7 +48,7 @@ def operating_rates(rates: float | Sequence[float], num_workers: int) -> np.ndar
 
     Examples
     --------
-    >>> operating_rates(0.5, 3).tolist()
+    >>> worker_rates(0.5, 3).tolist()
     [0.5, 0.5, 0.5]
     """
     given = [rates] * num_workers if isinstance(rates, (int, float)) else list(rates)
@@ -85,8 +62,8 @@ def operating_rates(rates: float | Sequence[float], num_workers: int) -> np.ndar
 def worker_weights(weights: str | Sequence[float], num_workers: int) -> list[float | None]:
     """Return each worker's weight w_i; None where it comes from the worker's first reply.
 
-    ``"num-examples"`` leaves every weight to the replies, ``"equal"`` makes
-    them 1, a sequence gives them.
+    ``"num-examples"`` (:data:`~flwr_multilevel.protocol.keys.NUM_EXAMPLES`)
+    leaves every weight to the replies, ``"equal"`` makes them 1, a sequence gives them.
 
     Raises
     ------
@@ -99,9 +76,9 @@ def worker_weights(weights: str | Sequence[float], num_workers: int) -> list[flo
     ([1.0, 1.0], [None, None])
     """
     if isinstance(weights, str):
-        if weights not in ("num-examples", "equal"):
+        if weights not in (NUM_EXAMPLES, "equal"):
             raise ValueError(
-                f"weights: expected 'num-examples', 'equal' or {num_workers} numbers, "
+                f"weights: expected '{NUM_EXAMPLES}', 'equal' or {num_workers} numbers, "
                 f"got {weights!r}"
             )
         return [1.0 if weights == "equal" else None] * num_workers
@@ -130,45 +107,15 @@ def train_config(
     {'lr': 0.1, 'time-steps': 4, 'seed': 7}
     """
     record = ConfigRecord(dict((config or {}).items()))
-    for key in RESERVED:
+    for key in PER_WORKER:
         if key in record:
             raise ValueError(f"train_config: '{key}' is set by each hub for its workers; remove it")
-    if record.get("time-steps", tau) != tau:
+    if record.get(TIME_STEPS, tau) != tau:
         raise ValueError(
-            f"train_config: 'time-steps' must equal tau={tau}, got {record['time-steps']!r}"
+            f"train_config: '{TIME_STEPS}' must equal tau={tau}, got {record[TIME_STEPS]!r}"
         )
-    chosen = record.get("seed", seed)
+    chosen = record.get(SEED, seed)
     if isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 0:
-        raise ValueError(f"train_config: 'seed' must be an integer >= 0, got {chosen!r}")
-    record["time-steps"], record["seed"] = tau, chosen
+        raise ValueError(f"train_config: '{SEED}' must be an integer >= 0, got {chosen!r}")
+    record[TIME_STEPS], record[SEED] = tau, chosen
     return record
-
-
-def run_config_settings(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the MLLSGD arguments a Flower app's run config sets.
-
-    ``hubs`` (``"3,3"``), ``tau``, ``q``, ``hub-graph`` (as ``graph``),
-    ``rates`` (one number, or one per worker as ``"1,0.5,..."``) and ``seed``,
-    where present.
-
-    Examples
-    --------
-    >>> run_config_settings({"hubs": "2,2", "hub-graph": "ring", "rates": "1,0.5", "lr": 0.1})
-    {'hubs': '2,2', 'graph': 'ring', 'rates': [1.0, 0.5]}
-    """
-    settings: dict[str, Any] = {}
-    for key, name in (
-        ("hubs", "hubs"),
-        ("tau", "tau"),
-        ("q", "q"),
-        ("hub-graph", "graph"),
-        ("seed", "seed"),
-    ):
-        if key in run_config:
-            settings[name] = run_config[key]
-    if "rates" in run_config:
-        value = run_config["rates"]
-        settings["rates"] = (
-            [float(v) for v in value.split(",")] if isinstance(value, str) else value
-        )
-    return settings

@@ -5,7 +5,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from flwr_multilevel.clients import time_steps
+from flwr_multilevel.clients import steps_taken, time_steps
 
 
 class Net(nn.Module):
@@ -50,7 +50,7 @@ def train(net, trainloader, epochs, lr, device):
             loss.backward()
             optimizer.step()
             running_loss += loss.item()
-    avg_trainloss = running_loss / len(trainloader)
+    avg_trainloss = running_loss / max(steps_taken(len(trainloader)), 1)
     return avg_trainloss
 
 

@@ -16,8 +16,9 @@ baseline name or a YAML path), then its own keys, then the command line's
 ``key=value`` overrides.
 
 The comparison's runs (:mod:`.load`, :mod:`.baselines`), their numbers
-(:mod:`.metrics`), its table and plots (:mod:`.table`), the runner
-(:mod:`.runner`) and finished runs read back (:mod:`.finished`).
+(:mod:`.metrics`), its table and plots (:mod:`.table`), what it may replace in
+its folder (:mod:`.target`), the runner (:mod:`.runner`), its runs as parallel
+Ray tasks (:mod:`.sweep`) and finished runs read back (:mod:`.finished`).
 """
 
 from flwr_multilevel.cli.compare.baselines import baseline_names, baseline_path, baselines_dir
@@ -37,6 +38,7 @@ from flwr_multilevel.cli.compare.runner import (
     comparison_dir,
     run_comparison,
 )
+from flwr_multilevel.cli.compare.sweep import SweepOptions
 from flwr_multilevel.cli.compare.table import COLUMNS, TABLE, setup_of, write_outputs, write_table
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "Comparison",
     "Progress",
     "RunSpec",
+    "SweepOptions",
     "baseline_names",
     "baseline_path",
     "baselines_dir",

@@ -13,7 +13,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from flwr_multilevel.cli.compare.load import Comparison, RunSpec, slug
+from flwr_multilevel.cli.compare.sweep import SweepOptions
 from flwr_multilevel.cli.compare.table import TABLE, write_outputs
+from flwr_multilevel.cli.compare.target import check_comparison_target, listed_folders
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.config import _read_yaml_file, num_rounds
 from flwr_multilevel.run.results import (
@@ -56,8 +58,9 @@ def check_comparison_dir(comparison: Comparison, folder: str | Path | None) -> P
     Raises
     ------
     ConfigError
-        ``--out`` is a file, a link, read-only or too long, or one of its run
-        folders or files is a link.
+        ``--out`` is a file, a link, read-only or too long, one of its run
+        folders or files is a link, or it holds what no comparison wrote or a
+        damaged earlier run (:func:`.target.check_comparison_target`).
     """
     out = comparison_dir(folder)
     try:
@@ -69,6 +72,7 @@ def check_comparison_dir(comparison: Comparison, folder: str | Path | None) -> P
             raise ConfigError("--out", f"{out / name} is a link or a folder")
     for spec in comparison.runs:
         check_output_dir(out / slug(spec.label), overwrite=True)
+    check_comparison_target(out, [slug(spec.label) for spec in comparison.runs])
     return out
 
 
@@ -103,6 +107,7 @@ def run_comparison(
     comparison: Comparison,
     folder: str | Path | None = None,
     launch: Callable[..., dict[str, Any]] | None = None,
+    sweep: SweepOptions | None = None,
 ) -> Path:
     """Run every run of a comparison into one folder; return the folder.
 
@@ -110,7 +115,8 @@ def run_comparison(
     folder already holds a finished run of the same config is not run again,
     so an interrupted comparison resumes where it stopped. The table
     (``comparison.md``, ``comparison.csv``), ``comparison.json`` and the
-    plots are rewritten after every run.
+    plots are rewritten after every run. With ``sweep``, the runs are Ray
+    tasks, several at a time (:mod:`~flwr_multilevel.cli.compare.sweep`).
     """
     # pylint: disable=import-outside-toplevel
     from flwr_multilevel.experiment import prepare as experiment
@@ -130,19 +136,52 @@ def run_comparison(
     except BaseException:
         release_output_dir(made)
         raise
+    runs = {spec.label: slug(spec.label) for spec in comparison.runs}
     index: dict[str, Any] = {
         "title": comparison.title,
-        "runs": {spec.label: slug(spec.label) for spec in comparison.runs},
+        "runs": runs,
         **({"groups": comparison.groups} if comparison.groups else {}),
+        "folders": sorted((listed_folders(out) or set()) | set(runs.values())),  # ours to replace
     }
     (out / "comparison.json").write_text(json.dumps(index, indent=1) + "\n")
     walls: dict[str, float] = {}
+    todo = []
     for i, (spec, exp) in enumerate(zip(comparison.runs, experiments, strict=True), 1):
         if _same_run(exp.output_dir, spec.cfg):
             print(f"[{i}/{len(experiments)}] {spec.label}: finished before, kept", file=sys.stderr)
             summary = json.loads((exp.output_dir / "summary.json").read_text())
-        else:
+        elif sweep is None:
             summary = launch(exp, progress=Progress(i, len(experiments), spec))
+        else:
+            todo.append(spec)
+            continue
         walls[spec.label] = float(summary.get("wall_s", math.nan))
-        write_outputs(out, comparison, walls)
+        write_outputs(out, comparison, walls, finished=None if sweep is None else walls)
+    if sweep is not None and todo:
+        del experiments  # each task prepares its own
+        _run_swept(out, comparison, todo, sweep, walls)
     return out
+
+
+def _run_swept(
+    out: Path,
+    comparison: Comparison,
+    todo: list[RunSpec],
+    sweep: SweepOptions,
+    walls: dict[str, float],
+) -> None:
+    """Run ``todo`` as a sweep, rewriting the table as each run finishes."""
+    from flwr_multilevel.cli.compare.sweep import run_sweep  # pylint: disable=C0415
+
+    if any(spec.cfg.simulation.backend == "ray" for spec in todo):
+        print(
+            "compare: runs with simulation.backend=ray run on the inprocess backend inside "
+            "their sweep task (Ray inside a Ray task would nest; the numbers are the same)",
+            file=sys.stderr,
+        )
+
+    def done(spec: RunSpec, summary: dict[str, Any]) -> None:
+        walls[spec.label] = float(summary.get("wall_s", math.nan))
+        write_outputs(out, comparison, walls, finished=walls)
+
+    run_sweep(out, todo, sweep, done)

@@ -2,7 +2,7 @@
 
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +96,21 @@ def write_table(
 
 
 def write_outputs(
-    out: Path, comparison: Comparison, walls: Mapping[str, float] | None = None
+    out: Path,
+    comparison: Comparison,
+    walls: Mapping[str, float] | None = None,
+    finished: Collection[str] | None = None,
 ) -> tuple[Path, list[Path]]:
-    """(Re)write the table and plots of a comparison folder from its finished runs."""
+    """(Re)write the table and plots of a comparison folder from its finished runs.
+
+    ``finished``: the labels of the runs to show (a sweep's runs still in
+    flight have a history too); None: every run with a history.
+    """
     histories, specs = {}, {}
     for spec in comparison.runs:
         folder = out / slug(spec.label)
+        if finished is not None and spec.label not in finished:
+            continue
         if (folder / "history.csv").is_file():
             histories[spec.label] = read_history(folder)
             specs[spec.label] = spec

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from flwr_multilevel.baselines.mll_sgd.mll_sgd.utils import config_name, paper_run_config, to_toml
+from flwr_multilevel.baselines.mll_sgd.mll_sgd.utils import (
+    config_name,
+    num_workers,
+    paper_run_config,
+    to_toml,
+)
 
 ROOT = Path(__file__).resolve().parents[2]  # baselines/
 
@@ -20,8 +25,8 @@ if __name__ == "__main__":
         for label, run in spec["runs"].items():
             cfg = paper_run_config(spec["common"], run)
             name = config_name(label)
-            cfg["output-dir"] = f"outputs/{paper.stem}/{name}"
-            workers = sum(int(v) for v in str(cfg["hubs"]).split(","))
+            cfg["output_dir"] = f"outputs/{paper.stem}/{name}"
+            workers = num_workers(cfg)
             header = (
                 f"{spec['comparison']}: {label}\n"
                 f"(generated from baselines/paper/{paper.stem}.yaml)\n"

@@ -8,6 +8,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.clientapp import ClientApp
 
 from flwr_multilevel.clients import WorkerTask, make_worker_train, multilevel_mod
+from flwr_multilevel.protocol.keys import PARTITION_ID, WORKER_ID
 
 from .dataset import load_partition, split_of
 from .model import device_of, resident_model
@@ -18,14 +19,15 @@ app = ClientApp(mods=[multilevel_mod])
 def load_task(config: ConfigRecord, context: Context) -> WorkerTask:
     """Return this worker's model and local partition (loaded once per process).
 
-    The hub names the worker in ``config["worker-id"]``; without it (a stock
-    strategy driving the app) the node's ``partition-id`` is used.
+    The hub names the worker in the train config's ``worker-id``; without it (a
+    stock strategy driving the app) the node's ``partition-id`` is used.
     """
-    worker_id = int(config.get("worker-id", context.node_config.get("partition-id", 0)))  # type: ignore[arg-type]
+    worker_id = int(config.get(WORKER_ID, context.node_config.get(PARTITION_ID, 0)))  # type: ignore[arg-type]
     run_config = context.run_config
-    split, device = split_of(run_config), device_of(str(run_config.get("device", "cpu")))
+    split = split_of(run_config)
+    device = device_of(str(run_config.get("simulation.device", "cpu")))
     x, y = load_partition(split, worker_id, device)
-    return WorkerTask(resident_model(str(run_config["model"]), split, device), x, y)
+    return WorkerTask(resident_model(str(run_config["model.name"]), split, device), x, y)
 
 
 app.train()(make_worker_train(load_task))

@@ -31,15 +31,15 @@ class Split(NamedTuple):
 
 
 def split_of(run_config: Mapping[str, Any]) -> Split:
-    """Return the data split a run config describes (``dataset``, ``partition``, ...)."""
+    """Return the data split a run config describes (``data.name``, ``data.partition``, ...)."""
     return Split(
-        str(run_config["dataset"]),
-        str(Path(str(run_config.get("data-root", "data"))).expanduser().absolute()),
-        str(run_config["partition"]),
+        str(run_config["data.name"]),
+        str(Path(str(run_config.get("data.root", "data"))).expanduser().absolute()),
+        str(run_config["data.partition"]),
         num_workers(run_config),
         int(run_config["seed"]),
-        float(run_config.get("partition-alpha", 0.5)),
-        int(run_config.get("partition-shards", 2)),
+        float(run_config.get("data.alpha", 0.5)),
+        int(run_config.get("data.shards_per_worker", 2)),
     )
 
 

@@ -2,7 +2,7 @@
 
 The run is recorded by flwr-multilevel's run core (``RunRecorder``), so its
 results folder has the files and columns of ``flwr-multilevel run``:
-``history.csv`` (u after every ``eval-every`` time steps), ``rounds.csv``,
+``history.csv`` (u after every ``eval.every`` time steps), ``rounds.csv``,
 ``hub_models.pt``, ``summary.json`` and the plots; plus ``run_config.json``,
 ``results.json`` (the ``Result``'s per-round metrics) and ``final_model.pt``.
 """
@@ -17,13 +17,14 @@ from flwr.serverapp import Grid, ServerApp
 
 from flwr_multilevel.model.mixing import consensus_distance, spectrum, weighted_average
 from flwr_multilevel.protocol.arrays import stack, unstack
+from flwr_multilevel.protocol.keys import BATCH_SIZE, LR
 from flwr_multilevel.run.recorder import RunPlan, RunRecorder
 from flwr_multilevel.run.results import ResultsFolder
 
 from .dataset import load_centralized, split_of
 from .model import device_of, get_model, initial_arrays, test
 from .strategy import mll_sgd_strategy
-from .utils import num_rounds, output_dir, write_result
+from .utils import num_rounds, optional_count, output_dir, write_result
 
 app = ServerApp()
 
@@ -33,25 +34,24 @@ def main(grid: Grid, context: Context) -> None:
     """Run MLL-SGD as ``[tool.flwr.app.config]`` (or ``--run-config``) describes."""
     cfg = context.run_config
     split, seed, tau = split_of(cfg), int(cfg["seed"]), int(cfg["tau"])
-    device = device_of(str(cfg.get("device", "cpu")))
+    device = device_of(str(cfg.get("simulation.device", "cpu")))
     strategy = mll_sgd_strategy(cfg)
-    slots = int(cfg.get("max-time-slots", 0))
     plan = RunPlan(
         tau=tau,
         num_rounds=num_rounds(cfg),
-        eval_every=int(cfg.get("eval-every", 0)) or strategy.q * tau,  # in time steps
+        eval_every=int(cfg.get("eval.every", 0)) or strategy.q * tau,  # in time steps
         num_workers=strategy.num_workers,
         num_hubs=strategy.num_hubs,
-        max_time_slots=slots or None,
+        max_time_slots=optional_count(cfg, "max_time_slots"),
     )
     folder = ResultsFolder(output_dir(cfg), overwrite=True)
     folder.write_json("run_config.json", dict(cfg))
     log(INFO, "MLL-SGD baseline: %s rounds, results in %s", plan.num_rounds, folder.path)
 
     # The server's copy of the model and data to score u on
-    model = get_model(str(cfg["model"]), split).to(device)
+    model = get_model(str(cfg["model.name"]), split).to(device)
     (x_train, y_train), (x_test, y_test) = load_centralized(
-        split, int(cfg.get("eval-train-examples", 0)), seed
+        split, optional_count(cfg, "eval.train_examples") or 0, seed
     )
 
     def evaluate(models: Sequence[ArrayRecord]) -> dict[str, float]:
@@ -65,7 +65,7 @@ def main(grid: Grid, context: Context) -> None:
         consensus = consensus_distance(b, stacked)
         return {"loss": loss, "test_loss": test_loss, "accuracy": accuracy, "consensus": consensus}
 
-    initial = initial_arrays(str(cfg["model"]), split, seed)
+    initial = initial_arrays(str(cfg["model.name"]), split, seed)
     recorder = RunRecorder(folder, plan, evaluate)
     recorder.begin([initial] * plan.num_hubs, None)
     strategy.on_round = recorder.on_round
@@ -73,8 +73,8 @@ def main(grid: Grid, context: Context) -> None:
         grid=grid,
         initial_arrays=initial,
         num_rounds=plan.num_rounds,
-        timeout=float(cfg.get("timeout", 600)),
-        train_config=ConfigRecord({"lr": float(cfg["lr"]), "batch-size": int(cfg["batch-size"])}),
+        timeout=float(cfg.get("simulation.timeout", 600.0)),
+        train_config=ConfigRecord({LR: float(cfg["lr"]), BATCH_SIZE: int(cfg["batch_size"])}),
     )
     summary = recorder.finish(
         zeta=spectrum(strategy.mixing).zeta if strategy.mixing is not None else None

@@ -1,4 +1,9 @@
-"""Run-config helpers and the results folder of the baseline."""
+"""Run-config helpers and the results folder of the baseline.
+
+The run config has the keys of flwr-multilevel's ``default.yaml``, flattened
+(``hubs.count``, ``rates.distribution``, ``data.name``...), with the same
+meaning; ``MLLSGD.from_run_config`` reads the network's, these helpers the rest.
+"""
 
 import csv
 import json
@@ -10,87 +15,97 @@ from typing import Any
 
 from flwr.serverapp.strategy import Result
 
-from flwr_multilevel.model.rates import operating_rates
+from flwr_multilevel.strategies.app_config import hub_sizes_of
 
-
-def hub_sizes(run_config: Mapping[str, Any]) -> list[int]:
-    """Return the workers of each hub from ``hubs`` (``"3,3,3"``, or one integer).
-
-    Raises
-    ------
-    ValueError
-        ``hubs`` is not a list of positive integers.
-
-    Examples
-    --------
-    >>> hub_sizes({"hubs": "2,3"})
-    [2, 3]
-    """
-    value = run_config["hubs"]
-    try:
-        sizes = [int(value)] if isinstance(value, int) else [int(v) for v in value.split(",")]
-    except (AttributeError, ValueError):
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"hubs: expected workers per hub such as '3,3,3', got {value!r}")
-    return sizes
+# The keys of [tool.flwr.app.config], in its order (tests/test_flower_baseline.py compares them)
+APP_KEYS = (
+    "rounds",
+    "time_steps",
+    "max_time_slots",
+    "hubs.count",
+    "hubs.workers",
+    "tau",
+    "q",
+    "hubs.graph",
+    "hubs.mixing",
+    "strategy.name",
+    "wait_for_slowest",
+    "weighting",
+    "rates.distribution",
+    "rates.p",
+    "rates.low",
+    "rates.high",
+    "rates.slow_fraction",
+    "rates.p_slow",
+    "rates.p_fast",
+    "rates.values",
+    "lr",
+    "batch_size",
+    "seed",
+    "data.name",
+    "data.root",
+    "data.partition",
+    "data.alpha",
+    "data.shards_per_worker",
+    "model.name",
+    "simulation.device",
+    "simulation.timeout",
+    "eval.every",
+    "eval.train_examples",
+    "output_dir",
+)
 
 
 def num_workers(run_config: Mapping[str, Any]) -> int:
-    """Return the number of workers N (one SuperNode each)."""
-    return sum(hub_sizes(run_config))
-
-
-def num_rounds(run_config: Mapping[str, Any]) -> int:
-    """Return the rounds to run: ``ceil(time-steps / tau)`` if ``time-steps`` > 0.
-
-    Otherwise ``num-server-rounds``.
+    """Return the number of workers N (one SuperNode each).
 
     Examples
     --------
-    >>> num_rounds({"time-steps": 1280, "tau": 32, "num-server-rounds": 3})
-    40
+    >>> num_workers({"hubs.count": 3, "hubs.workers": 4}), num_workers({"hubs.workers": "2,3"})
+    (12, 5)
     """
-    steps = int(run_config.get("time-steps", 0))
-    if steps > 0:
-        return math.ceil(steps / int(run_config["tau"]))
-    return int(run_config["num-server-rounds"])
+    return sum(hub_sizes_of(run_config))
 
 
-def worker_rates(run_config: Mapping[str, Any]) -> list[float]:
-    """Return one operating rate ``p_i`` per worker, from the ``rates-*`` keys.
+def optional_count(run_config: Mapping[str, Any], key: str) -> int | None:
+    """Return an integer >= 1, or None for ``""`` (null) or an absent key.
 
     Raises
     ------
     ValueError
-        A bad distribution or rate (a ``ConfigError`` naming the key).
+        Anything else, naming ``key``.
+    """
+    value = run_config.get(key, "")
+    if value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{key}: expected an integer >= 1, or "" (none), got {value!r}')
+    return value
+
+
+def num_rounds(run_config: Mapping[str, Any]) -> int:
+    """Return the rounds to run: ``ceil(time_steps / tau)`` if ``time_steps`` is set.
+
+    Otherwise ``rounds``.
 
     Examples
     --------
-    >>> worker_rates({"hubs": "2", "rates-distribution": "explicit", "rates-values": "1,0.5"})
-    [1.0, 0.5]
+    >>> num_rounds({"time_steps": 1280, "tau": 32, "rounds": 3}), num_rounds({"rounds": 3})
+    (40, 3)
     """
-    return operating_rates(
-        num_workers(run_config),
-        str(run_config.get("rates-distribution", "fixed")),
-        seed=int(run_config.get("seed", 0)),
-        p=float(run_config.get("rates-p", 1.0)),
-        low=float(run_config.get("rates-low", 0.1)),
-        high=float(run_config.get("rates-high", 1.0)),
-        slow_fraction=float(run_config.get("rates-slow-fraction", 0.1)),
-        p_slow=float(run_config.get("rates-p-slow", 0.6)),
-        p_fast=float(run_config.get("rates-p-fast", 0.9)),
-        values=str(run_config.get("rates-values", "")) or None,
-    ).tolist()
+    steps = optional_count(run_config, "time_steps")
+    if steps is not None:
+        return math.ceil(steps / int(run_config["tau"]))
+    return int(run_config["rounds"])
 
 
 def output_dir(run_config: Mapping[str, Any]) -> Path:
-    """Return the results folder: ``output-dir``, or ``outputs/<date-time>`` when empty.
+    """Return the results folder: ``output_dir``, or ``outputs/<date-time>`` when empty.
 
     A relative path is taken from the current directory, which under
     ``flwr run`` is where the local SuperLink was started; prefer an absolute path.
     """
-    name = str(run_config.get("output-dir", ""))
+    name = str(run_config.get("output_dir", ""))
     if not name:
         name = str(Path("outputs", datetime.now().strftime("%Y%m%d-%H%M%S")))
     return Path(name).expanduser().absolute()
@@ -133,8 +148,14 @@ def _merged(common: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _join(value: Any) -> str:
-    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+def _flat(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def paper_run_config(
@@ -142,48 +163,26 @@ def paper_run_config(
 ) -> dict[str, bool | int | float | str]:
     """Return the run config of one run (one curve) of a ``baselines/paper/*.yaml`` figure.
 
-    ``common`` and ``run`` use flwr-multilevel's YAML keys (``hubs.count``,
-    ``batch_size``...); the result uses this app's keys. Settings this app
-    does not have (``simulation.*``, ``eval.hubs``) are left out.
+    The YAML's keys flattened (``hubs.count``, ``rates.values``...), lists as
+    comma-separated strings, null values and the settings this app does not
+    have (``simulation.backend``, ``eval.hubs``...) left out. ``hubs.count``
+    and ``hubs.workers`` are always there (default.yaml's 3 and 4 if absent).
 
     Examples
     --------
     >>> cfg = paper_run_config({"tau": 8, "hubs": {"count": 2, "workers": 3}},
-    ...                        {"q": 4, "hubs": {"graph": "path"}})
-    >>> cfg["hubs"], cfg["hub-graph"], cfg["tau"], cfg["q"]
-    ('3,3', 'path', 8, 4)
+    ...                        {"q": 4, "hubs": {"graph": "path"}, "eval": {"hubs": True}})
+    >>> cfg
+    {'hubs.count': 2, 'hubs.workers': 3, 'tau': 8, 'q': 4, 'hubs.graph': 'path'}
     """
-    cfg = _merged(common, run)
-    hubs, rates = cfg.get("hubs", {}), cfg.get("rates", {})
-    data, evaluation = cfg.get("data", {}), cfg.get("eval", {})
-    workers = hubs.get("workers", 4)
-    out: dict[str, Any] = {
-        "hubs": _join(workers if isinstance(workers, list) else [workers] * hubs.get("count", 3)),
-        "hub-graph": hubs.get("graph"),
-        "tau": cfg.get("tau"),
-        "q": cfg.get("q"),
-        "wait-for-slowest": cfg.get("wait_for_slowest"),
-        "time-steps": cfg.get("time_steps"),
-        "max-time-slots": cfg.get("max_time_slots"),
-        "rates-distribution": rates.get("distribution"),
-        "rates-p": rates.get("p"),
-        "rates-low": rates.get("low"),
-        "rates-high": rates.get("high"),
-        "rates-values": _join(rates["values"]) if "values" in rates else None,
-        "weighting": {"data_size": "data-size"}.get(cfg.get("weighting", ""), cfg.get("weighting")),
-        "lr": cfg.get("lr"),
-        "batch-size": cfg.get("batch_size"),
-        "seed": cfg.get("seed"),
-        "dataset": data.get("name"),
-        "data-root": data.get("root"),
-        "partition": data.get("partition"),
-        "partition-alpha": data.get("alpha"),
-        "partition-shards": data.get("shards_per_worker"),
-        "model": cfg.get("model", {}).get("name"),
-        "eval-every": evaluation.get("every"),
-        "eval-train-examples": evaluation.get("train_examples"),
+    flat = {"hubs.count": 3, "hubs.workers": 4, **_flat(_merged(common, run))}
+    if isinstance(flat["hubs.workers"], list):
+        flat["hubs.count"] = len(flat["hubs.workers"])
+    return {
+        key: ",".join(str(v) for v in flat[key]) if isinstance(flat[key], list) else flat[key]
+        for key in APP_KEYS
+        if flat.get(key) is not None
     }
-    return {key: value for key, value in out.items() if value is not None}
 
 
 def config_name(label: str) -> str:
@@ -202,7 +201,15 @@ def config_name(label: str) -> str:
 
 
 def to_toml(values: Mapping[str, bool | int | float | str], header: str = "") -> str:
-    """Return flat ``key = value`` TOML lines (strings quoted, booleans lowercase)."""
+    """Return flat ``key = value`` TOML lines (strings and dotted keys quoted, booleans lowercase).
+
+    Examples
+    --------
+    >>> print(to_toml({"hubs.count": 2, "tau": 4, "hubs.graph": "path"}), end="")
+    "hubs.count" = 2
+    tau = 4
+    "hubs.graph" = "path"
+    """
 
     def literal(value: bool | int | float | str) -> str:
         if isinstance(value, bool):
@@ -210,4 +217,9 @@ def to_toml(values: Mapping[str, bool | int | float | str], header: str = "") ->
         return json.dumps(value) if isinstance(value, str) else repr(value)
 
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-    return "\n".join([*lines, *(f"{k} = {literal(v)}" for k, v in values.items())]) + "\n"
+
+    def key(name: str) -> str:
+        return json.dumps(name) if "." in name else name
+
+    body = [f"{key(k)} = {literal(v)}" for k, v in values.items()]
+    return "\n".join([*lines, *body]) + "\n"
