@@ -41,7 +41,7 @@ def test_the_shipped_app_declares_every_key():
     expected = set(flat_keys(OmegaConf.to_container(default_config())))
     assert expected <= declared
     deploy_keys = {"hub-id", "listen", "peers", "ca", "cert", "key", "insecure"}
-    deploy_keys |= {"poll-s", "out", "config"}
+    deploy_keys |= {"gossip-timeout", "poll-s", "out", "config"}
     assert {k for k in declared - expected} == {f"deploy.{k}" for k in deploy_keys}
 
 
@@ -110,9 +110,11 @@ def test_the_experiment_deploy_keys_stay_with_the_experiment():
     cfg, deploy = split_run_config(run_config)
     assert cfg.deploy.gossip_timeout == 7.0 and cfg.deploy.strict is True
     assert deploy["hub-id"] == 2 and "gossip_timeout" not in deploy
-    # the hub key of earlier versions still sets it
-    cfg, _ = split_run_config({"deploy.gossip-timeout": 9.0})
-    assert cfg.deploy.gossip_timeout == 9.0
+    # the hub's own key, when given, replaces it (and peer_wait is at least as long)
+    cfg, _ = split_run_config({"deploy.gossip-timeout": 900.0, "deploy.config": "deploy: {}"})
+    assert cfg.deploy.gossip_timeout == 900.0 and cfg.deploy.peer_wait == 900.0
+    cfg, _ = split_run_config({"deploy.gossip-timeout": "", "deploy.gossip_timeout": 8.0})
+    assert cfg.deploy.gossip_timeout == 8.0
 
 
 def test_fast_grid_tells_of_progress_and_of_the_call_in_flight():

@@ -92,11 +92,13 @@ def split_run_config(run_config: Mapping[str, Any]) -> tuple[DictConfig, dict[st
 
     flat = {k: v for k, v in run_config.items() if not hub_key(k)}
     deploy = {str(k)[len(PREFIX) :]: v for k, v in run_config.items() if hub_key(k)}
-    if deploy.get("gossip-timeout") not in (None, ""):  # the key's name before deploy.*
-        flat["deploy.gossip_timeout"] = float(deploy["gossip-timeout"])
+    seconds = gossip_timeout(deploy)  # a bad hub key is refused before any work
     cfg = from_run_config(flat)
     if deploy.get("config"):
         cfg = merge(cfg, OmegaConf.create(str(deploy["config"])), "deploy.config")
+    if seconds is not None:  # the hub's own key wins over the experiment's
+        cfg.deploy.gossip_timeout = seconds
+        cfg.deploy.peer_wait = max(float(cfg.deploy.peer_wait), seconds)
     return cfg, deploy
 
 
@@ -131,7 +133,7 @@ def peer_layer(
             parse_peers(str(deploy.get("peers", ""))),
             tls=tls,
             insecure=insecure,
-            timeout=float(bounds.gossip_timeout) if bounds else gossip_timeout(deploy),
+            timeout=float(bounds.gossip_timeout) if bounds else gossip_timeout(deploy) or 30.0,
             peer_wait=float(bounds.peer_wait) if bounds else None,
             stall_after=float(bounds.superlink_timeout) if bounds else None,
         )
@@ -139,8 +141,11 @@ def peer_layer(
         raise ConfigError("deploy.peers", str(err)) from None
 
 
-def gossip_timeout(deploy: Mapping[str, Any]) -> float:
-    """Return ``deploy.gossip-timeout`` (seconds, default 30): a finite number > 0.
+def gossip_timeout(deploy: Mapping[str, Any]) -> float | None:
+    """Return the hub key ``deploy.gossip-timeout`` (seconds > 0), or None if not given.
+
+    Not given ("" or absent), the experiment's ``deploy.gossip_timeout``
+    holds; given, it replaces it (and ``deploy.peer_wait`` is at least as long).
 
     Raises
     ------
@@ -149,10 +154,14 @@ def gossip_timeout(deploy: Mapping[str, Any]) -> float:
 
     Examples
     --------
-    >>> gossip_timeout({}), gossip_timeout({"gossip-timeout": "2.5"})
-    (30.0, 2.5)
+    >>> gossip_timeout({}), gossip_timeout({"gossip-timeout": ""})
+    (None, None)
+    >>> gossip_timeout({"gossip-timeout": "2.5"})
+    2.5
     """
-    value = deploy.get("gossip-timeout", 30.0)
+    value = deploy.get("gossip-timeout", "")
+    if isinstance(value, str) and value == "":
+        return None
     try:
         seconds = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
@@ -177,8 +186,7 @@ def run_hub(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     ConfigError
         A bad experiment or deployment key.
     """
-    cfg, deploy = split_run_config(run_config)
-    gossip_timeout(deploy)  # a bad deployment key is refused before any work
+    cfg, deploy = split_run_config(run_config)  # a bad deployment key: refused before any work
     exp = prepare(validate(cfg))
     d = int(deploy.get("hub-id", -1))
     if not 0 <= d < exp.hierarchy.num_hubs:
