@@ -23,8 +23,11 @@ class GoneGrid(LocalGrid):
     """In-process nodes; ``gone`` nodes are not connected, and messages to them fail at once.
 
     As a SuperLink does: an offline node is not listed, and a message pushed to
-    it gets the grid's own "node unavailable" reply.
+    it gets the grid's own "node unavailable" reply. Like a deployment's grid,
+    its node set is not fixed from the start (nodes come and go).
     """
+
+    nodes_fixed = False
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
