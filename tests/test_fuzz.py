@@ -100,6 +100,8 @@ def _bad_values(key, hint):
         return BAD_CHOICE
     if key in ("data.root", "output_dir"):
         return BAD_PATH_TEXT
+    if key == "simulation.ray_address":
+        return ["ray://head:10001", "head", "head:0", "head:99999", "a b:1", "[::1"]
     base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     return {int: BAD_INT, float: BAD_FLOAT, bool: BAD_BOOL}[base[0]]
 
