@@ -159,7 +159,7 @@ def _override_cases():
         ("config", ["hubs.count=2", "hubs.workers=[1,2,3]"]),
         ("config", ["rates.low=0.9", "rates.high=0.5"]),
         ("config", ["rates.distribution=explicit"]),
-        ("theory", ["rates.distribution=explicit", "rates.values=0.5"]),
+        ("theory", ["rates.distribution=explicit", "rates.values=0.5,0.5"]),  # one rate is for all
         ("theory", ["hubs.mixing=complete"]),
         ("theory", ["data.partition=shards", "data.shards_per_worker=1000"]),
         ("theory", ["hubs.workers=1000"]),
