@@ -100,8 +100,8 @@ def _bad_values(key, hint):
         return BAD_CHOICE
     if key in ("data.root", "output_dir"):
         return BAD_PATH_TEXT
-    if key == "simulation.ray_address":  # empty, auto or host:port
-        return ["ray://head:10001", "head", "head:0", "head:70000", "a b:1", "[1]"]
+    if key == "simulation.ray_address":
+        return ["ray://head:10001", "head", "head:0", "head:99999", "a b:1", "[::1"]
     base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     return {int: BAD_INT, float: BAD_FLOAT, bool: BAD_BOOL}[base[0]]
 
@@ -159,7 +159,7 @@ def _override_cases():
         ("config", ["hubs.count=2", "hubs.workers=[1,2,3]"]),
         ("config", ["rates.low=0.9", "rates.high=0.5"]),
         ("config", ["rates.distribution=explicit"]),
-        ("theory", ["rates.distribution=explicit", "rates.values=0.5"]),
+        ("theory", ["rates.distribution=explicit", "rates.values=0.5,0.5"]),  # one rate is for all
         ("theory", ["hubs.mixing=complete"]),
         ("theory", ["data.partition=shards", "data.shards_per_worker=1000"]),
         ("theory", ["hubs.workers=1000"]),

@@ -23,8 +23,8 @@ from flwr_multilevel.clients import make_worker_train, multilevel_mod
 from flwr_multilevel.engines.local_grid import LocalGrid
 from flwr_multilevel.engines.simulation import run_in_simulation
 from flwr_multilevel.experiment.prepare import build_mllsgd, initial_model, prepare, train_config
+from flwr_multilevel.protocol.keys import WORKER_WEIGHT as WEIGHT_KEY
 from flwr_multilevel.server_app import make_server_app
-from flwr_multilevel.strategies.hub_metrics import WEIGHT_KEY
 
 from .conftest import make_config
 from .helpers import read_csv
