@@ -37,6 +37,7 @@ from flwr_multilevel.flower_compat.engine import (
     set_grid_pull_interval,
     submit_to_actor,
     tap_stored_messages,
+    undelivered_messages_ins,
 )
 from flwr_multilevel.flower_compat.guard import TESTED, check_version, installed_flower
 from flwr_multilevel.flower_compat.records import (
@@ -93,5 +94,6 @@ __all__ = [
     "set_message_id",
     "submit_to_actor",
     "tap_stored_messages",
+    "undelivered_messages_ins",
     "unflatten_dict",
 ]
