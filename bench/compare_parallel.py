@@ -5,7 +5,7 @@ processes into fresh folders, alternately (``--repeats`` pairs). Prints the
 wall time of each, their ratio, and whether the two comparison tables agree
 (every column but ``wall_s``). The parallel wall time includes starting Ray.
 
-    python bench/compare_parallel.py                       # CPU Fig. 1 (MNIST), 256 time steps
+    python bench/compare_parallel.py                       # CPU Fig. 1 (MNIST), 512 time steps
     python bench/compare_parallel.py --parallel 2 --repeats 2 time_steps=128
 
 Extra ``key=value`` arguments go to both comparisons.
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
     args, extra = parser.parse_known_args()
-    extra = [f"data.root={args.data_root}", *(extra or ["time_steps=256"])]
+    extra = [f"data.root={args.data_root}", *(extra or ["time_steps=512"])]
     walls: dict[str, list[float]] = {"one by one": [], f"--parallel {args.parallel}": []}
     same = True
     with tempfile.TemporaryDirectory() as tmp:

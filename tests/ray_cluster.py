@@ -8,6 +8,7 @@ children), never with `ray stop`, which stops every Ray process of the user.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,6 +153,7 @@ class RayCluster:
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and any(_running(pid) for pid in pids):
                 time.sleep(0.2)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _running(pid: int) -> bool:

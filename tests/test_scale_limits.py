@@ -17,25 +17,29 @@ class _Grid:
 
     pull_interval = 0.1
 
-    def __init__(self) -> None:
-        self.cost, self.polls = 0.0, 0
+    def __init__(self, clock) -> None:
+        self.cost, self.polls, self.clock = 0.0, 0, clock
 
     def pull_messages(self, message_ids):
         self.polls += 1
-        time.sleep(self.cost)
+        self.clock[0] += self.cost
         return []
 
 
-def test_reply_polls_take_a_bounded_share_of_the_time():
-    grid = _Grid()
+def test_reply_polls_take_a_bounded_share_of_the_time(monkeypatch):
+    from flwr_multilevel.engines import simulation
+
+    clock = [0.0]
+    monkeypatch.setattr(simulation.time, "perf_counter", lambda: clock[0])
+    grid = _Grid(clock)
     tune_grid(grid, 0.001)  # type: ignore[arg-type]
     assert grid.pull_interval == 0.001
     grid.cost = 0.02  # many replies pending: the wait grows so polls take <= POLL_SHARE
     grid.pull_messages(["a"])
-    assert grid.pull_interval >= 0.02 / POLL_SHARE  # a sleep lasts at least its time
+    assert grid.pull_interval == 0.02 / POLL_SHARE
     grid.cost = 0.0  # the replies came: back to the floor
     grid.pull_messages(["a"])
-    assert grid.pull_interval < 0.05 and grid.polls == 2
+    assert grid.pull_interval == 0.001 and grid.polls == 2
 
 
 def test_the_feeder_hands_out_a_round_with_a_few_checks_per_message():
@@ -125,3 +129,36 @@ def test_many_hubs_on_a_ring_batched_equals_the_message_engine(config):
     for a, b in zip(runs["inprocess"], runs["batched"], strict=True):
         for key in ("loss", "accuracy", "consensus"):
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-7), key
+
+
+def test_the_messages_stored_before_the_feeder_are_taken_in_one_scan():
+    """Asking the LinkState node by node scans every stored message per node: O(N^2)."""
+
+    class State:  # Flower's in-memory LinkState: its store, its lock, its per-node scan
+        def __init__(self, nodes):
+            self.lock = threading.Lock()
+            self.message_ins_store = {f"m{n}": _pushed(n, f"m{n}") for n in range(nodes)}
+            self.scans = 0
+
+        def store_message_ins(self, message):
+            return message.metadata.message_id
+
+        def get_message_ins(self, node_id, limit):
+            self.scans += 1
+            return []
+
+    nodes = 500
+    dispatch, state, queue, stop = Dispatch(), State(nodes), Queue(), threading.Event()
+    feeder = threading.Thread(
+        target=dispatch.feeder(60.0), args=(state, queue, {n: n for n in range(nodes)}, stop)
+    )
+    feeder.start()
+    deadline = time.monotonic() + 30
+    while queue.qsize() < nodes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    state.store_message_ins(_pushed(0, "wake"))
+    feeder.join(5)
+    assert state.scans == 0
+    assert sorted(m.metadata.message_id for m in queue.queue) == sorted(state.message_ins_store)
+    assert all(m.metadata.delivered_at for m in queue.queue)

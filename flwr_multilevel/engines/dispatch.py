@@ -142,15 +142,16 @@ class Dispatch:
     ) -> None:
         """Pass over the nodes until ``f_stop``; wait ``interval`` s or until a message arrives.
 
-        The first pass (and every pass, if ``polled``) asks the LinkState for
-        each node's messages: those stored before the inbox was in place. The
-        others visit only the nodes in ``ready`` (messages stored, not yet
+        The messages stored before the inbox was in place are taken first, in
+        one scan of the LinkState (:meth:`_take_early`); where it cannot list
+        them, the first pass (and every pass, if ``polled``) asks it for each
+        node's messages. The passes visit only the nodes in ``ready`` (messages stored, not yet
         handed out), so a pass costs what arrived, not the number of nodes: a
         pass runs per stored message, and visiting every node each time made
         handing out a round's N messages O(N^2).
         """
         inbox, ready = inboxes
-        first = True
+        first = polled or not self._take_early(state, inbox, ready)
         while not f_stop.is_set():
             self._arrived.clear()
             with self._passes:
@@ -183,6 +184,24 @@ class Dispatch:
                 self._feeding = False
                 self._passes.notify_all()
             self._arrived.wait(interval)
+
+    @staticmethod
+    def _take_early(state: Any, inbox: dict[int, "deque[Message]"], ready: set[int]) -> bool:
+        """Put the messages stored before the inbox was in place into it, in one scan.
+
+        Returns False if the LinkState cannot list them at once: the first
+        pass then asks it node by node, each a scan of every stored message
+        (O(N^2) at the start of a run: 64 s of 4,000 nodes' first round).
+        """
+        early = flower_compat.undelivered_messages_ins(state)
+        if early is None:
+            return False
+        for message in reversed(early):  # before anything the tap queued since
+            node_id = message.metadata.dst_node_id
+            if node_id in inbox:
+                inbox[node_id].appendleft(message)
+                ready.add(node_id)
+        return True
 
     def settle(self, timeout: float, quiet: float = 0.0005) -> None:
         """Wait until the grid has stopped storing messages and the feeder has queued them.

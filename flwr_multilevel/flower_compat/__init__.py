@@ -39,6 +39,7 @@ from flwr_multilevel.flower_compat.engine import (
     set_grid_pull_interval,
     submit_to_actor,
     tap_stored_messages,
+    undelivered_messages_ins,
 )
 from flwr_multilevel.flower_compat.guard import TESTED, check_version, installed_flower
 from flwr_multilevel.flower_compat.records import (
@@ -100,5 +101,6 @@ __all__ = [
     "submit_to_actor",
     "superlink_serving",
     "tap_stored_messages",
+    "undelivered_messages_ins",
     "unflatten_dict",
 ]

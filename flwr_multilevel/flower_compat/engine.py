@@ -197,6 +197,22 @@ def tap_stored_messages(
         del state.store_message_ins  # the LinkState's own method again
 
 
+def undelivered_messages_ins(state: Any) -> list[Message] | None:
+    """Return the messages ``state`` stores and has not delivered, in store order, in one scan.
+
+    None if the LinkState keeps them otherwise than the in-memory one
+    (``message_ins_store`` under ``lock``): then ask node by node
+    (:func:`next_message_ins`), which scans every stored message per node.
+    Nothing is marked delivered.
+    """
+    store, lock = getattr(state, "message_ins_store", None), getattr(state, "lock", None)
+    if not isinstance(store, dict) or lock is None:
+        return None
+    with lock:
+        stored = list(store.values())
+    return [m for m in stored if isinstance(m, Message) and not m.metadata.delivered_at]
+
+
 def next_message_ins(state: Any, node_id: int) -> list[Message]:
     """Return the LinkState's next message for ``node_id`` (none or one), marked delivered."""
     return list(state.get_message_ins(node_id=node_id, limit=1))
