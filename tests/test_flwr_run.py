@@ -175,15 +175,32 @@ def _no_mod_copy(folder: Path) -> Path:
 
 @pytest.mark.simulation
 def test_a_users_mistakes_fail_the_run_in_one_line_before_training(tmp_path: Path) -> None:
-    """The converted quickstart under `flwr run`: too few SuperNodes, a bad key, no mod."""
+    """The converted quickstart under `flwr run`: each mistake of the issue, one line, no round.
+
+    Too few SuperNodes, a bad value, a wrong-length rates list, a bad hubs list,
+    and a ClientApp without multilevel_mod: each ends the run before the
+    workers are asked anything. The seconds from "started run" to the line are
+    printed (``pytest -s``); tests do not assert on wall time.
+    """
     home = tmp_path / "flwr-home"
+    config = "--run-config"
     cases = [  # (app, flwr run options, the one line)
         (QUICKSTART, [], 'the simulation has 2 SuperNodes: flwr run . --federation-config "num'),
-        (QUICKSTART, ["--run-config", "tau=0"], "tau: expected an integer >= 1, got 0"),
+        (QUICKSTART, [config, "tau=0"], "tau: expected an integer >= 1, got 0"),
+        (
+            QUICKSTART,
+            [config, "rates.values='1.0,0.5'"],
+            "rates.values: expected 4 rates (one per worker) or one for all, got 2",
+        ),
+        (
+            QUICKSTART,
+            [config, "hubs.workers='2;2'"],
+            "hubs.workers: expected comma-separated integers, got '2;2'",
+        ),
         (
             _no_mod_copy(tmp_path),
             ["--federation-config", "num-supernodes=4"],
-            "(is multilevel_mod in its ClientApp's mods?): KeyError: 'arrays'",
+            "the ClientApp pytorchexample.client_app:app does not use multilevel_mod",
         ),
     ]
     with ProcessGroup(env={**FLOWER_ENV, "FLWR_HOME": str(home)}) as group:
@@ -196,6 +213,6 @@ def test_a_users_mistakes_fail_the_run_in_one_line_before_training(tmp_path: Pat
             assert "Traceback" not in text and "[ROUND" not in text, text[-3000:]
             run_id = int(re.search(r"Successfully started run (\d+)", text)[1])  # type: ignore[index]
             assert _status(home, run_id) == "finished:failed"
-            started = [t for t, text in lines if "Starting MLLSGD strategy:" in text]
-            if not options:  # the node count is final about a second after the strategy starts
-                assert errors[0][0] - started[0] < 10.0, text[-3000:]
+            began = next(t for t, text in lines if "Successfully started run" in text)
+            print(f"{app.name} {options}: one line {errors[0][0] - began:.1f} s after the run started")
+            print(f"  ({errors[0][0]:.1f} s after flwr run was typed)")

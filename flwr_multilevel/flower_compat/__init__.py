@@ -23,6 +23,7 @@ faster, one warning names the missing name and the public path runs.
 """
 
 from flwr_multilevel.errors import FlowerCompatError
+from flwr_multilevel.flower_compat.apps import message_handler, running_client_app
 from flwr_multilevel.flower_compat.engine import (
     actor_count,
     add_clientapp_runtime,
@@ -89,12 +90,14 @@ __all__ = [
     "is_flower_metric_aggregation",
     "is_simulation_grid",
     "keep_node_context",
+    "message_handler",
     "new_array",
     "next_message_ins",
     "node_context",
     "quiet_engine_errors",
     "parse_config_args",
     "release_actor",
+    "running_client_app",
     "grid_pull_interval",
     "set_grid_pull_interval",
     "set_message_id",

@@ -24,6 +24,7 @@ from flwr_multilevel.errors import RunAborted
 from flwr_multilevel.protocol.keys import hub_key
 from flwr_multilevel.strategies.app_config import mllsgd_arguments
 from flwr_multilevel.strategies.chain import strategy_chain
+from flwr_multilevel.strategies.client_check import check_client_app
 from flwr_multilevel.strategies.deadline import set_deadline
 from flwr_multilevel.strategies.one_line import (
     ONE_LINE_ERRORS,
@@ -249,8 +250,10 @@ class MLLSGD(MLLSGDRounds):
 
         It logs as Flower's strategies do: the start, every round (the app's
         metrics, averaged with ``v_i`` and ``b_d``, under the app's own names),
-        every evaluation, and the final ``Result``. A bad argument, too few
-        workers, or an aborted run is logged as one line at once
+        every evaluation, and the final ``Result``. A bad argument, a
+        simulated ClientApp without ``multilevel_mod``
+        (:mod:`~flwr_multilevel.strategies.client_check`), too few workers, or
+        an aborted run is logged as one line at once
         (:mod:`~flwr_multilevel.strategies.one_line`).
 
         Raises
@@ -258,7 +261,8 @@ class MLLSGD(MLLSGDRounds):
         ConfigError
             A bad ``train_config`` or ``num_rounds`` (before any message is sent).
         WorkerDiscoveryError
-            The grid does not hold the expected workers.
+            The grid does not hold the expected workers, or a simulated
+            ClientApp does not use ``multilevel_mod``.
         RunAborted
             A hub failed ``max_failed_rounds`` rounds in a row.
         """
@@ -272,6 +276,7 @@ class MLLSGD(MLLSGDRounds):
         log_start(type(self).__name__, num_rounds, initial_arrays, config, evaluate_config)
         began = time.time()
         try:
+            check_client_app(grid)
             result = self._run(
                 grid, initial_arrays, num_rounds, timeout, config, evaluate_config, evaluate_fn
             )
