@@ -1,6 +1,7 @@
 """Hub strategies: hostile or failed replies, stock strategies and Flower wrapper chains."""
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
@@ -453,3 +454,26 @@ def test_a_hub_cut_off_from_its_workers_sits_the_gossip_out(config):
     )
     second = reports[1]  # back to normal: everyone gossips again
     assert not second.failed_hubs and not second.skipped_peers and second.bytes_hubs > 0
+
+
+def test_the_hub_metrics_do_not_depend_on_the_order_replies_arrive_in(config):
+    """Replies arrive in any order (threads, Ray, the network): the hub's numbers are the same."""
+    cfg = config("hubs.count=1", "hubs.workers=4", "tau=4", "rounds=1", "q=1")
+    exp = prepare(cfg)
+    grid = LocalGrid(client_app, 4)
+    specs = {1000 + w: WorkerSpec(w, [3.0, 1.0, 7.0, 4.0][w], 1.0) for w in range(4)}
+    config_record = ConfigRecord(train_config(exp) | {"time-steps": 4})
+    hub = HubStrategy(FedAvg(), 0, specs, 4)
+    replies = list(
+        grid.send_and_receive(hub.configure_train(1, initial_model(exp), config_record, grid))
+    )
+    results = []
+    for order in itertools.permutations(range(4)):
+        hub = HubStrategy(
+            FedAvg(), 0, {n: WorkerSpec(s.worker_id, s.weight, 1.0) for n, s in specs.items()}, 4
+        )
+        hub.configure_train(1, initial_model(exp), config_record, grid)
+        arrays, metrics = hub.aggregate_train(1, [replies[i] for i in order])
+        assert arrays is not None and metrics is not None
+        results.append(({k: a.numpy().tobytes() for k, a in arrays.items()}, dict(metrics.items())))
+    assert all(result == results[0] for result in results[1:])

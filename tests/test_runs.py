@@ -3,6 +3,9 @@
 import csv
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +142,38 @@ def test_reruns_are_bit_identical_cnn_included(tmp_path):
     )
     for hub_a, hub_b in zip(first["hubs"], second["hubs"], strict=True):
         assert all(torch.equal(hub_a[k], hub_b[k]) for k in hub_a)
+
+
+def test_runs_in_processes_with_other_hash_seeds_are_bit_identical(tmp_path):
+    """Every number of a run, hub train metrics included, is the same in any process."""
+    args = [
+        "run",
+        "simulation.backend=inprocess",
+        "rounds=2",
+        "hubs.count=2",
+        "hubs.workers=[3,2]",
+        "rates.values=[1.0,0.5,0.7,0.9,0.3]",
+        "eval.hubs=true",
+    ]
+    for seed in ("1", "2"):
+        out = tmp_path / seed
+        done = subprocess.run(
+            [sys.executable, "-m", "flwr_multilevel", *args, f"output_dir={out}"],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    for file, skip in (("history.csv", "elapsed_s"), ("rounds.csv", "seconds")):
+        first, second = read_csv(tmp_path / "1" / file), read_csv(tmp_path / "2" / file)
+        assert len(first) == len(second) == 2
+        assert file == "history.csv" or "hub1_train_loss" in first[0], first[0].keys()
+        for row_a, row_b in zip(first, second, strict=True):
+            assert {k: v for k, v in row_a.items() if k != skip} == {
+                k: v for k, v in row_b.items() if k != skip
+            }, file
 
 
 def test_a_run_whose_workers_all_fail_exits_1_quietly_with_every_round_kept(

@@ -235,8 +235,9 @@ class HubStrategy(Strategy):
             decoded = {w: clip_arrays(a, self._model, self.clip_norm) for w, a in decoded.items()}
         arrays = self._checked_aggregate(server_round, valid, decoded, by_id)
         report.failed = arrays is None
+        order = sorted(valid)  # by worker, not by arrival: bit-identical reruns
         report.metrics = train_metrics(
-            [m for _, m in valid.values()], [float(by_id[w].weight or 1.0) for w in valid]
+            [valid[w][1] for w in order], [float(by_id[w].weight or 1.0) for w in order]
         )
         self._log_round(server_round)
         return arrays, report.metrics
