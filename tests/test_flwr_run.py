@@ -214,5 +214,5 @@ def test_a_users_mistakes_fail_the_run_in_one_line_before_training(tmp_path: Pat
             run_id = int(re.search(r"Successfully started run (\d+)", text)[1])  # type: ignore[index]
             assert _status(home, run_id) == "finished:failed"
             began = next(t for t, text in lines if "Successfully started run" in text)
-            print(f"{app.name} {options}: one line {errors[0][0] - began:.1f} s after the run started")
-            print(f"  ({errors[0][0]:.1f} s after flwr run was typed)")
+            seconds = f"{errors[0][0] - began:.1f} s after the run started"
+            print(f"{app.name} {options}: one line {seconds} ({errors[0][0]:.1f} s after flwr run)")
