@@ -22,6 +22,7 @@ from flwr_multilevel.deploy.runner import DeployOutcome, HubWatch, deploy_on
 from flwr_multilevel.engines.launch import launch
 from flwr_multilevel.experiment.prepare import prepare
 from tests.conftest import make_config
+from tests.helpers import sigint_as_in_a_terminal, stop_left_over
 
 pytestmark = pytest.mark.deployment
 
@@ -155,7 +156,14 @@ def test_cli_deploy_sigint_leaves_no_process(tmp_path):
     argv += ["hubs.count=2", "hubs.workers=1", "rounds=50", f"output_dir={tmp_path}"]
     log_path = tmp_path / "deploy.log"
     with log_path.open("w") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=sigint_as_in_a_terminal,
+        )
+    pids: list[int] = []
     try:
         deadline = time.monotonic() + 240
         while (
@@ -173,7 +181,8 @@ def test_cli_deploy_sigint_leaves_no_process(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert [p for p in pids if pid_alive(p)] == []
+        left = stop_left_over(pids)
+    assert left == []
     assert not (tmp_path / "federation" / "certs").exists()
 
 

@@ -23,6 +23,7 @@ from flwr_multilevel.deploy.federation import (
 from flwr_multilevel.deploy.flower_processes import start_supernode
 from flwr_multilevel.deploy.superlink import is_loopback
 from flwr_multilevel.strategies.peer_config import format_peers
+from tests.helpers import sigint_as_in_a_terminal, stop_left_over
 
 pytestmark = pytest.mark.deployment
 
@@ -175,7 +176,9 @@ def test_no_process_left_after_sigint(tmp_path):
         stderr=subprocess.DEVNULL,
         text=True,
         env=env,
+        preexec_fn=sigint_as_in_a_terminal,
     )
+    pids: list[int] = []
     try:
         assert manager.stdout is not None
         pids = json.loads(manager.stdout.readline())
@@ -186,4 +189,5 @@ def test_no_process_left_after_sigint(tmp_path):
         if manager.poll() is None:
             manager.kill()
             manager.wait()
-    assert [p for p in pids if pid_alive(p)] == []
+        left = stop_left_over(pids)
+    assert left == []
