@@ -222,7 +222,7 @@ class HubStrategy(Strategy):
         reason is logged and kept in :attr:`report`.
         """
         self.report = report = HubRoundReport()
-        valid, decoded = self._check_replies(server_round, replies)
+        valid, decoded = self._check_replies(server_round, sorted(replies, key=self._by_worker))
         self._fix_weights(valid)
         by_id = {spec.worker_id: spec for spec in self.workers.values()}
         report.missing = sorted(set(by_id) - set(valid))
@@ -235,12 +235,16 @@ class HubStrategy(Strategy):
             decoded = {w: clip_arrays(a, self._model, self.clip_norm) for w, a in decoded.items()}
         arrays = self._checked_aggregate(server_round, valid, decoded, by_id)
         report.failed = arrays is None
-        order = sorted(valid)  # by worker, not by arrival: bit-identical reruns
         report.metrics = train_metrics(
-            [valid[w][1] for w in order], [float(by_id[w].weight or 1.0) for w in order]
+            [m for _, m in valid.values()], [float(by_id[w].weight or 1.0) for w in valid]
         )
         self._log_round(server_round)
         return arrays, report.metrics
+
+    def _by_worker(self, reply: Message) -> tuple[int, int]:
+        """Sort key of a reply: its worker, not its arrival (bit-identical reruns, same reasons)."""
+        spec = self.workers.get(reply.metadata.src_node_id)
+        return (0, spec.worker_id) if spec is not None else (1, reply.metadata.src_node_id)
 
     def _log_round(self, server_round: int) -> None:
         """Log what went wrong this round, in one line (if anything did and :attr:`log_rounds`)."""
