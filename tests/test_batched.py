@@ -83,8 +83,8 @@ def engine_run(cfg):
 def batched_run(cfg):
     steps = []
 
-    def on_round(_round, _models, worker_steps, _failed):
-        steps.append(worker_steps.copy())
+    def on_round(_round, _models, result):
+        steps.append(result.steps.copy())
 
     models = simulate(prepare(cfg), on_round)
     return [flat([a.numpy() for a in m.values()]) for m in models], np.array(steps)
@@ -192,7 +192,7 @@ def test_example_weights_average_each_workers_own_batch():
 def test_on_round_true_stops(tmp_path):
     exp = prepare(make(tmp_path, ["rounds=5"]))
     seen = []
-    models = simulate(exp, lambda r, m, s, f: seen.append(r) or r == 2)
+    models = simulate(exp, lambda r, m, result: seen.append(r) or r == 2)
     assert seen == [1, 2] and len(models) == exp.hierarchy.num_hubs
     assert [m.dtype for m in models[0].values()] == ["float32", "float32"]
 

@@ -45,10 +45,11 @@ def both_backends(tmp_path, overrides):
     engine_rounds, batched_rounds = [], []
 
     def engine_round(report, _models):
-        engine_rounds.append((sum(report.steps.values()), len(report.missing), report.failed_hubs))
+        engine_rounds.append((sum(report.steps.values()), report.missing, sorted(report.dropped)))
 
-    def batched_round(_round, _models, steps, _failed):
-        batched_rounds.append(int(steps.sum()))
+    def batched_round(_round, _models, result):
+        dropped = sorted(f"worker {w}: {reason}" for w, reason in result.dropped.items())
+        batched_rounds.append((int(result.steps.sum()), sorted(result.dropped), dropped))
 
     _, engine = run_engine(make_config(tmp_path / "engine", overrides), on_round=engine_round)
     batched = simulate(prepare(make_config(tmp_path / "batched", overrides)), batched_round)
@@ -74,7 +75,7 @@ def test_hub_keys_give_the_engines_models(tmp_path, setting):
     engine, batched, engine_rounds, batched_rounds = both_backends(tmp_path, [*SMALL, setting])
     for hub, (a, b) in enumerate(zip(batched, engine, strict=True)):
         np.testing.assert_allclose(a, b, rtol=0, atol=TOLERANCE, err_msg=f"hub {hub}")
-    assert batched_rounds == [steps for steps, _, _ in engine_rounds]
+    assert batched_rounds == engine_rounds
 
 
 def test_clipping_is_applied(tmp_path):
@@ -124,7 +125,7 @@ def test_invalid_replies_are_treated_as_the_engine_does(tmp_path, setting):
         tmp_path, [*DIVERGING, "hub.max_failed_rounds=0", setting]
     )
     assert any(missing for _, missing, _ in engine_rounds)  # the case tests what it should
-    assert batched_rounds == [steps for steps, _, _ in engine_rounds]
+    assert batched_rounds == engine_rounds  # the same steps, missing workers and reasons
     assert_close_to_scale(batched, engine)
 
 
@@ -270,8 +271,8 @@ def test_a_dense_average_that_spreads_nan_to_every_hub_is_redone(tmp_path):
         key: value.index_select(0, runner.hub_of) + 0.1 * torch.randn(6, *value.shape[1:])
         for key, value in hubs.items()
     }
-    clean, failed, valid = runner._hub_averages({k: v.clone() for k, v in workers.items()}, hubs)
-    assert failed == {} and valid is None
+    clean, failed, dropped = runner._hub_averages({k: v.clone() for k, v in workers.items()}, hubs)
+    assert failed == {} and dropped == {}
     workers["linear.weight"][0, 0, 0] = float("nan")
 
     def dense(stacked, v=None):  # what _average does on a GPU
@@ -280,8 +281,8 @@ def test_a_dense_average_that_spreads_nan_to_every_hub_is_redone(tmp_path):
 
     runner._average = dense
     second = {k: v[1].clone() for k, v in workers.items()}
-    got, failed, valid = runner._hub_averages(workers, hubs)
-    assert failed == {} and valid.tolist() == [False, True, True, True, True, True]
+    got, failed, dropped = runner._hub_averages(workers, hubs)
+    assert failed == {} and dropped == {0: "array 'linear.weight' holds NaN or Inf"}
     v = exp.hierarchy.v
     for key, value in got.items():
         torch.testing.assert_close(value[1:], clean[key][1:], rtol=0, atol=1e-6)
@@ -301,3 +302,11 @@ def test_an_aborted_batched_run_records_its_last_round_and_failed_hubs(tmp_path,
     aborted = err[-1].split("(round ")[1].split(")")[0]
     assert rows[-1]["round"] == aborted  # the round that stopped the run is recorded
     assert rows[-1]["failed_hubs"] != "" and all(r["failed_hubs"] == "" for r in rows[:-1])
+    assert any(r["missing"] != "0" for r in rows)  # workers whose models hold NaN or Inf
+    engine = tmp_path / "engine"
+    args[1] = "simulation.backend=inprocess"
+    assert main([*args, f"output_dir={engine}"]) == 1
+    with (engine / "rounds.csv").open() as file:
+        engine_rows = list(csv.DictReader(file))
+    columns = ("round", "steps", "dropped", "missing", "failed_hubs", "dropped_reasons")
+    assert [[r[c] for c in columns] for r in rows] == [[r[c] for c in columns] for r in engine_rows]

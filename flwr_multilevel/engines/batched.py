@@ -12,14 +12,13 @@ does not run (the table of :mod:`flwr_multilevel.engines.support`).
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, overload
 
-import numpy as np
 import torch
 
 from flwr_multilevel.engines import support
 from flwr_multilevel.engines.batched_draws import RoundDraws, example_weights, round_draws
 from flwr_multilevel.engines.batched_grads import Params, gradient_function
 from flwr_multilevel.engines.batched_hubs import HubRules
-from flwr_multilevel.engines.batched_mllsgd import BatchedMLLSGD
+from flwr_multilevel.engines.batched_mllsgd import BatchedMLLSGD, RoundResult
 from flwr_multilevel.errors import ConfigError
 from flwr_multilevel.experiment.models import build_model, resolve_device
 
@@ -68,7 +67,7 @@ class HubModels(Sequence["ArrayRecord"]):
         return iter(self._materialise())
 
 
-OnRound = Callable[[int, Sequence["ArrayRecord"], np.ndarray, dict[int, str]], bool | None]
+OnRound = Callable[[int, Sequence["ArrayRecord"], RoundResult], bool | None]
 
 
 def check_supported(exp: "Experiment") -> None:
@@ -121,11 +120,13 @@ def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayR
     ----------
     exp : Experiment
         From :func:`flwr_multilevel.experiment.prepare.prepare`.
-    on_round : Callable[[int, Sequence[ArrayRecord], numpy.ndarray, dict[int, str]], ...] | None
+    on_round : Callable[[int, Sequence[ArrayRecord], RoundResult], bool | None] | None
         Called after every round with the round, the hub models ``y_d`` (a
         lazy sequence of ArrayRecords in the model's dtypes: read it only on
-        the rounds you need it), the steps each worker took and the hubs
-        that kept their model this round, with why; returning True stops the run.
+        the rounds you need it) and the round's
+        :class:`~flwr_multilevel.engines.batched_mllsgd.RoundResult` (the
+        steps each worker took, the hubs that kept their model and the
+        workers without a valid reply, with why); returning True stops the run.
 
     Returns
     -------
@@ -174,12 +175,10 @@ def simulate(exp: "Experiment", on_round: OnRound | None = None) -> list["ArrayR
         rules=hub_rules(exp),
     )
 
-    def report(
-        server_round: int, hubs: Params, steps: np.ndarray, failed: dict[int, str]
-    ) -> bool | None:
+    def report(server_round: int, result: RoundResult) -> bool | None:
         if on_round is None:
             return None
-        return on_round(server_round, HubModels(hubs), steps, failed)  # fresh tensors each round
+        return on_round(server_round, HubModels(result.hubs), result)  # fresh tensors each round
 
     with torch.backends.cudnn.flags(
         enabled=torch.backends.cudnn.enabled,
@@ -196,6 +195,7 @@ __all__ = [
     "HubModels",
     "HubRules",
     "RoundDraws",
+    "RoundResult",
     "check_supported",
     "example_weights",
     "gradient_function",

@@ -74,11 +74,15 @@ class RoundResult(NamedTuple):
         (as the message engine, which counts only valid replies' steps).
     failed : dict[int, str]
         Hubs that kept their model this round, and why.
+    dropped : dict[int, str]
+        Workers without a valid reply (their model holds NaN or Inf), and why,
+        in the message engine's words.
     """
 
     hubs: Params
     steps: np.ndarray
     failed: dict[int, str]
+    dropped: dict[int, str]
 
 
 class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
@@ -245,24 +249,24 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
 
     def _hub_averages(
         self, workers: Params, hubs: Params
-    ) -> tuple[Params, dict[int, str], np.ndarray | None]:
-        """Return every hub's ``z_d`` under :attr:`rules`, the failed hubs, the valid workers.
+    ) -> tuple[Params, dict[int, str], dict[int, str]]:
+        """Return every hub's ``z_d`` under :attr:`rules`, the failed hubs, the dropped workers.
 
-        A failed hub's ``z_d`` is its model ``y_d``. The valid workers are
-        None when every worker's model is finite (the common case: checked on
-        the hub averages alone, since a worker's NaN or Inf reaches its hub's).
+        A failed hub's ``z_d`` is its model ``y_d``. Workers are checked only
+        when a hub average is not finite (a worker's NaN or Inf reaches its
+        hub's); the dropped ones are those whose model holds NaN or Inf.
         """
         if self.rules.clip_norm is not None:
             clip_updates_(workers, hubs, self.hub_of, self.rules.clip_norm)
         averages = self._average(workers)
         suspects = np.flatnonzero(~finite_rows(averages).cpu().numpy())
         if len(suspects) == 0:
-            return averages, {}, None
+            return averages, {}, {}
         return self._without_invalid(workers, hubs, averages, suspects)
 
     def _without_invalid(
         self, workers: Params, hubs: Params, averages: Params, suspects: np.ndarray
-    ) -> tuple[Params, dict[int, str], np.ndarray]:
+    ) -> tuple[Params, dict[int, str], dict[int, str]]:
         """Redo the averages of the hubs ``suspects`` as the message engine does.
 
         Workers whose models hold NaN or Inf have no valid reply: a hub with
@@ -271,6 +275,10 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         (``renormalize``); an average that is still not finite keeps the model.
         """
         valid = finite_rows(workers).cpu().numpy()
+        dropped = {
+            int(w): f"array '{first_non_finite(workers, int(w))}' holds NaN or Inf"
+            for w in np.flatnonzero(~valid)
+        }
         weights = self.v.clone()
         failed: dict[int, str] = {}
         for hub in suspects.tolist():
@@ -279,9 +287,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             count = int(ok.sum())
             if count == 0 or count < self.rules.min_replies * len(members):
                 first = int(members[~ok][0])
-                reason = (
-                    f"worker {first}: array '{first_non_finite(workers, first)}' holds NaN or Inf"
-                )
+                reason = f"worker {first}: {dropped[first]}"
                 failed[hub] = f"{count} of {len(members)} replies were valid (first: {reason})"
             elif self.rules.missing == "renormalize":
                 index = torch.from_numpy(members).to(self.device)
@@ -299,7 +305,7 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
             source = hubs if hub in failed else redone
             for key, value in averages.items():
                 value[hub] = source[key][hub]
-        return averages, failed, valid
+        return averages, failed, dropped
 
     def run_round(self, server_round: int, hubs: Params) -> RoundResult:
         """Run one round from the stacked hub models ``y`` ``(D, ...)``."""
@@ -310,21 +316,22 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         if self.device.type != "cpu":  # the next round's draws while the device steps
             self._ahead = (server_round + 1, self.draws(server_round + 1))
         with torch.no_grad():
-            averages, failed, valid = self._hub_averages(workers, hubs)  # z_d = sum_i v_i x_i
+            averages, failed, dropped = self._hub_averages(workers, hubs)  # z_d = sum_i v_i x_i
             new_hubs = averages
             if server_round % self.q == 0:  # y_d = sum_j H[j, d] z_j
                 matrix = self.mix_t
                 if failed:  # the failed hubs sit the gossip out
                     matrix = mixing_tensor(gossip_matrix(self.mixing, failed).T)
                 new_hubs = mix(matrix.to(self.device), averages)
-        steps = draws.steps if valid is None else np.where(valid, draws.steps, 0)
-        return RoundResult(new_hubs, steps, failed)
+        steps = draws.steps.copy()
+        steps[list(dropped)] = 0  # a worker without a valid reply took no step
+        return RoundResult(new_hubs, steps, failed, dropped)
 
     def run(
         self,
         initial: Params,
         num_rounds: int,
-        on_round: Callable[[int, Params, np.ndarray, dict[int, str]], bool | None] | None = None,
+        on_round: Callable[[int, RoundResult], bool | None] | None = None,
         first_round: int = 1,
     ) -> Params:
         """Run ``num_rounds`` rounds from one shared initial model; return the hub models.
@@ -336,9 +343,8 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         num_rounds : int
             Rounds to run.
         on_round : Callable | None (default: None)
-            Called with the round, the stacked hub models ``(D, ...)`` (do not
-            modify them), the steps per worker and the hubs that kept their
-            model, with why; returning True stops.
+            Called with the round and its :class:`RoundResult` (do not modify
+            the stacked hub models ``(D, ...)``); returning True stops.
         first_round : int (default: 1)
             Number of the first round.
 
@@ -357,8 +363,9 @@ class BatchedMLLSGD:  # pylint: disable=too-many-instance-attributes
         }
         in_a_row = [0] * self.num_hubs
         for server_round in range(first_round, first_round + num_rounds):
-            hubs, steps, failed = self.run_round(server_round, hubs)
-            stop = on_round is not None and on_round(server_round, hubs, steps, failed)
+            result = self.run_round(server_round, hubs)
+            hubs, failed = result.hubs, result.failed
+            stop = on_round is not None and on_round(server_round, result)
             for hub in range(self.num_hubs):
                 in_a_row[hub] = in_a_row[hub] + 1 if hub in failed else 0
                 limit = self.rules.max_failed_rounds

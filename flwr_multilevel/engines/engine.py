@@ -111,7 +111,8 @@ class BatchedEngine:
 
     def run(self, initial: ArrayRecord, on_round: OnRound) -> None:
         """Run :func:`~flwr_multilevel.engines.batched.simulate`, one report per round."""
-        from flwr_multilevel.engines.batched import simulate  # pylint: disable=C0415
+        # pylint: disable-next=import-outside-toplevel
+        from flwr_multilevel.engines.batched import RoundResult, simulate
 
         cfg, h = self.exp.cfg, self.exp.hierarchy
         model_bytes = record_bytes(initial)
@@ -119,18 +120,18 @@ class BatchedEngine:
         links = int(np.count_nonzero(mixing - np.diag(np.diag(mixing))))
         began = [time.perf_counter()]
 
-        def adapter(
-            server_round: int,
-            models: Sequence[ArrayRecord],
-            steps: np.ndarray,
-            failed: dict[int, str],
-        ) -> bool:
+        def adapter(server_round: int, models: Sequence[ArrayRecord], result: RoundResult) -> bool:
             gossip = server_round % int(cfg.q) == 0
+            dropped = sorted(result.dropped.items())
             report = RoundReport(
                 server_round,
                 gossip=gossip,
-                steps=dict(enumerate(steps.tolist())),
-                failed_hubs=dict(failed),
+                steps={
+                    w: s for w, s in enumerate(result.steps.tolist()) if w not in result.dropped
+                },
+                dropped=[f"worker {w}: {reason}" for w, reason in dropped],
+                missing=[w for w, _ in dropped],
+                failed_hubs=dict(result.failed),
                 slots=round_slots(
                     int(cfg.seed),
                     server_round,
