@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
-from flwr_multilevel.engines.batched_mllsgd import BatchedMLLSGD  # noqa: E402
+from flwr_multilevel.engines.batched_mllsgd import BatchedMLLSGD, RoundResult  # noqa: E402
 from flwr_multilevel.experiment.data import partition  # noqa: E402
 from flwr_multilevel.experiment.models import build_model  # noqa: E402
 from flwr_multilevel.model.hierarchy import build_hierarchy  # noqa: E402
@@ -206,9 +206,7 @@ def main() -> None:  # pylint: disable=too-many-locals,too-many-statements
     done = {"rounds": 0}
     start = time.perf_counter()
 
-    def on_round(
-        server_round: int, _hubs: dict[str, torch.Tensor], _steps: np.ndarray, _failed: dict
-    ) -> bool:
+    def on_round(server_round: int, _result: RoundResult) -> bool:
         done["rounds"] = server_round
         if args.budget_s is None or server_round % 25:
             return False
