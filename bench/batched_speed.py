@@ -100,7 +100,6 @@ def serve_synthetic(data: Dataset) -> None:
         return data if name == "mnist" else original(name, root)
 
     experiment_module.load_dataset = load  # type: ignore[assignment]
-    client_app_module.load_dataset = load  # type: ignore[assignment]
     local_data_module.load_dataset = load  # type: ignore[assignment]
 
 

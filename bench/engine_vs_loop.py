@@ -88,11 +88,10 @@ def serve_synthetic(data: Dataset) -> None:
         return data if name == "mnist" else original(name, root)
 
     experiment_module.load_dataset = load  # type: ignore[assignment]
-    client_app_module.load_dataset = load  # type: ignore[assignment]
     local_data_module.load_dataset = load  # type: ignore[assignment]
 
 
-def flat(models: list[dict[str, torch.Tensor]]) -> list[np.ndarray]:
+def flat(models: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
     """Return every hub model as one flat float64 vector."""
     return [np.concatenate([np.asarray(t, np.float64).ravel() for t in m.values()]) for m in models]
 

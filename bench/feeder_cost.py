@@ -24,7 +24,7 @@ from queue import Queue
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flwr.app import RecordDict  # noqa: E402
+from flwr.app import Message, RecordDict  # noqa: E402
 
 from flwr_multilevel.client_app import app  # noqa: E402
 from flwr_multilevel.engines import dispatch as current  # noqa: E402
@@ -42,6 +42,7 @@ def dispatch_at(ref: str):
     path = Path(tempfile.mkdtemp()) / "dispatch_before.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location("dispatch_before", path)
+    assert spec is not None and spec.loader is not None  # a .py file has both
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -58,6 +59,7 @@ class State:
 def cost(module, nodes: int, gap: float) -> float:
     grid = LocalGrid(app, 1)
     messages = [grid.create_message(RecordDict(), "train", n, "", ttl=600) for n in range(nodes)]
+    queue: Queue[Message]
     dispatch, state, queue, stop = module.Dispatch(), State(), Queue(), threading.Event()
     feeder = threading.Thread(
         target=dispatch.feeder(0.1), args=(state, queue, {n: n for n in range(nodes)}, stop)

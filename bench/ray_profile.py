@@ -31,7 +31,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flwr.server.superlink.fleet.vce.backend import raybackend
 from flwr.server.superlink.linkstate import in_memory_linkstate
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> None:
             hook(grid, handoff)
             grid.send_and_receive = timed("round", grid.send_and_receive)
 
-        simulation._hook = timed_hook  # pylint: disable=protected-access
+        cast(Any, simulation)._hook = timed_hook  # pylint: disable=protected-access
     local = launch.LocalGrid
     local.send_and_receive = timed("round", local.send_and_receive)  # type: ignore
     results = {}

@@ -20,7 +20,9 @@ def run_engine(cfg, strategy=None, on_round=None):
         exp.strategy = strategy
     mll = build_mllsgd(exp, on_round=on_round)
     grid = LocalGrid(client_app, exp.hierarchy.num_workers)
-    mll.start(grid, initial_model(exp), cfg.rounds, train_config=ConfigRecord(train_config(exp)))
+    mll.start(
+        grid, initial_model(exp), cfg.rounds, train_config=ConfigRecord({**train_config(exp)})
+    )
     models = [mll.models[d] for d in range(exp.hierarchy.num_hubs)]
     return exp, [[a.numpy() for a in m.values()] for m in models]
 

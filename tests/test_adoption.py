@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -112,16 +113,17 @@ def test_the_adopted_app_runs_mll_sgd_with_its_own_train_function(example_app, t
         num_rounds=4,
         evaluate_fn=server.global_evaluate,
     )
-    steps = [int(result.train_metrics_clientapp[r]["steps"]) for r in range(1, 5)]
+    steps = [int(cast(int, result.train_metrics_clientapp[r]["steps"])) for r in range(1, 5)]
     assert all(0 < s < 4 * 8 for s in steps)  # rates < 1: fewer than tau steps for some
     assert "train_loss" in result.train_metrics_clientapp[4]  # the user's own metric
-    assert result.train_metrics_clientapp[1]["worker-steps"][0] == 8  # worker 0 runs at rate 1
+    worker_steps = cast(list[int], result.train_metrics_clientapp[1]["worker-steps"])
+    assert worker_steps[0] == 8  # worker 0 runs at rate 1
     assert "hub1-train_loss" in result.train_metrics_clientapp[4]
     assert "consensus" in result.train_metrics_clientapp[4]
     # the app's own federated evaluate handler ran on the workers' held-out data
-    assert result.evaluate_metrics_clientapp[4]["eval_acc"] > 0.5
+    assert cast(float, result.evaluate_metrics_clientapp[4]["eval_acc"]) > 0.5
     first, last = result.evaluate_metrics_serverapp[0], result.evaluate_metrics_serverapp[4]
-    assert last["accuracy"] > first["accuracy"] + 0.3  # u learned
+    assert cast(float, last["accuracy"]) > cast(float, first["accuracy"]) + 0.3  # u learned
 
 
 def test_the_mod_answers_discovery_and_counts_steps_on_zero_step_rounds(example_app, tmp_path):
@@ -163,7 +165,7 @@ def test_its_own_local_epochs_take_exactly_the_coin_flipped_steps(example_app, t
         assert metrics["worker-steps"] == coin_steps(config, r), r
         assert metrics["dropped"] == 0 and metrics["missing"] == 0
     # the app's own loss is a mean over its steps: near ln(10) = 2.30 at the start, not /8
-    assert 1.5 < float(result.train_metrics_clientapp[1]["train_loss"]) < 2.5
+    assert 1.5 < float(cast(float, result.train_metrics_clientapp[1]["train_loss"])) < 2.5
 
 
 def test_one_hub_at_rate_1_with_tau_one_epoch_is_the_apps_fedavg_bit_for_bit(example_app, tmp_path):
@@ -215,7 +217,7 @@ def test_the_readmes_differential_privacy_values_train(example_app, tmp_path):
         num_rounds=8,
         evaluate_fn=server.global_evaluate,
     )
-    losses = [float(result.evaluate_metrics_serverapp[r]["loss"]) for r in (0, 8)]
+    losses = [float(cast(float, result.evaluate_metrics_serverapp[r]["loss"])) for r in (0, 8)]
     assert losses[1] < losses[0] - 0.5, losses  # it trains, it does not diverge
 
 

@@ -92,11 +92,12 @@ def test_real_process_prints_no_traceback():
 
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import cast  # noqa: E402
 
 import tomllib  # noqa: E402
 import yaml  # noqa: E402
 from flwr.common.config import flatten_dict  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from flwr_multilevel.cli.compare import load_comparison, slug  # noqa: E402
 from flwr_multilevel.errors import ConfigError  # noqa: E402
@@ -209,7 +210,8 @@ def test_validate_leaves_strings_unresolved_and_normalises_lists():
     cfg = validate(load_config(None, ["hubs.count=2", "hubs.workers=3,4", "rates.values=0.5"]))
     assert cfg.hubs.workers == [3, 4] and cfg.rates["values"] == [0.5]
     with pytest.raises(ConfigError, match="^output_dir: expected a plain value"):
-        validate(OmegaConf.merge(default_config(), {"output_dir": "${oc.env:HOME}"}))
+        merged = OmegaConf.merge(default_config(), {"output_dir": "${oc.env:HOME}"})
+        validate(cast(DictConfig, merged))  # a DictConfig merged with a dict is one
 
 
 def test_new_keys_threads_and_batched_backend():

@@ -185,6 +185,7 @@ def test_round_draws_are_the_workers_own():
 
 def test_example_weights_average_each_workers_own_batch():
     weights = example_weights(np.array([3, 20, 8]), 8)
+    assert weights is not None  # worker 0 has fewer than 8 examples
     np.testing.assert_allclose(weights.sum(axis=1), 1.0)
     assert (weights[0] > 0).sum() == 3 and (weights[2] > 0).sum() == 8
 
@@ -192,7 +193,12 @@ def test_example_weights_average_each_workers_own_batch():
 def test_on_round_true_stops(tmp_path):
     exp = prepare(make(tmp_path, ["rounds=5"]))
     seen = []
-    models = simulate(exp, lambda r, m, result: seen.append(r) or r == 2)
+
+    def on_round(server_round, models, result):
+        seen.append(server_round)
+        return server_round == 2
+
+    models = simulate(exp, on_round)
     assert seen == [1, 2] and len(models) == exp.hierarchy.num_hubs
     assert [m.dtype for m in models[0].values()] == ["float32", "float32"]
 

@@ -93,7 +93,10 @@ def test_worker_load_refuses_a_foreign_layout_as_load_state_dict_does() -> None:
 def test_fedavg_arrays_is_flowers_aggregate_bit_for_bit() -> None:
     records, inputs = [], []
     for weight in (1.0, 7.0, 3.5, 0.25):
-        values = {"w": RNG.random((3, 5)).astype(np.float32), "b": RNG.random(5)}
+        values: dict[str, np.ndarray] = {
+            "w": RNG.random((3, 5)).astype(np.float32),
+            "b": RNG.random(5),
+        }
         records.append(
             RecordDict(
                 {

@@ -201,9 +201,12 @@ def test_plot_of_a_comparison_keeps_its_title(tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     run_comparison(load_comparison(["local_sgd"], FAST), out)
     titles = []
-    monkeypatch.setattr(
-        plots, "plot_histories", lambda histories, folder, title: titles.append(title) or []
-    )
+
+    def plot_histories(histories, folder, title):
+        titles.append(title)
+        return []
+
+    monkeypatch.setattr(plots, "plot_histories", plot_histories)
     assert main(["plot", str(out)]) == 0
     assert main(["plot", str(out), "--title", "mine"]) == 0
     assert titles == ["local_sgd", "mine"]

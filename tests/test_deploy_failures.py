@@ -58,7 +58,7 @@ def failed(tmp_path_factory) -> Failed:
     tmp = tmp_path_factory.mktemp("failures")
     overrides = ["hubs.count=2", "hubs.workers=2", "tau=2", "q=1", "rounds=4", *BOUNDS]
     exp = prepare(make_config(tmp / "dep", [*overrides, "eval.train_examples=200"]))
-    seen: dict[str, object] = {}
+    seen: dict[str, float] = {}  # the ServerApp pid, the time it exited
     orphans: list[int] = []
 
     def kill(fed):

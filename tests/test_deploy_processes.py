@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -39,10 +40,12 @@ def tree(pids: list[int]) -> list[int]:
 def test_tls_auth_flwr_run_and_gossip_between_two_hub_server_apps(tmp_path):
     """Two TLS SuperLinks with SuperNode auth; each hub's ServerApp gossips over mutual TLS."""
     with local_federation(tmp_path / "fed", [2, 1]) as fed:
+        assert fed.files is not None  # a TLS federation has its certificates
         # the registered SuperNodes came up (local_federation waits for their SuperNode ID)
         for link in fed.superlinks:
-            assert "--enable-supernode-auth" in link.proc.args
-            assert "--insecure" not in link.proc.args
+            argv = cast(list[str], link.proc.args)  # started with a list of strings
+            assert "--enable-supernode-auth" in argv
+            assert "--insecure" not in argv
 
         private, _ = make_supernode_keys()
         key = write_private(tmp_path / "stranger", private)
@@ -99,6 +102,7 @@ def test_a_stranger_with_the_ca_certificate_can_neither_register_nor_join(tmp_pa
     the operator uses the Control API on the hub's own machine (a loopback address).
     """
     with local_federation(tmp_path / "fed", [1]) as fed:
+        assert fed.files is not None  # a TLS federation has its certificates
         link = fed.superlinks[0]
         assert is_loopback(link.control.rsplit(":", 1)[0]) and link.control != link.address
         private, public = make_supernode_keys()

@@ -14,13 +14,17 @@ import io
 import logging
 import re
 import tokenize
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
 
 from flwr_multilevel import flower_compat
@@ -55,7 +59,8 @@ def warnings_in(caplog) -> list[str]:
 
 
 def message(node: int = 1000) -> Message:
-    return LocalGrid(lambda m, c: m, 1).create_message(RecordDict(), "train", node, "")
+    app = cast(ClientApp, lambda m, c: m)  # a stand-in: it only makes messages here
+    return LocalGrid(app, 1).create_message(RecordDict(), "train", node, "")
 
 
 # ---- the version guard ----
@@ -112,8 +117,13 @@ def test_the_feeder_and_worker_are_swapped_inside_the_block_only():
         return None
 
     seen = []
+
+    def wrap(flowers):
+        seen.append(flowers)
+        return ours
+
     with flower_compat.engine_feeder(ours):
-        with flower_compat.engine_worker(lambda flowers: seen.append(flowers) or ours):
+        with flower_compat.engine_worker(wrap):
             assert vce_api.add_messages_to_queue is ours and vce_api.worker is ours
     assert seen == [worker]  # the wrapper got Flower's own worker
     assert vce_api.add_messages_to_queue is feeder and vce_api.worker is worker
@@ -126,7 +136,9 @@ def test_the_feeder_and_worker_are_swapped_inside_the_block_only():
 def test_an_engine_without_the_feeder_or_worker_raises(monkeypatch, name):
     vce_api = importlib.import_module(VCE_API)
     monkeypatch.delattr(vce_api, name)
-    swap = flower_compat.engine_feeder if name != "worker" else flower_compat.engine_worker
+    swap: Callable[..., AbstractContextManager[None]] = (
+        flower_compat.engine_feeder if name != "worker" else flower_compat.engine_worker
+    )
     with pytest.raises(FlowerCompatError, match=name if name != "run_api" else "no longer calls"):
         with swap(lambda *a: None):
             pass
@@ -212,19 +224,24 @@ def test_a_linkstate_without_store_message_ins_is_polled_with_one_warning(caplog
 
 
 def test_the_engine_objects_are_reached_through_their_expected_names():
-    calls = []
+    calls: list[object] = []
     store = SimpleNamespace(
         retrieve_context=lambda run_id: ("context", run_id),
         update_context=lambda run_id, context: calls.append(("update", run_id, context)),
     )
+
+    def submit(fn, job):
+        calls.append(("submit", fn, job))
+        return "future"
+
     pool = SimpleNamespace(
-        submit=lambda fn, job: calls.append(("submit", fn, job)) or "future",
+        submit=submit,
         add_actor_back_to_pool=lambda future: calls.append(("back", future)),
     )
     backend = SimpleNamespace(num_workers=0, pool=pool, app_fn="app")
     msg = message(7)
     assert flower_compat.node_context({7: store}, msg) == ("context", msg.metadata.run_id)
-    flower_compat.keep_node_context({7: store}, msg, "new")
+    flower_compat.keep_node_context({7: store}, msg, cast(Context, "new"))
     flower_compat.add_clientapp_runtime(SimpleNamespace(add_clientapp_runtime=calls.append), 0.5)
     assert flower_compat.submit_to_actor(backend, len, ["m"], ["c"]) == "future"
     flower_compat.release_actor(backend, "future")
@@ -308,7 +325,7 @@ def test_arrays_of_a_changed_flower_take_the_public_constructor_with_one_warning
     with caplog.at_level(logging.WARNING, logger="flwr"):
         made = flower_compat.new_array("float32", (1,), "numpy.ndarray", b"\0" * 4)
         flower_compat.new_array("float32", (1,), "numpy.ndarray", b"\0" * 4)
-        clone = flower_compat.clone_array(made, SlottedArray)
+        clone = flower_compat.clone_array(made, cast(type[Array], SlottedArray))
     assert made == SlottedArray("float32", (1,), "numpy.ndarray", b"\0" * 4) == clone
     [warning] = warnings_in(caplog)
     assert "Array's fields" in warning
@@ -328,8 +345,10 @@ def test_config_copies_of_a_changed_flower_go_the_public_way_with_one_warning(mo
 
     monkeypatch.setattr(records, "ConfigRecord", PlainRecord)
     with caplog.at_level(logging.WARNING, logger="flwr"):
-        copy = flower_compat.config_with_entries(PlainRecord({"lr": 0.1}), {"w": 3})
-        flower_compat.config_with_entries(PlainRecord({"lr": 0.1}), {"w": 4})
+        copy = flower_compat.config_with_entries(
+            cast(ConfigRecord, PlainRecord({"lr": 0.1})), {"w": 3}
+        )
+        flower_compat.config_with_entries(cast(ConfigRecord, PlainRecord({"lr": 0.1})), {"w": 4})
     assert copy == {"lr": 0.1, "w": 3}
     [warning] = warnings_in(caplog)
     assert "ConfigRecord._data" in warning
@@ -511,7 +530,7 @@ def test_every_flower_compat_function_is_short():
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 body = node.body[1:] if ast.get_docstring(node) else node.body
-                if body and body[-1].end_lineno - body[0].lineno + 1 > 60:
+                if body and cast(int, body[-1].end_lineno) - body[0].lineno + 1 > 60:
                     long.append(f"{path.name}:{node.name}")
     assert not long
 

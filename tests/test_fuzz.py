@@ -178,8 +178,8 @@ def _assert_refused(capsys, argv, watched):
     before = {p: _state(p) for p in watched}
     try:
         status = main(argv)
-    except BaseException as err:  # noqa: BLE001
-        pytest.fail(f"{argv}: {type(err).__name__} escaped: {err}")
+    except BaseException as escaped:  # noqa: BLE001
+        pytest.fail(f"{argv}: {type(escaped).__name__} escaped: {escaped}")
     err = capsys.readouterr().err
     lines = err.splitlines()
     assert status == 2, (argv, err)
@@ -244,7 +244,7 @@ def _file_cases():
         "\x00\x01\x02",
         "0 1 # ok\n1 two\n",
     ]
-    cases = [("text", t) for t in texts]
+    cases: list[tuple[str, str | None]] = [("text", t) for t in texts]
     cases += [("bytes", _random_bytes(RNG.randint(1, 400))) for _ in range(8)]
     for _ in range(6):  # random asymmetric adjacency matrices
         m = np.array([[RNG.choice([0, 1, 2]) for _ in range(3)] for _ in range(3)])

@@ -87,8 +87,8 @@ def _strategy_cases():
         ("FedYogi", "tau"),
     ]
     for name, key in rates:  # finite, yet every update overflows
-        for value in RNG.sample(["1e300", "1e30", "1e7", "1.7976931348623157e308"], 2):
-            options = [f"strategy.options.{key}={value}"]
+        for huge in RNG.sample(["1e300", "1e30", "1e7", "1.7976931348623157e308"], 2):
+            options = [f"strategy.options.{key}={huge}"]
             if name == "QFedAvg" and key != "client_learning_rate":
                 options.append("strategy.options.client_learning_rate=0.1")
             if name == "FedProx" and key != "proximal_mu":
@@ -280,12 +280,15 @@ GOOD_CONFIG = "seed: 0\ntau: 4\n"
 
 def _compare_cases():
     """(what --out holds: {relative path: text, bytes, or None for a folder}, message part)."""
-    cases = [({name: "mine"}, "holds a run") for name in RUN_FILE_NAMES]
+    files: dict[str, str | bytes | None]
+    cases: list[tuple[dict[str, str | bytes | None], str]] = [
+        ({name: "mine"}, "holds a run") for name in RUN_FILE_NAMES
+    ]
     cases += [
         ({name: "mine"}, "no comparison.json") for name in ["comparison.md", "comparison.csv"]
     ]
     cases += [({name: b"\x89PNG mine"}, "no comparison.json") for name in PLOT_NAMES]
-    for index in [
+    indexes: list[str | bytes] = [
         "{not json",
         "[]",
         '{"runs": 5}',
@@ -294,14 +297,15 @@ def _compare_cases():
         '{"runs": {}, "folders": 5}',
         '{"runs": {}, "folders": ["local_sgd", 3]}',
         b"\xff\xfe\x00",
-    ]:
+    ]
+    for index in indexes:
         cases.append(({"comparison.json": index}, "is not a comparison's index"))
     cases.append(({"comparison.json": None}, "is a link or a folder"))
     for stray in ["notes.txt", "config.yaml", "history.csv", "summary.json", "sub/x"]:
         files = {"comparison.json": '{"runs": {"other": "other"}}', f"local_sgd/{stray}": "mine"}
         cases.append((files, "no comparison wrote"))
     cases.append(({"local_sgd/notes.txt": "mine"}, "no comparison wrote"))  # no index at all
-    damaged = [
+    damaged: list[tuple[str, str | bytes]] = [
         ("config.yaml", b"\xff\xfe\x00"),
         ("config.yaml", "[1, 2]\n"),
         ("config.yaml", "a: [\n"),

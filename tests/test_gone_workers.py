@@ -75,7 +75,7 @@ def _run(tmp_path, grid_gone_at: dict[int, int], overrides=(), rounds=3, **mll_k
                 initial_model(exp),
                 rounds,
                 timeout=60.0,
-                train_config=ConfigRecord(train_config(exp)),
+                train_config=ConfigRecord({**train_config(exp)}),
             )
         except Exception as err:  # noqa: BLE001 (handed to the test)
             outcome["error"] = err

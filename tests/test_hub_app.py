@@ -1,9 +1,12 @@
 """The deployed hub's ServerApp, without starting Flower: its app folder, config and grid."""
 
 from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
+from flwr.app import Message
+from flwr.serverapp import Grid
 from omegaconf import OmegaConf
 
 try:
@@ -73,7 +76,7 @@ def test_peer_layer_needs_tls_files_or_an_explicit_opt_out():
 
 
 class SlowGrid:
-    """Replies to message i become available at pull number i + 1."""
+    """Replies to message i become available at pull number i + 1 (a stand-in for a Grid)."""
 
     def __init__(self, count: int) -> None:
         self.count, self.pulls = count, 0
@@ -87,9 +90,16 @@ class SlowGrid:
         return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in ready]
 
 
+def stand_ins(*values: int) -> list[Message]:
+    """Stand-ins for messages: FastGrid hands them to the inner grid, which only counts them."""
+    return cast(list[Message], list(values))
+
+
 def test_fast_grid_pulls_until_every_reply_came():
     inner = SlowGrid(3)
-    replies = FastGrid(inner, poll_s=0.001).send_and_receive([1, 2, 3], timeout=10)  # type: ignore[arg-type]
+    replies = FastGrid(cast(Grid, inner), poll_s=0.001).send_and_receive(
+        stand_ins(1, 2, 3), timeout=10
+    )
     assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2"]
     assert inner.pulls == 3
 
@@ -97,7 +107,8 @@ def test_fast_grid_pulls_until_every_reply_came():
 def test_fast_grid_stops_at_the_timeout():
     inner = SlowGrid(3)
     inner.pull_messages = lambda ids: []  # type: ignore[method-assign]
-    assert list(FastGrid(inner, poll_s=0.01).send_and_receive([1], timeout=0.05)) == []  # type: ignore[arg-type]
+    grid = FastGrid(cast(Grid, inner), poll_s=0.01)
+    assert list(grid.send_and_receive(stand_ins(1), timeout=0.05)) == []
 
 
 def test_the_experiment_deploy_keys_stay_with_the_experiment():
@@ -120,11 +131,18 @@ def test_the_experiment_deploy_keys_stay_with_the_experiment():
 def test_fast_grid_tells_of_progress_and_of_the_call_in_flight():
     beats = []
     inner = SlowGrid(2)
-    grid = FastGrid(inner, poll_s=0.001, on_progress=lambda: beats.append(grid.busy_since))
-    list(grid.send_and_receive([1, 2], timeout=10))  # type: ignore[arg-type]
+    grid = FastGrid(
+        cast(Grid, inner), poll_s=0.001, on_progress=lambda: beats.append(grid.busy_since)
+    )
+    list(grid.send_and_receive(stand_ins(1, 2), timeout=10))
     assert len(beats) == 1 + inner.pulls and set(beats) == {None}  # after each call returned
     seen = []
-    inner.pull_messages = lambda ids: seen.append(grid.busy_since) or []  # type: ignore[method-assign]
+
+    def pull(ids):
+        seen.append(grid.busy_since)
+        return []
+
+    inner.pull_messages = pull  # type: ignore[method-assign]
     grid.pull_messages(["m0"])
     assert seen[0] is not None and grid.busy_since is None
 
@@ -132,7 +150,9 @@ def test_fast_grid_tells_of_progress_and_of_the_call_in_flight():
 def test_fast_grid_skips_messages_the_superlink_did_not_take():
     inner = SlowGrid(2)
     inner.push_messages = lambda messages: ["m0", None, ""]  # type: ignore[method-assign]
-    replies = FastGrid(inner, poll_s=0.001).send_and_receive([1, 2, 3], timeout=10)  # type: ignore[arg-type]
+    replies = FastGrid(cast(Grid, inner), poll_s=0.001).send_and_receive(
+        stand_ins(1, 2, 3), timeout=10
+    )
     assert [r.metadata.reply_to_message_id for r in replies] == ["m0"]
 
 
@@ -145,7 +165,7 @@ def test_a_hub_whose_superlink_hangs_is_ended_with_the_reason():
     release = threading.Event()
     inner = SlowGrid(1)
     inner.pull_messages = lambda ids: release.wait(10) and []  # type: ignore[method-assign]
-    grid = FastGrid(inner, poll_s=0.001)
+    grid = FastGrid(cast(Grid, inner), poll_s=0.001)
     lost: list[str] = []
     watch = SuperLinkWatch(grid, 0.3, lost.append, every=0.05).start()
     caller = threading.Thread(target=grid.pull_messages, args=(["m0"],))

@@ -2,6 +2,8 @@
 
 import copy
 import itertools
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import pytest
@@ -33,7 +35,6 @@ def corrupt(reply: Message, mode: str, instruction: Message) -> Message:
     arrays = next(iter(reply.content.array_records.values()))
     metrics = dict(next(iter(reply.content.metric_records.values())).items())
     nds = {k: a.numpy().copy() for k, a in arrays.items()}
-    records = {}
     if mode == "nan":
         nds["linear.weight"][0, 0] = np.nan
     elif mode == "shape":
@@ -68,8 +69,8 @@ def corrupt(reply: Message, mode: str, instruction: Message) -> Message:
         arrays_out["linear.bias"] = Array(
             dtype=good.dtype, shape=tuple(good.shape), stype=good.stype, data=b"not npy"
         )
-    records = {"arrays": arrays_out, "metrics": MetricRecord(metrics)}
-    return Message(RecordDict(records), reply_to=instruction)
+    records = RecordDict({"arrays": arrays_out, "metrics": MetricRecord(metrics)})
+    return Message(records, reply_to=instruction)
 
 
 MODES = {
@@ -95,7 +96,8 @@ def hostile_app(modes, good):
         if modes.get(pid) == "raise":
             raise RuntimeError("worker crashed")
         reply = client_app(msg, context)
-        good[pid] = flat([a.numpy() for a in reply.content["arrays"].values()])
+        arrays = cast(ArrayRecord, reply.content["arrays"])
+        good[pid] = flat([a.numpy() for a in arrays.values()])
         return corrupt(reply, modes[pid], msg) if pid in modes else reply
 
     return app
@@ -114,7 +116,7 @@ def test_hostile_replies_never_reach_the_average(config, missing):
         LocalGrid(hostile_app(MODES, good), 12),
         init,
         1,
-        train_config=ConfigRecord(train_config(exp)),
+        train_config=ConfigRecord({**train_config(exp)}),
     )
     w = exp.hierarchy.weights
     valid = [0, 11]
@@ -155,7 +157,7 @@ def test_extra_metric_keys_do_not_break_aggregation(config):
         LocalGrid(hostile_app({1: "extra-metric"}, good), 3),
         initial_model(exp),
         1,
-        train_config=ConfigRecord(train_config(exp)),
+        train_config=ConfigRecord({**train_config(exp)}),
     )
     v = exp.hierarchy.v
     expected = sum(v[i] * good[i] for i in range(3))
@@ -189,7 +191,10 @@ def test_a_hub_failing_round_after_round_stops_the_run(config):
     mll.on_round = lambda report, _: seen.append(report.server_round)
     with pytest.raises(RunAborted, match=r"hub 1 kept its model for 3 rounds .*disk full"):
         mll.start(
-            LocalGrid(app, 3), initial_model(exp), 6, train_config=ConfigRecord(train_config(exp))
+            LocalGrid(app, 3),
+            initial_model(exp),
+            6,
+            train_config=ConfigRecord({**train_config(exp)}),
         )
     assert seen == [1, 2, 3]  # stopped in round 3, after it was recorded
     assert layer.closed == 1  # a networked layer's server does not outlive the aborted run
@@ -206,7 +211,7 @@ def test_hub_without_valid_reply_keeps_its_model(config):
     exp = prepare(cfg)
     mll = build_mllsgd(exp)
     init = initial_model(exp)
-    result = mll.start(LocalGrid(app, 2), init, 1, train_config=ConfigRecord(train_config(exp)))
+    result = mll.start(LocalGrid(app, 2), init, 1, train_config=ConfigRecord({**train_config(exp)}))
     assert flat([a.numpy() for a in result.arrays.values()]).tolist() == (
         flat([a.numpy() for a in init.values()]).tolist()
     )
@@ -247,7 +252,7 @@ def test_stock_strategies_run_at_every_hub_and_stay_unchanged(config, strategy):
 
     grid.push_messages = spy  # type: ignore[method-assign]
     result = mll.start(
-        grid, initial_model(exp), cfg.rounds, train_config=ConfigRecord(train_config(exp))
+        grid, initial_model(exp), cfg.rounds, train_config=ConfigRecord({**train_config(exp)})
     )
     expected = {(int(exp.hierarchy.hub_of[i]), i) for i in range(6)}
     assert set(sent) == expected and len(sent) == 6 * cfg.rounds
@@ -265,16 +270,17 @@ def every_stock_strategy() -> list[Strategy]:
         cls = getattr(flwr_strategies, name)
         if not (isinstance(cls, type) and issubclass(cls, Strategy)) or cls is Strategy:
             continue
+        make: Callable[..., Strategy] = cls  # each subclass takes its own arguments
         if name.startswith("DifferentialPrivacy"):
             kwargs = {"noise_multiplier": 0.0, "num_sampled_clients": 1}
             norm = "initial_clipping_norm" if "Adaptive" in name else "clipping_norm"
-            made.append(cls(FedAvg(), **kwargs, **{norm: 1e6}))
+            made.append(make(FedAvg(), **kwargs, **{norm: 1e6}))
         elif name in ("Krum", "MultiKrum", "Bulyan"):
-            made.append(cls(num_malicious_nodes=0))
+            made.append(make(num_malicious_nodes=0))
         elif name == "QFedAvg":  # it reads the loss the workers report
-            made.append(cls(client_learning_rate=0.1, train_loss_key="train-loss"))
+            made.append(make(client_learning_rate=0.1, train_loss_key="train-loss"))
         else:
-            made.append(cls())
+            made.append(make())
     return made
 
 
@@ -292,7 +298,7 @@ def test_every_flower_strategy_finishes_on_a_one_worker_hub(config, strategy):
         LocalGrid(client_app, 3),
         initial_model(exp),
         2,
-        train_config=ConfigRecord(train_config(exp)),
+        train_config=ConfigRecord({**train_config(exp)}),
     )
     assert sorted(result.train_metrics_clientapp) == [1, 2]  # finished, never waited forever
     assert np.isfinite(flat([a.numpy() for a in result.arrays.values()])).all()
@@ -333,7 +339,7 @@ def test_hub_never_changes_the_callers_replies(config):
     hub = HubStrategy(
         FedAvg(), 0, {1000: WorkerSpec(0, 3.0, 1.0), 1001: WorkerSpec(1, 1.0, 1.0)}, 2
     )
-    config_record = ConfigRecord(train_config(exp) | {"time-steps": 2})
+    config_record = ConfigRecord({**train_config(exp), "time-steps": 2})
     messages = list(hub.configure_train(1, initial_model(exp), config_record, grid))
     replies = list(grid.send_and_receive(messages))
     snapshot = [(id(r.content), dict(r.content["metrics"].items())) for r in replies]
@@ -355,10 +361,12 @@ def test_fedavgm_base_follows_the_gossiped_hub_model(config):
     exp.strategy = FedAvgM(server_learning_rate=0.5, server_momentum=0.0)
     mll = build_mllsgd(exp)
     grid = LocalGrid(client_app, 4)
-    mll.start(grid, initial_model(exp), 1, train_config=ConfigRecord(train_config(exp)))
+    mll.start(grid, initial_model(exp), 1, train_config=ConfigRecord({**train_config(exp)}))
     model = mll.models[0]
     list(mll.hubs[0].configure_train(2, model, ConfigRecord(), grid))
-    assert mll.hubs[0].strategy.current_arrays is model
+    strategy = mll.hubs[0].strategy
+    assert isinstance(strategy, FedAvgM)
+    assert strategy.current_arrays is model
 
 
 def poisoner(scale=None, value=None):
@@ -369,7 +377,7 @@ def poisoner(scale=None, value=None):
         reply = client_app(msg, context)
         if context.node_config["partition-id"] != 1:
             return reply
-        arrays = reply.content["arrays"]
+        arrays = cast(ArrayRecord, reply.content["arrays"])
         poisoned = {
             k: Array(a.numpy() * scale if scale is not None else np.full_like(a.numpy(), value))
             for k, a in arrays.items()
@@ -389,7 +397,7 @@ def test_update_clipping_bounds_a_poisoned_worker(config, attack):
         LocalGrid(client_app, 4),
         initial_model(exp),
         3,
-        train_config=ConfigRecord(train_config(exp)),
+        train_config=ConfigRecord({**train_config(exp)}),
     )
     reference = flat([a.numpy() for a in clean.models[0].values()])
 
@@ -401,7 +409,7 @@ def test_update_clipping_bounds_a_poisoned_worker(config, attack):
             LocalGrid(poisoner(**attack), 4),
             initial_model(exp),
             3,
-            train_config=ConfigRecord(train_config(exp)),
+            train_config=ConfigRecord({**train_config(exp)}),
         )
         results[clip] = (flat([a.numpy() for a in mll.models[0].values()]), mll.report)
     unclipped, _ = results[None]
@@ -442,7 +450,7 @@ def test_a_hub_cut_off_from_its_workers_sits_the_gossip_out(config):
     layer = Telling(exp.mixing)
     mll = build_mllsgd(exp, on_round=on_round, peer_layer=layer)
     init = initial_model(exp)
-    mll.start(LocalGrid(app, 6), init, 2, train_config=ConfigRecord(train_config(exp)))
+    mll.start(LocalGrid(app, 6), init, 2, train_config=ConfigRecord({**train_config(exp)}))
     first = reports[0]
     assert list(first.failed_hubs) == [1] and first.skipped_peers == {0: [1], 2: [1]}
     # the hub says so through its peer layer (a networked one tells its neighbours at once)
@@ -462,7 +470,7 @@ def test_the_hub_metrics_do_not_depend_on_the_order_replies_arrive_in(config):
     exp = prepare(cfg)
     grid = LocalGrid(client_app, 4)
     specs = {1000 + w: WorkerSpec(w, [3.0, 1.0, 7.0, 4.0][w], 1.0) for w in range(4)}
-    config_record = ConfigRecord(train_config(exp) | {"time-steps": 4})
+    config_record = ConfigRecord({**train_config(exp), "time-steps": 4})
     hub = HubStrategy(FedAvg(), 0, specs, 4)
     replies = list(
         grid.send_and_receive(hub.configure_train(1, initial_model(exp), config_record, grid))

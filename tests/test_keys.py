@@ -10,9 +10,11 @@ nothing but build and read messages.
 
 import ast
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from flwr_multilevel.engines.local_grid import LocalGrid
@@ -109,13 +111,14 @@ def test_the_message_modules_exist_and_every_key_is_one_constant():
 def test_flowers_own_keys_are_the_ones_named():
     # what Flower's strategies put in a train config, and the metric they weight by
     arrays = ArrayRecord({"w": Array(np.zeros(2, np.float32))})
-    grid = LocalGrid(lambda message, context: message, 2)
+    grid = LocalGrid(cast(ClientApp, lambda message, context: message), 2)  # a stand-in app
     messages = list(FedProx(proximal_mu=0.1).configure_train(3, arrays, ConfigRecord(), grid))
     record = messages[0].content[keys.CONFIG]
     assert record[keys.SERVER_ROUND] == 3 and record[keys.PROXIMAL_MU] == 0.1
     assert isinstance(messages[0].content[keys.ARRAYS], ArrayRecord)
     assert FedAvg().weighted_by_key == keys.NUM_EXAMPLES
-    assert weighting_aggregator(FedAvg(), 2).weighted_by_key == keys.WORKER_WEIGHT
+    aggregator = cast(FedAvg, weighting_aggregator(FedAvg(), 2))  # a FedAvg ends its own chain
+    assert aggregator.weighted_by_key == keys.WORKER_WEIGHT
     assert set(grid.contexts[next(iter(grid.contexts))].node_config) == {
         keys.PARTITION_ID,
         keys.NUM_PARTITIONS,

@@ -3,6 +3,7 @@
 import os
 import threading
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from flwr.app import ConfigRecord, Context, Message
@@ -19,15 +20,26 @@ from .conftest import make_config
 from .helpers import read_csv
 
 
-def _message(node: int) -> SimpleNamespace:
-    return SimpleNamespace(metadata=SimpleNamespace(dst_node_id=node))
+def _message(node: int) -> Message:
+    """A stand-in for a Message: the actor reads its destination only."""
+    return cast(Message, SimpleNamespace(metadata=SimpleNamespace(dst_node_id=node)))
+
+
+def _context() -> Context:
+    """A stand-in for a Context: the apps here keep what they saw in it."""
+    return cast(Context, {})
 
 
 def _run(actor: GroupActor, group_id: int, app, n: int, **kw) -> list:  # type: ignore[no-untyped-def]
     """Run a group of n messages to the end; return its outcomes in the order sent."""
     chunks = actor.run_group(
-        group_id, "k", lambda: app, [_message(i) for i in range(n)], [{} for _ in range(n)], **kw
-    )  # type: ignore[arg-type]
+        group_id,
+        "k",
+        lambda: app,
+        [_message(i) for i in range(n)],
+        [_context() for _ in range(n)],
+        **kw,
+    )
     return [outcome for chunk in chunks for outcome in chunk]
 
 
@@ -65,7 +77,7 @@ def test_the_app_travels_once_per_actor():
         return lambda m, c: "ok"
 
     for group_id, fn in enumerate([app_fn, None, None]):
-        list(actor.run_group(group_id, "run-1", fn, [_message(0)], [{}]))  # type: ignore[arg-type]
+        list(actor.run_group(group_id, "run-1", fn, [_message(0)], [_context()]))
     assert len(made) == 1
 
 

@@ -10,6 +10,7 @@ those inputs; the hub's model is never consumed by a rule.
 import logging
 import os
 import time
+from typing import cast
 
 import numpy as np
 import pytest
@@ -59,11 +60,11 @@ def faulty_app(good: dict[int, dict[str, np.ndarray]], clock: Clock) -> ClientAp
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         worker = int(context.node_config["partition-id"])
-        server_round = int(msg.content["config"]["server-round"])
+        server_round = int(cast(int, msg.content["config"]["server-round"]))
         if worker == RAISES:
             raise RuntimeError("disk full")
         reply = client_app(msg, context)
-        arrays = reply.content["arrays"]
+        arrays = cast(ArrayRecord, reply.content["arrays"])
         if server_round == 1:
             good[worker] = {k: a.numpy() for k, a in arrays.items()}
         if worker == LATE and server_round == 1:
@@ -123,7 +124,12 @@ def run_rule(tmp_path, name, extra, missing="stay"):
     )
     exp = prepare(cfg)
     reports, models = [], []
-    mll = build_mllsgd(exp, on_round=lambda r, m: reports.append(r) or models.append(m[0]))
+
+    def on_round(report, hub_models):
+        reports.append(report)
+        models.append(hub_models[0])
+
+    mll = build_mllsgd(exp, on_round=on_round)
     good: dict[int, dict[str, np.ndarray]] = {}
     clock = Clock()
     init = initial_model(exp)
@@ -133,7 +139,7 @@ def run_rule(tmp_path, name, extra, missing="stay"):
         init,
         2,
         timeout=60.0,
-        train_config=ConfigRecord(train_config(exp)),
+        train_config=ConfigRecord({**train_config(exp)}),
     )
     assert {k: a.numpy().tolist() for k, a in init.items()} == {
         k: v.tolist() for k, v in start.items()

@@ -5,6 +5,7 @@ import time
 from queue import Queue
 
 import pytest
+from flwr.app import Message
 
 from flwr_multilevel.engines.dispatch import Dispatch
 from flwr_multilevel.engines.simulation import POLL_SHARE, tune_grid
@@ -62,6 +63,7 @@ def test_the_feeder_hands_out_a_round_with_a_few_checks_per_message():
         return busy(node_id)
 
     dispatch.busy = counted  # type: ignore[method-assign]
+    queue: Queue[Message]
     state, queue, stop = State(), Queue(), threading.Event()
     feeder = threading.Thread(
         target=dispatch.feeder(60.0), args=(state, queue, {n: n for n in range(nodes)}, stop)
@@ -148,6 +150,7 @@ def test_the_messages_stored_before_the_feeder_are_taken_in_one_scan():
             return []
 
     nodes = 500
+    queue: Queue[Message]
     dispatch, state, queue, stop = Dispatch(), State(nodes), Queue(), threading.Event()
     feeder = threading.Thread(
         target=dispatch.feeder(60.0), args=(state, queue, {n: n for n in range(nodes)}, stop)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, MetricRecordValues, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
 
@@ -23,7 +23,10 @@ def looping_app(loop, seen):
     def train(msg, context):
         worker = int(context.node_config["partition-id"])
         seen[worker] = loop()
-        metrics = {"num-examples": 10, "my_steps": steps_taken(otherwise=-1)}
+        metrics: dict[str, MetricRecordValues] = {
+            "num-examples": 10,
+            "my_steps": steps_taken(otherwise=-1),
+        }
         content = RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(metrics)})
         return Message(content, reply_to=msg)
 

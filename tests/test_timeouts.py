@@ -131,7 +131,11 @@ def _run_in_process(tmp_path, late_worker, raising, missing="stay", rounds=2):
     LATE["worker"], RAISE["workers"] = late_worker, raising
     grid = LocalGrid(late_app, exp.hierarchy.num_workers, clock=CLOCK)
     mll.start(
-        grid, initial_model(exp), rounds, timeout=60.0, train_config=ConfigRecord(train_config(exp))
+        grid,
+        initial_model(exp),
+        rounds,
+        timeout=60.0,
+        train_config=ConfigRecord({**train_config(exp)}),
     )
     return reports, [[a.numpy() for a in mll.models[d].values()] for d in range(2)]
 
@@ -239,6 +243,7 @@ def test_dispatch_feeds_one_message_per_node_and_skips_expired_work():
         def get_message_ins(self, node_id, limit):
             return self.waiting[node_id][:limit] and [self.waiting[node_id].pop(0)]
 
+    queue: Queue[Message]
     dispatch, state, queue, stop = Dispatch(), State(), Queue(), threading.Event()
     feeder = threading.Thread(
         target=dispatch.feeder(0.001), args=(state, queue, {1: 0, 2: 1}, stop)
@@ -246,10 +251,11 @@ def test_dispatch_feeds_one_message_per_node_and_skips_expired_work():
     feeder.start()
     time.sleep(0.05)
     assert sorted(m.metadata.message_id for m in queue.queue) == ["x", "z"]  # y waits for x
+    replies: Queue[Message]
     ran, replies = [], Queue()
 
     def worker(messages, out, *_):
-        for _ in range(2):
+        for _attempt in range(2):
             try:
                 message = messages.get(timeout=0.05)
             except Empty:
@@ -290,6 +296,7 @@ def test_dispatch_takes_the_grids_messages_as_they_are_stored_not_by_scanning():
                     return [message]
             return []
 
+    queue: Queue[Message]
     dispatch, state, queue, stop = Dispatch(), State(), Queue(), threading.Event()
     feeder = threading.Thread(
         target=dispatch.feeder(60.0), args=(state, queue, {1: 0, 2: 1, 3: 2}, stop)
@@ -319,6 +326,7 @@ def test_dispatch_takes_the_grids_messages_as_they_are_stored_not_by_scanning():
 def test_a_reply_after_its_deadline_is_not_stored():
     from queue import Queue
 
+    replies: Queue[Message]
     dispatch, replies = Dispatch(), Queue()
     dispatch.start(5)
     late = Message(RecordDict(), reply_to=_pushed(5, "m", ttl=1e-6))

@@ -8,7 +8,15 @@ other hub through :class:`NetworkPeerLayer` (``GOSSIP ...``), H = all halves.
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    ConfigRecordValues,
+    Context,
+    Message,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -67,5 +75,5 @@ def gossip(config: dict) -> None:
 @client.query()
 def query(msg: Message, context: Context) -> Message:
     """Reply with this node's config."""
-    node = {k: str(v) for k, v in context.node_config.items()}
+    node: dict[str, ConfigRecordValues] = {k: str(v) for k, v in context.node_config.items()}
     return Message(RecordDict({"c": ConfigRecord(node)}), reply_to=msg)
