@@ -1,8 +1,11 @@
 """`flwr run .` as a user types it: it finishes on Flower's defaults, and a mistake is one line.
 
-Starts its own simulation SuperLink on free loopback ports with its own
-``FLWR_HOME`` (every process recorded and stopped by PID), submits a Flower App
-with ``flwr run``, and reads the run's status back with ``flwr ls``. ``flwr
+``flwr run . --stream`` runs as typed in a copy of the repository with a fresh
+``FLWR_HOME``: Flower starts its own local SuperLink (on free ports, through
+Flower's environment variables), which the test stops by PID. The other tests
+start their own simulation SuperLink on free loopback ports with their own
+``FLWR_HOME`` (every process recorded and stopped by PID), submit a Flower App
+with ``flwr run``, and read the run's status back with ``flwr ls``. ``flwr
 run`` itself exits 0 whatever the run's end (Flower 1.42's CLI);
 ``flwr-multilevel config --run-config`` is the pre-flight check that exits 2,
 tested beside it. This repository's app runs on Flower's default federation of
@@ -17,6 +20,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +28,7 @@ from flwr_multilevel.cli.main import main
 from flwr_multilevel.deploy.flower_files import write_connections
 from flwr_multilevel.deploy.flower_processes import FLOWER_ENV
 from flwr_multilevel.deploy.processes import ProcessGroup, executable, free_port, wait_for_port
+from tests.helpers import stop_left_over
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart_multilevel"
@@ -31,11 +36,23 @@ BAD = "tau='abc'"
 ONE_LINE = "flwr-multilevel: error: tau: expected an integer in run_config, got 'abc'"
 
 
-def _flwr(args: list[str], home: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    env = {**FLOWER_ENV, "FLWR_HOME": str(home), "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+def _flwr(
+    args: list[str],
+    home: Path,
+    timeout: float,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **FLOWER_ENV,
+        "FLWR_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "NO_COLOR": "1",
+        **(env or {}),
+    }
     return subprocess.run(
         [executable("flwr"), *args],
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -101,11 +118,16 @@ def _superlink(group: ProcessGroup, tmp_path: Path, home: Path) -> None:
     write_connections(home, {"sim": f"127.0.0.1:{port}"}, None)
 
 
-def _status(home: Path, run_id: int | None = None) -> str:
-    """Return the status of run ``run_id`` (the newest) once it is finished, or the last seen."""
+def _status(home: Path, run_id: int | None = None, **where: Any) -> str:
+    """Return the status of run ``run_id`` (the newest) once it is finished, or the last seen.
+
+    ``where``: ``cwd`` and ``env`` of ``flwr ls`` on Flower's default connection;
+    without them, the connection ``sim`` (:func:`_superlink`).
+    """
     status = ""
     for _ in range(90):  # the status lands a moment after the last log line
-        listed = _flwr(["ls", "sim", "--format", "json"], home, timeout=60)
+        connection = [] if where else ["sim"]
+        listed = _flwr(["ls", *connection, "--format", "json"], home, timeout=60, **where)
         runs = json.loads(listed.stdout).get("runs", [])
         runs = [r for r in runs if run_id is None or int(r.get("run-id", -1)) == run_id]
         status = runs[0].get("status", "") if runs else ""
@@ -115,20 +137,62 @@ def _status(home: Path, run_id: int | None = None) -> str:
     return status
 
 
+def _fresh_clone(folder: Path) -> Path:
+    """Return a copy of the repository's Flower App (what a clone holds), without caches."""
+    clone = folder / "clone"
+    clone.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, clone / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "runs")
+    shutil.copytree(ROOT / "flwr_multilevel", clone / "flwr_multilevel", ignore=skip)
+    return clone
+
+
+def _stop_local_superlink(home: Path) -> list[int]:
+    """Stop the SuperLink ``flwr run`` started detached for ``home``, by PID; return its PIDs."""
+    mine = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        started_here = f"FLWR_HOME={home}".encode() in env
+        if started_here and any(a.endswith(b"flower-superlink") for a in argv[:2]):
+            mine.append(int(entry.name))
+    stop_left_over(mine)
+    return mine
+
+
 @pytest.mark.simulation
-def test_flwr_run_dot_finishes_with_no_option(tmp_path: Path) -> None:
-    """`flwr run .` in the repository, on Flower's default federation (2 SuperNodes)."""
-    home = tmp_path / "flwr-home"
-    with ProcessGroup(env={**FLOWER_ENV, "FLWR_HOME": str(home)}) as group:
-        _superlink(group, tmp_path, home)
-        run = _flwr(["run", ".", "sim", "--stream"], home, timeout=900)
+def test_flwr_run_dot_in_a_fresh_clone_finishes_with_no_option(tmp_path: Path) -> None:
+    """`flwr run . --stream` as typed, Flower's own local SuperLink and default federation.
+
+    ``FLWR_HOME`` is fresh, so Flower makes its default config and starts its
+    local SuperLink, detached (stopped here by PID); its ports come from
+    Flower's environment variables, free ones. The run writes ``runs/`` in the
+    clone, the SuperLink's working directory.
+    """
+    clone, home = _fresh_clone(tmp_path), tmp_path / "flwr-home"
+    env = {  # the environment's bin first on PATH, as an activated one has it
+        "PATH": f"{Path(executable('flwr')).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+    }
+    try:
+        run = _flwr(["run", ".", "--stream"], home, timeout=900, cwd=clone, env=env)
         streamed = run.stdout + run.stderr
-        status = _status(home)
+        assert "Starting local SuperLink" in streamed and "Error" not in streamed, streamed
+        status = _status(home, cwd=clone, env=env)
+    finally:
+        superlinks = _stop_local_superlink(home)
+    assert len(superlinks) == 1, superlinks  # Flower started it, we stopped it
+    assert run.returncode == 0, streamed[-3000:]
     assert "(2 simulated SuperNodes)" in streamed, streamed[-3000:]  # Flower's default
     assert "12 workers on 2 SuperNodes" in streamed, streamed[-3000:]
     assert "Traceback" not in streamed, streamed[-3000:]
     assert status == "finished:completed", (status, streamed[-3000:])
-    assert len(list(tmp_path.glob("runs/*/summary.json"))) == 1  # in the SuperLink's folder
+    assert len(list(clone.glob("runs/*/summary.json"))) == 1
 
 
 @pytest.mark.simulation
