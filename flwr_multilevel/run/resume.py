@@ -11,7 +11,6 @@ and a history row the kill cut off is written from the checkpoint.
 
 import csv
 import io
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,13 @@ from flwr_multilevel.run.checkpoint import clear_stale_writes, load_checkpoint
 from flwr_multilevel.run.recorder import ROUNDS, RunPlan
 from flwr_multilevel.run.results import HISTORY, MAX_HISTORY_BYTES, ResultsFolder
 from flwr_multilevel.run.resume_checks import check_counters, check_engine, check_rows
+from flwr_multilevel.strategies.app_config import dotted_keys
 
 # keys that may differ between the checkpoint's config and config.yaml: they cannot change
 # the rows already written or the ones to come (rounds only upward: it adds rounds)
 MAY_CHANGE = ("rounds", "simulation.timeout", "output_dir", "overwrite")
 
 Rows = list[dict[str, str]]
-
-
-def _flat(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def check_config(saved_yaml: str, cfg: DictConfig, last_round: int) -> list[str]:
@@ -52,10 +42,10 @@ def check_config(saved_yaml: str, cfg: DictConfig, last_round: int) -> list[str]
         went below the checkpoint's round.
     """
     try:
-        saved = _flat(OmegaConf.to_container(OmegaConf.create(saved_yaml)))  # type: ignore[arg-type]
+        saved = dotted_keys(OmegaConf.to_container(OmegaConf.create(saved_yaml)))  # type: ignore[arg-type]
     except Exception:  # pylint: disable=broad-except
         raise ConfigError("--resume", "the checkpoint's config cannot be read") from None
-    now = _flat(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    now = dotted_keys(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     for key in changed:
         if key not in MAY_CHANGE:

@@ -27,6 +27,26 @@ from flwr_multilevel.model.rates import DISTRIBUTIONS, operating_rates
 from flwr_multilevel.model.topology import GRAPHS, hub_graph
 from flwr_multilevel.protocol.keys import NUM_EXAMPLES
 
+
+def dotted_keys(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Return a nested mapping as one level of dotted keys (``default.yaml`` -> run config).
+
+    Lists and other values are kept as they are.
+
+    Examples
+    --------
+    >>> dotted_keys({"hubs": {"count": 2, "workers": [1, 2]}, "tau": 4})
+    {'hubs.count': 2, 'hubs.workers': [1, 2], 'tau': 4}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, Mapping):
+            flat.update(dotted_keys(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 RUN_CONFIG_KEYS: dict[str, str] = {  # dotted key -> the MLLSGD argument it sets
     "hubs.count": "hubs",
     "hubs.workers": "hubs",

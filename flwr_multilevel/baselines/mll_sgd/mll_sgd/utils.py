@@ -15,7 +15,7 @@ from typing import Any
 
 from flwr.serverapp.strategy import Result
 
-from flwr_multilevel.strategies.app_config import hub_sizes_of
+from flwr_multilevel.strategies.app_config import dotted_keys, hub_sizes_of
 
 # The keys of [tool.flwr.app.config], in its order (tests/test_flower_baseline.py compares them)
 APP_KEYS = (
@@ -148,16 +148,6 @@ def _merged(common: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _flat(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        if isinstance(value, Mapping):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def paper_run_config(
     common: Mapping[str, Any], run: Mapping[str, Any]
 ) -> dict[str, bool | int | float | str]:
@@ -175,7 +165,7 @@ def paper_run_config(
     >>> cfg
     {'hubs.count': 2, 'hubs.workers': 3, 'tau': 8, 'q': 4, 'hubs.graph': 'path'}
     """
-    flat = {"hubs.count": 3, "hubs.workers": 4, **_flat(_merged(common, run))}
+    flat = {"hubs.count": 3, "hubs.workers": 4, **dotted_keys(_merged(common, run))}
     if isinstance(flat["hubs.workers"], list):
         flat["hubs.count"] = len(flat["hubs.workers"])
     return {
